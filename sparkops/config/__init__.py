@@ -1,0 +1,121 @@
+"""The effective configuration: layers merged in code, validated once, then checked."""
+from __future__ import annotations
+
+import hashlib
+import json
+import stat
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Mapping
+
+from ..catalog import cluster_path, profile_path
+from ..errors import ConfigError
+from ..names import check_name
+from ..paths import local_override, project_root
+from .layers import Layer, cli_layer, env_layer, environ as os_environ, merge, scoped_override
+from .semantic import Finding, check
+from .toml_files import parse_toml, read_toml
+from .validate import validate
+
+DEFAULT_CLUSTER = "spark-pair"
+MASK = "********"
+
+
+@dataclass(frozen=True)
+class Config:
+    profile: str
+    cluster_name: str
+    doc: dict
+    layers: tuple[Layer, ...] = ()
+    findings: tuple[Finding, ...] = field(default_factory=tuple)
+
+    @property
+    def cluster(self) -> dict:
+        return self.doc["cluster"]
+
+    @property
+    def serving(self) -> dict:
+        return self.doc["serving"]
+
+    @property
+    def model(self) -> dict:
+        return self.doc["model"]
+
+    @property
+    def secrets(self) -> dict:
+        return self.doc.get("secrets", {})
+
+    @property
+    def nodes(self) -> list[dict]:
+        return self.doc["cluster"]["nodes"]
+
+    @property
+    def served_model_name(self) -> str:
+        return self.serving.get("served_model_name") or self.model["repo"]
+
+    def public(self) -> dict:
+        """The document with secrets masked: what plans, logs and results may show."""
+        doc = json.loads(json.dumps(self.doc))
+        doc["secrets"] = {k: MASK for k, v in doc.get("secrets", {}).items() if v}
+        return doc
+
+    def config_hash(self) -> str:
+        """Identity of what would be served; secrets count only as present or absent."""
+        text = json.dumps(self.public(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def secret_values(self) -> list[str]:
+        return [v for v in self.secrets.values() if v]
+
+
+def defaults_layer() -> Layer:
+    text = resources.files(__package__).joinpath("defaults.toml").read_text()
+    return Layer("built-in defaults", parse_toml(text, "sparkops/config/defaults.toml"))
+
+
+def load_config(profile: str, cluster: str | None = None, *, root: Path | None = None,
+                sets: list[str] = (), environ: Mapping[str, str] | None = None,
+                node_memory_gib: float | None = None) -> Config:
+    root = root or project_root()
+    environ = os_environ() if environ is None else environ
+    check_name("profile", profile)
+    override_path = local_override(root)
+    override = read_toml(override_path) if override_path.is_file() else {}
+    cluster = cluster or environ.get("SPARKOPS_CLUSTER") or override.pop("default_cluster", None) or DEFAULT_CLUSTER
+    override.pop("default_cluster", None)
+    check_name("cluster", cluster)
+
+    cluster_file = cluster_path(root, cluster)
+    profile_file = profile_path(root, profile)
+    layers = [
+        defaults_layer(),
+        Layer(str(cluster_file), read_toml(cluster_file)),
+        Layer(str(profile_file), read_toml(profile_file)),
+    ]
+    if override:
+        layers.append(Layer(str(override_path), scoped_override(override, profile, cluster)))
+    layers += [env_layer(environ), cli_layer(list(sets))]
+    doc = merge(layers)
+    doc.setdefault("profile", {})["name"] = profile
+    doc.setdefault("cluster", {})["name"] = cluster
+    validate(doc, layers)
+
+    findings = check(doc, node_memory_gib=node_memory_gib)
+    findings += _override_permissions(override_path, override)
+    errors = [f for f in findings if f.level == "error"]
+    if errors:
+        raise ConfigError(
+            f"profile {profile!r} on cluster {cluster!r} cannot run",
+            details=[line for f in errors for line in f.render().splitlines()],
+        )
+    return Config(profile, cluster, doc, tuple(layers), tuple(findings))
+
+
+def _override_permissions(path: Path, override: dict) -> list[Finding]:
+    if not override.get("secrets") or not path.is_file():
+        return []
+    if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return [Finding("warn", str(path), "holds secrets but other users can read it",
+                        f"chmod 600 {path}")]
+    return []

@@ -1,0 +1,109 @@
+"""Merging configuration layers.
+
+Order, lowest first: built-in defaults < cluster file < model profile < local override file
+< SPARKOPS_* environment variables < CLI flags. Tables merge key by key; any other value
+(arrays included) is replaced whole by the higher layer, so a local override's `nodes`
+list replaces the cluster file's.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+import tomlkit
+from tomlkit.exceptions import ParseError
+
+from ..errors import ConfigError
+
+ENV_PREFIX = "SPARKOPS_"
+# Secrets also come from the variables their own tools read.
+SECRET_ENV = {"HF_TOKEN": ("secrets", "hf_token"), "VLLM_API_KEY": ("secrets", "api_key")}
+# SPARKOPS_* variables that select things rather than set config keys.
+NOT_CONFIG_ENV = {"SPARKOPS_PROFILE", "SPARKOPS_CLUSTER", "SPARKOPS_LOCAL", "SPARKOPS_HOME"}
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str  # shown to users: a file path, "environment" or "command line"
+    data: dict
+
+
+def deep_merge(base: dict, top: Mapping) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(dict(value) if isinstance(value, Mapping) else value)
+    return out
+
+
+def merge(layers: list[Layer]) -> dict:
+    doc: dict = {}
+    for layer in layers:
+        doc = deep_merge(doc, layer.data)
+    return doc
+
+
+def scoped_override(data: dict, profile: str, cluster: str) -> dict:
+    """The local override file may scope sections: [clusters.NAME] and [profiles.NAME]."""
+    data = dict(data)
+    by_cluster = data.pop("clusters", {}) or {}
+    by_profile = data.pop("profiles", {}) or {}
+    out = data
+    if cluster in by_cluster:
+        out = deep_merge(out, {"cluster": by_cluster[cluster]})
+    if profile in by_profile:
+        out = deep_merge(out, by_profile[profile])
+    return out
+
+
+def parse_value(raw: str):
+    """A CLI or environment value: TOML syntax when it parses (4096, true, ["a"]), else a string."""
+    try:
+        return tomlkit.parse(f"v = {raw}").unwrap()["v"]
+    except ParseError:
+        return raw
+
+
+def set_path(doc: dict, dotted: str, value, origin: str) -> None:
+    parts = [p for p in dotted.split(".")]
+    if not all(parts):
+        raise ConfigError(f"{origin}: {dotted!r} is not a key path", fix="write it like serving.max_model_len=4096")
+    node = doc
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{origin}: {dotted!r} goes through a value that is not a table")
+    node[parts[-1]] = value
+
+
+def env_layer(environ: Mapping[str, str]) -> Layer:
+    """SPARKOPS_SERVING__MAX_MODEL_LEN=4096 sets serving.max_model_len (double underscore = dot)."""
+    data: dict = {}
+    for name, (section, key) in SECRET_ENV.items():
+        if environ.get(name):
+            set_path(data, f"{section}.{key}", environ[name], f"${name}")
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name in NOT_CONFIG_ENV:
+            continue
+        dotted = name[len(ENV_PREFIX):].lower().replace("__", ".")
+        value = raw if dotted.startswith("secrets.") else parse_value(raw)
+        set_path(data, dotted, value, f"${name}")
+    return Layer("environment", data)
+
+
+def cli_layer(assignments: list[str]) -> Layer:
+    data: dict = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE", fix="e.g. --set serving.max_model_len=4096")
+        set_path(data, key.strip(), parse_value(raw.strip()), f"--set {key}")
+    return Layer("command line", data)
+
+
+def environ() -> Mapping[str, str]:
+    return os.environ

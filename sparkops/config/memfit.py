@@ -1,0 +1,93 @@
+"""Will the model fit? A per-node memory estimate made before anything starts.
+
+Weights are split evenly over tensor x pipeline ranks; the KV cache of one full-length
+sequence must fit beside them inside node memory x gpu_memory_utilization. On unified
+memory (DGX Spark) that budget is carved out of the same RAM the OS lives in.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+GIB = 1024 ** 3
+# CUDA context, activations for the profiling run, sampler buffers and CUDA graphs: vLLM's
+# non-KV, non-weight use measured on single-GPU runs is typically 1.5-4 GiB.
+RUNTIME_OVERHEAD_GIB = 3.0
+DTYPE_BYTES = {"auto": 2, "bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4,
+               "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}
+
+
+@dataclass(frozen=True)
+class MemFit:
+    nodes: int
+    node_memory_gib: float
+    budget_gib: float
+    weights_gib: float
+    overhead_gib: float
+    kv_per_token_kib: float | None
+    kv_one_seq_gib: float | None
+    kv_room_gib: float
+    full_length_seqs: float | None
+    os_left_gib: float
+    verdict: str  # "fits", "tight", "does-not-fit", "unknown"
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+    def table(self) -> list[str]:
+        rows = [
+            ("node memory", f"{self.node_memory_gib:.1f} GiB"),
+            ("budget (x gpu_memory_utilization)", f"{self.budget_gib:.1f} GiB"),
+            ("weights per node", f"{self.weights_gib:.1f} GiB"),
+            ("runtime overhead", f"{self.overhead_gib:.1f} GiB"),
+            ("left for KV cache", f"{self.kv_room_gib:.1f} GiB"),
+        ]
+        if self.kv_one_seq_gib is not None:
+            rows.append(("KV of one max_model_len sequence", f"{self.kv_one_seq_gib:.2f} GiB"))
+            rows.append(("full-length sequences that fit", f"{self.full_length_seqs:.1f}"))
+        rows.append(("left for the OS", f"{self.os_left_gib:.1f} GiB"))
+        return [f"{k:<36} {v}" for k, v in rows]
+
+
+def nodes_needed(doc: dict) -> int:
+    serving, cluster = doc["serving"], doc["cluster"]
+    ranks = serving["tensor_parallel"] * serving["pipeline_parallel"]
+    return math.ceil(ranks / cluster.get("gpus_per_node", 1))
+
+
+def estimate(doc: dict, node_memory_gib: float | None = None) -> MemFit:
+    cluster, serving, model = doc["cluster"], doc["serving"], doc["model"]
+    tp, pp = serving["tensor_parallel"], serving["pipeline_parallel"]
+    per_node_ranks = min(tp * pp, cluster.get("gpus_per_node", 1))
+    memory = node_memory_gib or cluster["node_memory_gib"]
+    budget = memory * serving["gpu_memory_utilization"]
+    os_left = memory - budget
+    weights = model.get("weights_gb")
+    if weights is None:
+        return MemFit(nodes_needed(doc), memory, budget, 0.0, RUNTIME_OVERHEAD_GIB, None, None,
+                      0.0, None, os_left, "unknown", "model.weights_gb is not set")
+    weights_node = weights * 1e9 / GIB / (tp * pp) * per_node_ranks
+    overhead = RUNTIME_OVERHEAD_GIB * per_node_ranks
+    room = budget - weights_node - overhead
+    kv_token = kv_one = seqs = None
+    arch = model.get("arch", {})
+    if {"num_layers", "num_kv_heads", "head_dim"} <= arch.keys():
+        dtype = serving["kv_cache_dtype"] if serving["kv_cache_dtype"] != "auto" else serving["dtype"]
+        heads = max(1, math.ceil(arch["num_kv_heads"] / tp))  # KV heads are replicated when tp > heads
+        layers = math.ceil(arch["num_layers"] / pp)
+        kv_token = 2 * layers * heads * arch["head_dim"] * DTYPE_BYTES.get(dtype, 2) * per_node_ranks
+        kv_one = kv_token * serving["max_model_len"] / GIB
+        seqs = room / kv_one if kv_one else None
+        kv_token = kv_token / 1024
+    if room <= 0 or (kv_one is not None and room < kv_one):
+        need = weights_node + overhead + (kv_one or 0)
+        verdict, reason = "does-not-fit", (
+            f"needs about {need:.1f} GiB per node (weights {weights_node:.1f} + overhead "
+            f"{overhead:.1f} + one full-length KV {kv_one or 0:.2f}) but the budget is {budget:.1f} GiB")
+    elif room < 0.1 * budget:
+        verdict, reason = "tight", f"only {room:.1f} GiB left for the KV cache"
+    else:
+        verdict, reason = "fits", f"{room:.1f} GiB left for the KV cache"
+    return MemFit(nodes_needed(doc), memory, budget, weights_node, overhead, kv_token, kv_one,
+                  room, seqs, os_left, verdict, reason)

@@ -1,0 +1,76 @@
+"""Checks that a schema cannot express: cross-field rules and the memory-fit estimate."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .memfit import estimate, nodes_needed
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # "error" or "warn"
+    path: str
+    message: str
+    fix: str = ""
+
+    def render(self) -> str:
+        text = f"{self.level}: {self.path}: {self.message}"
+        return text + (f"\n  fix: {self.fix}" if self.fix else "")
+
+
+def check(doc: dict, *, node_memory_gib: float | None = None) -> list[Finding]:
+    found: list[Finding] = []
+    cluster, serving, model = doc["cluster"], doc["serving"], doc["model"]
+    nodes = cluster["nodes"]
+
+    needed = nodes_needed(doc)
+    if needed > len(nodes):
+        found.append(Finding(
+            "error", "serving.tensor_parallel",
+            f"tensor_parallel {serving['tensor_parallel']} x pipeline_parallel "
+            f"{serving['pipeline_parallel']} needs {needed} nodes of {cluster.get('gpus_per_node', 1)} "
+            f"GPU(s); cluster {cluster['name']!r} has {len(nodes)}",
+            f"lower serving.tensor_parallel (e.g. --set serving.tensor_parallel={len(nodes) * cluster.get('gpus_per_node', 1)}) "
+            f"or add nodes to the cluster"))
+    names = [n["name"] for n in nodes]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        found.append(Finding("error", "cluster.nodes", f"node names repeat: {', '.join(dupes)}",
+                             "give every node its own name"))
+    max_pos = model.get("arch", {}).get("max_position_embeddings")
+    if max_pos and serving["max_model_len"] > max_pos:
+        found.append(Finding(
+            "error", "serving.max_model_len",
+            f"{serving['max_model_len']} is above the model's max_position_embeddings ({max_pos}); "
+            f"vLLM starts, then fails on the first long request",
+            f"set serving.max_model_len <= {max_pos}"))
+
+    if model.get("gated") and not doc.get("secrets", {}).get("hf_token"):
+        found.append(Finding(
+            "warn", "model.gated",
+            f"{model['repo']} is gated: downloading it needs a Hugging Face token whose account "
+            f"accepted the license at https://huggingface.co/{model['repo']}",
+            "accept the license there, then `inv setup --hf-token-stdin` (or export HF_TOKEN)"))
+
+    gmu = serving["gpu_memory_utilization"]
+    if cluster.get("unified_memory") and cluster["accelerator"] == "nvidia" and gmu > 0.90:
+        found.append(Finding(
+            "warn", "serving.gpu_memory_utilization",
+            f"{gmu} on unified memory leaves the OS too little; above 0.90 has wedged Sparks "
+            f"during profiling (vLLM issues 46307, 56824)",
+            "use 0.85-0.87"))
+
+    fit = estimate(doc, node_memory_gib)
+    if cluster.get("unified_memory") and fit.os_left_gib < cluster.get("os_reserve_gib", 0):
+        found.append(Finding(
+            "warn", "serving.gpu_memory_utilization",
+            f"leaves {fit.os_left_gib:.1f} GiB of {fit.node_memory_gib:.1f} GiB for the OS "
+            f"(want {cluster['os_reserve_gib']} GiB)", "lower serving.gpu_memory_utilization"))
+    if fit.verdict == "does-not-fit":
+        found.append(Finding("error", "serving", f"the model does not fit: {fit.reason}",
+                             "raise tensor_parallel (more nodes), lower max_model_len, use a "
+                             "quantized model or fp8 kv_cache_dtype", ))
+    elif fit.verdict == "tight":
+        found.append(Finding("warn", "serving", f"memory is tight: {fit.reason}",
+                             "lower max_model_len or raise gpu_memory_utilization a little"))
+    return found

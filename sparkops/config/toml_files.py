@@ -1,0 +1,38 @@
+"""Reading TOML layers into plain dicts, with errors that point at file:line:col."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import tomlkit
+from tomlkit.exceptions import ParseError
+
+from ..errors import ConfigError
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return parse_toml(text, path)
+
+
+def parse_toml(text: str, path: Path | str = "<string>") -> dict:
+    try:
+        return tomlkit.parse(text).unwrap()
+    except ParseError as exc:
+        line = text.splitlines()[exc.line - 1] if 0 < exc.line <= len(text.splitlines()) else ""
+        raise ConfigError(
+            f"{path}:{exc.line}:{exc.col}: TOML syntax error: {_reason(exc)}",
+            details=[f"{exc.line:>4} | {line}", "     | " + " " * max(exc.col - 1, 0) + "^"],
+            fix="correct the syntax at that position (strings need quotes, tables [name], arrays [a, b])",
+        ) from None
+
+
+def _reason(exc: ParseError) -> str:
+    # tomlkit appends " at line X col Y" to its message; the position is already in front.
+    msg = str(exc)
+    cut = msg.rfind(" at line ")
+    return msg[:cut] if cut > 0 else msg

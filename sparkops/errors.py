@@ -1,0 +1,45 @@
+"""Errors meant for people: what failed, where, why, and how to fix it.
+
+Every user-facing failure is a `SparkopsError`; tasks turn it into a message and
+a non-zero exit instead of a traceback.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SparkopsError(Exception):
+    message: str
+    host: str | None = None
+    step: str | None = None
+    fix: str | None = None
+    log_tail: list[str] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def render(self) -> str:
+        where = " ".join(p for p in (f"[{self.host}]" if self.host else "",
+                                     f"step '{self.step}':" if self.step else "") if p)
+        lines = [f"error: {where + ' ' if where else ''}{self.message}"]
+        lines += [f"  {d}" for d in self.details]
+        if self.log_tail:
+            lines.append(f"  last {len(self.log_tail)} lines of its log:")
+            lines += [f"    | {line}" for line in self.log_tail]
+        if self.fix:
+            lines.append(f"  fix: {self.fix}")
+        return "\n".join(lines)
+
+
+class ConfigError(SparkopsError):
+    """Bad profile, cluster or override file; nothing was touched."""
+
+
+class ConnectError(SparkopsError):
+    """A node could not be reached over SSH."""
+
+
+class StepError(SparkopsError):
+    """A remote step failed on one or more nodes."""

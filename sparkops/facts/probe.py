@@ -1,0 +1,53 @@
+"""One script that reads every fact of a node, so a node costs one round trip.
+
+The script is fixed text built from constant argv; the only inputs (paths, image name)
+arrive as positional parameters $1..$5, never interpolated into it. Each fact prints as
+a section `=== NAME` ... `=== /NAME rc=N`, which `split_sections` takes apart.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+
+from .parsers import IP_ADDR_ARGV, NVIDIA_SMI_QUERY_ARGV, SYSFS_ROCE_SCRIPT
+
+# name -> shell line; "$1" hf_home, "$2" model folder name, "$3" venv, "$4" image, "$5" runtime
+_SECTIONS = {
+    "hostname": "hostname",
+    "user": "id -un",
+    "home": "printenv HOME",
+    "clock": "date +%s.%N",
+    "nvidia-smi": shlex.join(NVIDIA_SMI_QUERY_ARGV),
+    "ibdev2netdev": "ibdev2netdev",
+    "sysfs-roce": shlex.join(["sh", "-c", SYSFS_ROCE_SCRIPT]),
+    "ip": shlex.join(IP_ADDR_ARGV),
+    "meminfo": "cat /proc/meminfo",
+    # df needs an existing path: walk up from the HF cache until one exists.
+    "df": 'p=$1; while [ ! -e "$p" ]; do p=$(dirname "$p"); done; df -P -B1 -- "$p"',
+    "ports": "ss -Htln",
+    "docker-version": '[ "$5" = docker ] && docker version --format "{{.Server.Version}}"',
+    "docker-runtimes": '[ "$5" = docker ] && docker info --format "{{json .Runtimes}}"',
+    "image-id": '[ "$5" = docker ] && docker image inspect --format "{{.Id}}" "$4"',
+    "vllm": '[ "$5" = native ] && "$3/bin/python" -c '
+            '"import importlib.metadata as m; print(m.version(\'vllm\'))"',
+    "model": 'ls -d "$1/hub/$2"/snapshots/*/config.json',
+}
+
+
+def script() -> str:
+    lines = ["# sparkops facts probe", 'section() { n=$1; c=$2; shift 2; echo "=== $n"; '
+             '( eval "$c" ) 2>&1; echo "=== /$n rc=$?"; }']
+    for name, command in _SECTIONS.items():
+        lines.append(f"section {name} {shlex.quote(command)} \"$@\"")
+    return "\n".join(lines) + "\n"
+
+
+def argv(hf_home: str, model_dir: str, venv: str, image: str, runtime: str) -> list[str]:
+    return ["sh", "-c", script(), "sparkops-facts", hf_home, model_dir, venv, image, runtime]
+
+
+_SECTION = re.compile(r"^=== (\S+)\n(.*?)^=== /\1 rc=(\d+)$", re.M | re.S)
+
+
+def split_sections(text: str) -> dict[str, tuple[int, str]]:
+    return {m.group(1): (int(m.group(3)), m.group(2).rstrip("\n")) for m in _SECTION.finditer(text)}

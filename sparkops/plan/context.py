@@ -1,0 +1,63 @@
+"""Per-node context a planner works with: the node's config, facts and resolved paths."""
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+from ..config import Config
+from ..facts.node import NodeFacts
+
+CONTAINER_HF_HOME = "/root/.cache/huggingface"
+
+
+@dataclass(frozen=True)
+class NodeContext:
+    cfg: Config
+    node: dict
+    facts: NodeFacts
+    rank: int
+
+    @property
+    def name(self) -> str:
+        return self.node["name"]
+
+    @property
+    def is_head(self) -> bool:
+        return self.rank == 0
+
+    def path(self, value: str) -> str:
+        """Resolve a configured path on this node: '~/' is the node user's home."""
+        if value.startswith("~/"):
+            home = self.facts.home or (f"/home/{self.node['user']}" if self.node.get("user") else "~")
+            return posixpath.join(home, value[2:])
+        return value
+
+    @property
+    def work_dir(self) -> str:
+        return self.path(self.cfg.cluster["paths"]["work_dir"])
+
+    @property
+    def run_dir(self) -> str:
+        return posixpath.join(self.work_dir, "run")
+
+    @property
+    def log_dir(self) -> str:
+        return posixpath.join(self.work_dir, "logs")
+
+    @property
+    def hf_home(self) -> str:
+        return self.path(self.cfg.cluster["paths"]["hf_home"])
+
+    @property
+    def cache_dir(self) -> str:
+        return self.path(self.cfg.cluster["paths"]["cache_dir"])
+
+    @property
+    def venv(self) -> str:
+        return self.path(self.cfg.cluster["venv"])
+
+    def env_file(self, service: str) -> str:
+        return posixpath.join(self.run_dir, f"{service}.env")
+
+    def log_file(self, service: str) -> str:
+        return posixpath.join(self.log_dir, f"{service}.log")

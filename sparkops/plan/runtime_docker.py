@@ -1,0 +1,73 @@
+"""Docker runtime: one named container per service on each node (`sparkops-<service>`)."""
+from __future__ import annotations
+
+import posixpath
+
+from .context import CONTAINER_HF_HOME, NodeContext
+from .model import Run
+
+name = "docker"
+PREFIX = "sparkops-"
+
+
+def container(service: str) -> str:
+    return PREFIX + service
+
+
+def service_env(ctx: NodeContext) -> dict[str, str]:
+    return {"HF_HOME": CONTAINER_HF_HOME}
+
+
+def prepare(ctx: NodeContext) -> list:
+    return [Run(("mkdir", "-p", ctx.run_dir, ctx.log_dir, ctx.hf_home,
+                 *(posixpath.join(ctx.cache_dir, d) for d in ("vllm", "flashinfer", "triton"))), 30)]
+
+
+def run_argv(ctx: NodeContext, service: str, argv: list[str]) -> tuple[str, ...]:
+    cluster, docker = ctx.cfg.cluster, ctx.cfg.cluster["docker"]
+    nvidia = cluster["accelerator"] == "nvidia"
+    multi = len(ctx.cfg.nodes) > 1
+    out = ["docker", "run", "-d", "--name", container(service),
+           "--label", "sparkops.managed=1",
+           "--label", f"sparkops.profile={ctx.cfg.profile}",
+           "--label", f"sparkops.hash={ctx.cfg.config_hash()}",
+           "--network", "host", "--ipc", "host", "--shm-size", docker["shm_size"],
+           "--ulimit", "memlock=-1", "--ulimit", "stack=67108864",
+           # Every variable, secret or not, comes from the 0600 file: nothing in `docker inspect` argv.
+           "--env-file", ctx.env_file(service),
+           "-v", f"{ctx.hf_home}:{CONTAINER_HF_HOME}",
+           "-v", f"{posixpath.join(ctx.cache_dir, 'vllm')}:/root/.cache/vllm",
+           "-v", f"{posixpath.join(ctx.cache_dir, 'flashinfer')}:/root/.cache/flashinfer",
+           "-v", f"{posixpath.join(ctx.cache_dir, 'triton')}:/root/.triton"]
+    if nvidia:
+        out += ["--gpus", "all"]
+        if multi:
+            out += ["--device", "/dev/infiniband"]
+        out += ["--privileged"] if docker["privileged"] else ["--cap-add", "IPC_LOCK"]
+    for mount in docker["mounts"]:
+        out += ["-v", mount]
+    out += list(docker["extra_args"])
+    return tuple(out + ["--entrypoint", argv[0], cluster["image"], *argv[1:]])
+
+
+def start(ctx: NodeContext, service: str, argv: list[str]) -> list:
+    return [Run(run_argv(ctx, service, argv), 120)]
+
+
+def stop(ctx: NodeContext, service: str) -> Run:
+    # Exit 1 is "no such container": stopping is idempotent.
+    return Run(("docker", "rm", "-f", container(service)), 60, ok_exit=(0, 1))
+
+
+def status_argv(ctx: NodeContext, service: str) -> tuple[str, ...]:
+    return ("docker", "inspect", "--format",
+            "{{.State.Status}} started={{.State.StartedAt}} image={{.Image}} "
+            "hash={{index .Config.Labels \"sparkops.hash\"}}", container(service))
+
+
+def exec_argv(ctx: NodeContext, service: str, argv: list[str]) -> tuple[str, ...]:
+    return ("docker", "exec", container(service), *argv)
+
+
+def log_argv(ctx: NodeContext, service: str, lines: int, follow: bool = False) -> tuple[str, ...]:
+    return ("docker", "logs", "--tail", str(lines), *(("-f",) if follow else ()), container(service))

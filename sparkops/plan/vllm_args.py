@@ -1,0 +1,31 @@
+"""The `vllm serve` argv of a profile (pure). Values travel as argv items, never via a shell."""
+from __future__ import annotations
+
+from ..config import Config
+
+
+def serve_argv(cfg: Config) -> list[str]:
+    s, m = cfg.serving, cfg.model
+    argv = ["vllm", "serve", m["repo"],
+            "--served-model-name", cfg.served_model_name,
+            "--host", "0.0.0.0", "--port", str(cfg.cluster["ports"]["api"]),
+            "--tensor-parallel-size", str(s["tensor_parallel"]),
+            "--pipeline-parallel-size", str(s["pipeline_parallel"]),
+            "--max-model-len", str(s["max_model_len"]),
+            "--dtype", s["dtype"],
+            "--kv-cache-dtype", s["kv_cache_dtype"],
+            "--load-format", s["load_format"]]
+    if cfg.cluster["accelerator"] == "nvidia":
+        argv += ["--gpu-memory-utilization", str(s["gpu_memory_utilization"])]
+    if m.get("revision"):
+        argv += ["--revision", m["revision"]]
+    if s.get("quantization"):
+        argv += ["--quantization", s["quantization"]]
+    if s.get("max_num_seqs"):
+        argv += ["--max-num-seqs", str(s["max_num_seqs"])]
+    for flag, key in (("--enable-expert-parallel", "expert_parallel"),
+                      ("--trust-remote-code", "trust_remote_code"),
+                      ("--enforce-eager", "enforce_eager")):
+        if s.get(key):
+            argv.append(flag)
+    return argv + list(s.get("extra_args", []))
