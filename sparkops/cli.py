@@ -17,6 +17,9 @@ def user_errors(body):
             return body(*args, **kwargs)
         except SparkopsError as exc:
             raise Exit(exc.render(), code=1) from None
+        except BrokenPipeError:  # output piped into `head` and the like
+            sys.stderr.close()
+            raise Exit(code=0) from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             raise Exit(code=130) from None

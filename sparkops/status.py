@@ -1,0 +1,93 @@
+"""`inv status`: what runs where, per node, and whether the API answers."""
+from __future__ import annotations
+
+import re
+
+from .config import Config
+from .lifecycle import connect, gather, read_state
+from .plan import ALL_SERVICES, RUNTIMES, contexts
+from .readiness import probe
+
+
+def collect(cfg: Config) -> dict:
+    runtime = RUNTIMES[cfg.cluster["runtime"]]
+    group = connect(cfg)
+    try:
+        facts, down = gather(cfg, group)
+        state = read_state(cfg, group, facts) if cfg.nodes[0]["name"] in facts else None
+        nodes = []
+        for node in cfg.nodes:
+            name = node["name"]
+            if name in down:
+                nodes.append({"node": name, "host": node["host"], "reachable": False,
+                              "error": down[name].message})
+                continue
+            f = facts[name]
+            ctx = next(c for c in contexts(cfg, facts, all_nodes=True) if c.name == name)
+            services = {}
+            for service in ALL_SERVICES:
+                res = group[name].run(runtime.status_argv(ctx, service), timeout=30)
+                text = res.stdout.strip()
+                running = res.ok and text.startswith("running")
+                uptime = re.search(r"uptime_s=(\d+)", text)
+                started = re.search(r"started=(\S+)", text)
+                services[service] = {"running": running,
+                                     "uptime_s": int(uptime.group(1)) if uptime else None,
+                                     "started": started.group(1) if started else None} if running else {"running": False}
+            gpu_mem = [g.memory_used_mib for g in f.gpus]
+            nodes.append({"node": name, "host": node["host"], "reachable": True,
+                          "hostname": f.hostname, "services": services,
+                          "gpus": [g.name for g in f.gpus],
+                          "gpu_memory_used_mib": gpu_mem if any(m is not None for m in gpu_mem) else None,
+                          "memory_available_gib": round(f.memory.available_bytes / 1024 ** 3, 1) if f.memory else None})
+        api = None
+        if state:
+            check = probe(state["api_url"], state["served_model_name"], cfg.secrets.get("api_key"), timeout=5)
+            api = {"url": state["api_url"], "ready": check.ready, "detail": check.detail}
+            ray = _ray_nodes(cfg, group, facts, state) if state.get("backend") == "ray" else None
+            if ray is not None:
+                api["ray_nodes"] = ray
+        return {"cluster": cfg.cluster_name, "runtime": cfg.cluster["runtime"],
+                "deployment": state, "api": api, "nodes": nodes}
+    finally:
+        group.close()
+
+
+def _ray_nodes(cfg, group, facts, state) -> int | None:
+    from .apply import CHECKS
+    runtime = RUNTIMES[cfg.cluster["runtime"]]
+    head = contexts(cfg, facts, all_nodes=True)[0]
+    port = cfg.cluster["ports"]["ray"]
+    res = group[head.name].run(runtime.exec_argv(head, "ray", ["ray", "status", "--address", f"127.0.0.1:{port}"]), timeout=60)
+    return CHECKS["ray-nodes"](res.stdout) if res.ok else None
+
+
+def render(data: dict) -> str:
+    out = [f"cluster {data['cluster']} ({data['runtime']} runtime)"]
+    dep = data.get("deployment")
+    if dep:
+        out.append(f"serving profile {dep['profile']} (config {dep['hash']}): {dep['model']} "
+                   f"as {dep['served_model_name']!r}, backend {dep['backend']}, nodes {', '.join(dep['nodes'])}")
+    else:
+        out.append("no sparkops deployment recorded on the head")
+    api = data.get("api")
+    if api:
+        out.append(f"API {api['url']}: {'READY' if api['ready'] else 'NOT READY'} ({api['detail']})"
+                   + (f", Ray nodes: {api['ray_nodes']}" if 'ray_nodes' in api else ""))
+    for n in data["nodes"]:
+        if not n["reachable"]:
+            out.append(f"  {n['node']:<10} {n['host']:<16} UNREACHABLE: {n['error']}")
+            continue
+        svc = ", ".join(f"{s} " + (f"running {_ago(v.get('uptime_s'), v.get('started'))}" if v["running"] else "stopped")
+                        for s, v in n["services"].items())
+        mem = n["gpu_memory_used_mib"]
+        gpu = (", ".join(n["gpus"]) or "no GPU") + (f", GPU mem used {mem} MiB" if mem else "")
+        avail = f", {n['memory_available_gib']} GiB RAM free" if n.get("memory_available_gib") is not None else ""
+        out.append(f"  {n['node']:<10} {n['host']:<16} {svc}; {gpu}{avail}")
+    return "\n".join(out)
+
+
+def _ago(seconds, started) -> str:
+    if seconds is not None:
+        return f"for {seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+    return f"since {started}" if started else ""

