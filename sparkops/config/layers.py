@@ -101,7 +101,10 @@ def cli_layer(assignments: list[str]) -> Layer:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE", fix="e.g. --set serving.max_model_len=4096")
-        set_path(data, key.strip(), parse_value(raw.strip()), f"--set {key}")
+        key = key.strip()
+        # Secrets stay strings whatever they look like (a numeric key must not become an int).
+        value = raw.strip() if key.startswith("secrets.") else parse_value(raw.strip())
+        set_path(data, key, value, f"--set {key}")
     return Layer("command line", data)
 
 

@@ -24,9 +24,10 @@ def parse_toml(text: str, path: Path | str = "<string>") -> dict:
         return tomlkit.parse(text).unwrap()
     except ParseError as exc:
         line = text.splitlines()[exc.line - 1] if 0 < exc.line <= len(text.splitlines()) else ""
+        # tomlkit counts columns from 0; editors and people count from 1.
         raise ConfigError(
-            f"{path}:{exc.line}:{exc.col}: TOML syntax error: {_reason(exc)}",
-            details=[f"{exc.line:>4} | {line}", "     | " + " " * max(exc.col - 1, 0) + "^"],
+            f"{path}:{exc.line}:{exc.col + 1}: TOML syntax error: {_reason(exc)}",
+            details=[f"{exc.line:>4} | {line}", "     | " + " " * exc.col + "^"],
             fix="correct the syntax at that position (strings need quotes, tables [name], arrays [a, b])",
         ) from None
 
@@ -35,4 +36,7 @@ def _reason(exc: ParseError) -> str:
     # tomlkit appends " at line X col Y" to its message; the position is already in front.
     msg = str(exc)
     cut = msg.rfind(" at line ")
-    return msg[:cut] if cut > 0 else msg
+    msg = msg[:cut] if cut > 0 else msg
+    if "\\x00" in msg or "\x00" in msg:
+        return "unexpected end of file (an array, table or string is not closed)"
+    return msg

@@ -73,6 +73,8 @@ def describe(error: ValidationError, seen: dict[tuple, str]) -> str:
                          + (f"; {hint}" if hint else f" (allowed: {', '.join(allowed)})"))
         return "\n".join(parts)
     where = origin_of(path, seen)
+    if path[:1] == ("secrets",):  # never echo a secret's value
+        return f"{where}: {json_path(path)}: must be a {error.schema.get('type', 'string')} (value not shown)"
     if error.validator == "enum" and isinstance(error.instance, str):
         hint = did_you_mean(error.instance, error.validator_value)
         choices = ", ".join(repr(v) for v in error.validator_value)
@@ -81,8 +83,9 @@ def describe(error: ValidationError, seen: dict[tuple, str]) -> str:
     if error.validator == "required":
         return f"{where}: {json_path(path)}: {error.message}"
     if error.validator == "pattern":
+        what = error.schema.get("description")
         return (f"{where}: {json_path(path)}: {error.instance!r} has characters that are not "
-                f"allowed here")
+                f"allowed here" + (f" (expected: {what})" if what else ""))
     return f"{where}: {json_path(path)}: {error.message}"
 
 

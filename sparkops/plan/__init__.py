@@ -14,7 +14,7 @@ from ..facts.node import NodeFacts
 from ..facts.roce import select_roce
 from . import backend_mp, backend_ray, runtime_docker, runtime_native
 from .context import NodeContext
-from .model import Plan, Run, Step, WaitReady, WriteFile
+from .model import Plan, Run, Step, WaitReady, Watch, WriteFile
 from .network_env import network_env
 
 RUNTIMES = {m.name: m for m in (runtime_docker, runtime_native)}
@@ -23,8 +23,10 @@ ALL_SERVICES = ("vllm", "ray")
 
 
 def contexts(cfg: Config, facts: dict[str, NodeFacts], *, all_nodes: bool = False) -> list[NodeContext]:
+    """Nodes in rank order (head first); nodes without facts (unreachable) are left out."""
     nodes = cfg.nodes if all_nodes else cfg.nodes[:nodes_needed(cfg.doc)]
-    return [NodeContext(cfg, node, facts[node["name"]], rank) for rank, node in enumerate(nodes)]
+    return [NodeContext(cfg, node, facts[node["name"]], rank) for rank, node in enumerate(nodes)
+            if node["name"] in facts]
 
 
 def api_url(cfg: Config) -> str:
@@ -62,6 +64,8 @@ def plan_up(cfg: Config, facts: dict[str, NodeFacts]) -> Plan:
             for c in ctxs}
     envs = {c.name: service_env(cfg, c, nets[c.name], runtime) for c in ctxs}
 
+    ctx_of = {c.name: c for c in ctxs}
+
     def env_of(ctx: NodeContext, service: str) -> dict[str, str]:
         return envs[ctx.name]
 
@@ -70,15 +74,16 @@ def plan_up(cfg: Config, facts: dict[str, NodeFacts]) -> Plan:
     files: dict[str, list] = {c.name: list(runtime.prepare(c)) for c in ctxs}
     for step in launch:
         for node, env in step.env.items():
-            ctx = next(c for c in ctxs if c.name == node)
-            files[node].append(WriteFile(ctx.env_file(step.service), env_file_text(env), 0o600, secret=True))
+            files[node].append(WriteFile(ctx_of[node].env_file(step.service), env_file_text(env), 0o600, secret=True))
     head = ctxs[0]
     state = {"profile": cfg.profile, "cluster": cfg.cluster_name, "hash": cfg.config_hash(),
              "model": cfg.model["repo"], "served_model_name": cfg.served_model_name,
              "api_url": api_url(cfg), "runtime": runtime.name, "backend": backend.name,
              "nodes": [c.name for c in ctxs], "services": list(backend.SERVICES)}
-    ready = WaitReady(api_url(cfg), cfg.served_model_name, float(cfg.serving["ready_timeout_s"]),
-                      head.name, runtime.log_argv(head, "vllm", 30))
+    started = [(node, step.service) for step in reversed(launch) for node in step.env]
+    watch = tuple(Watch(node, service, runtime.status_argv(ctx_of[node], service),
+                        runtime.log_argv(ctx_of[node], service, 30)) for node, service in started)
+    ready = WaitReady(api_url(cfg), cfg.served_model_name, float(cfg.serving["ready_timeout_s"]), watch)
     steps = [Step("prepare", "create directories, write scripts and 0600 env files",
                   {n: tuple(a) for n, a in files.items()}),
              *launch,

@@ -49,13 +49,22 @@ class Poll:
 
 
 @dataclass(frozen=True)
+class Watch:
+    """A started service the controller keeps an eye on while it waits."""
+    node: str
+    service: str
+    status_argv: tuple[str, ...]
+    log_argv: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class WaitReady:
-    """The controller waits for the API: /health, /v1/models lists the model, one completion."""
+    """The controller waits for the API: /health, /v1/models lists the model, one completion.
+    Meanwhile every watched service must stay alive; the first in `watch` is the head's."""
     url: str
     model: str
     timeout_s: float
-    log_node: str
-    log_argv: tuple[str, ...]
+    watch: tuple[Watch, ...]
     kind: str = "wait-ready"
 
     def render(self) -> str:

@@ -137,6 +137,17 @@ class NodeConn:
                                fix="check the node is up and reachable") from None
         return Result(self.name, argv, res.exited, res.stdout, res.stderr, time.monotonic() - start)
 
+    def stream(self, argv, on_line) -> None:
+        """Run argv with no timeout, handing each output line to on_line (for `--follow`)."""
+        if self.is_local:
+            with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+                for line in proc.stdout:
+                    on_line(line.rstrip("\n"))
+            return
+        self.connect()
+        self._fabric.run(shlex.join(argv), hide=False, warn=True, pty=False, in_stream=False,
+                         out_stream=_LineWriter(on_line), err_stream=_LineWriter(on_line))
+
     def write_file(self, path: str, content: str, mode: int, *, timeout: float = 30) -> Result:
         """Content goes over stdin; the file is born 0600 (umask) and then given its mode."""
         script = 'umask 077; rm -f -- "$1"; cat > "$1" && chmod "$2" "$1"'
@@ -153,3 +164,19 @@ class NodeConn:
 
 def _text(value) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else (value or "")
+
+
+class _LineWriter:
+    """A file-like sink for fabric's output streams that calls back once per whole line."""
+
+    def __init__(self, on_line):
+        self.on_line, self.buffer = on_line, ""
+
+    def write(self, text: str) -> None:
+        self.buffer += text
+        *lines, self.buffer = self.buffer.split("\n")
+        for line in lines:
+            self.on_line(line)
+
+    def flush(self) -> None:
+        pass

@@ -1,0 +1,360 @@
+"""A synthetic OpenAI-compatible streaming server with known timings and injectable faults.
+
+Raw asyncio rather than aiohttp.web: one pre-encoded chunk write per token keeps the server
+several times cheaper per chunk than any client, so a client-overhead benchmark measures the
+client. Token k of a request is written at recv + ttft + k * itl (absolute deadlines, so
+lateness never accumulates), and the server records when each choice event was written.
+
+Per-request behaviour comes from a directive anywhere in the prompt text, e.g.
+`[[sparkops: fault=error_event at=3 ttft_ms=20 itl_ms=5 tokens=10 role=immediate]]`;
+faults: http500, error_event, stall (goes silent), drop (closes the socket mid-stream).
+Run `python -m sparkops.bench.synthetic_server --ttft-ms 50 --itl-ms 10` for a standalone one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, replace
+
+DIRECTIVE = re.compile(r"\[\[sparkops:([^\]]*)\]\]")
+FAULTS = ("http500", "error_event", "stall", "drop")
+SPIN_S = 0.0015
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    ttft_s: float = 0.05
+    itl_s: float = 0.01
+    output_tokens: int | None = None  # None: the request's max_tokens, as with ignore_eos
+    role: str = "with_first"  # role-only first chunk: "none", "with_first" (vLLM), "immediate"
+    reasoning_tokens: int = 0  # the first N tokens arrive as delta.reasoning_content
+    token_text: str = " tok"
+    stall_s: float = 3600.0
+    fault: str | None = None
+    fault_at: int = 1  # token index where error_event/stall/drop strikes
+    record: bool = True
+
+
+def request_config(base: ServerConfig, text: str) -> ServerConfig:
+    m = DIRECTIVE.search(text)
+    if not m:
+        return base
+    kv = dict(p.split("=", 1) for p in re.split(r"[\s,]+", m.group(1).strip()) if "=" in p)
+    cfg = base
+    if "fault" in kv:
+        if kv["fault"] not in FAULTS:
+            raise ValueError(f"unknown fault {kv['fault']!r}")
+        cfg = replace(cfg, fault=kv["fault"])
+    for key, field, conv in (("at", "fault_at", int), ("tokens", "output_tokens", int),
+                             ("reasoning", "reasoning_tokens", int), ("role", "role", str)):
+        if key in kv:
+            cfg = replace(cfg, **{field: conv(kv[key])})
+    if "ttft_ms" in kv:
+        cfg = replace(cfg, ttft_s=float(kv["ttft_ms"]) / 1000)
+    if "itl_ms" in kv:
+        cfg = replace(cfg, itl_s=float(kv["itl_ms"]) / 1000)
+    return cfg
+
+
+def _event(obj) -> bytes:
+    return b"data: " + (obj if isinstance(obj, bytes) else json.dumps(obj).encode()) + b"\n\n"
+
+
+def _frame(data: bytes) -> bytes:
+    """One HTTP/1.1 chunk."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _sse(obj) -> bytes:
+    return _frame(_event(obj))
+
+
+@functools.lru_cache(maxsize=64)
+def _templates(model: str, chat: bool, text: str, role: bool) -> tuple[bytes, ...]:
+    """Pre-encoded chunks for id "cmpl-0" (patched per request): a request burst must not
+    make the server late, or its lateness would be blamed on the client."""
+    obj = "chat.completion.chunk" if chat else "text_completion"
+
+    def chunk(delta_or_text, finish=None):
+        c = {"index": 0, "logprobs": None, "finish_reason": finish}
+        c |= {"delta": delta_or_text} if chat else {"text": delta_or_text}
+        return _event({"id": "cmpl-0", "object": obj, "created": 0, "model": model, "choices": [c]})
+
+    role_chunk = chunk({"role": "assistant", "content": ""}) if chat and role else b""
+    tok = chunk({"content": text} if chat else text)
+    reason = chunk({"reasoning_content": text}) if chat else tok
+    last = chunk({"content": text} if chat else text, "length")
+    return role_chunk, tok, reason, last
+
+
+class _Stream:
+    """One streaming response: its chunks and its schedule."""
+
+    def __init__(self, proto, cfg: ServerConfig, body: dict, chat: bool, rid: str, now: float):
+        self.proto, self.cfg, self.rid, self.t_recv = proto, cfg, rid, now
+        self.n = cfg.output_tokens or int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
+        self.usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        messages = body.get("messages") or [{"content": body.get("prompt", "")}]
+        self.prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
+        self.role_chunk, self.tok, self.reason, self.last = _templates(
+            str(body.get("model", "synthetic")), chat, cfg.token_text, cfg.role != "none")
+        b = b'"%s"' % rid.encode()
+        self.role_chunk, self.tok, self.reason, self.last = (
+            _frame(c.replace(b'"cmpl-0"', b, 1)) if c else c
+            for c in (self.role_chunk, self.tok, self.reason, self.last))
+        self.k = 0
+        self.writes: list[float] = []
+        self.handle = None
+        self.t_loop = self.due = 0.0
+
+    def start(self, loop) -> None:
+        # Deadlines on the loop's clock (what call_at uses); records on perf_counter.
+        self.t_loop = loop.time() - (time.perf_counter() - self.t_recv)
+        if self.cfg.role == "immediate" and self.role_chunk:
+            self._write(self.role_chunk)
+        self._schedule(loop, self.cfg.ttft_s)
+
+    def _schedule(self, loop, offset: float) -> None:
+        # epoll rounds timeouts up to whole ms; wake early and spin the rest (see emit).
+        self.due = self.t_recv + offset
+        self.handle = loop.call_at(self.t_loop + offset - SPIN_S, self.emit, loop)
+
+    def _write(self, data: bytes) -> None:
+        self.proto.transport.write(data)
+        if self.cfg.record:
+            self.writes.append(time.perf_counter())
+
+    def emit(self, loop) -> None:
+        cfg, k, tr = self.cfg, self.k, self.proto.transport
+        if tr is None or tr.is_closing():
+            return
+        while time.perf_counter() < self.due:
+            pass
+        if cfg.fault is not None and k == cfg.fault_at:
+            if cfg.fault == "error_event":
+                err = {"error": {"object": "error", "message": "synthetic mid-stream failure",
+                                 "type": "InternalServerError", "param": None, "code": 500}}
+                tr.write(_sse(err) + _sse(b"[DONE]") + b"0\r\n\r\n")
+                self.proto.finished(self)
+            elif cfg.fault == "drop":
+                tr.close()
+            elif cfg.fault == "stall":
+                self.handle = loop.call_later(cfg.stall_s, tr.close)
+            return
+        if k == 0 and cfg.role == "with_first" and self.role_chunk:
+            self._write(self.role_chunk)
+        self._write(self.last if k == self.n - 1 else self.reason if k < cfg.reasoning_tokens else self.tok)
+        self.k = k + 1
+        if self.k < self.n:
+            self._schedule(loop, cfg.ttft_s + self.k * cfg.itl_s)
+            return
+        tail = b""
+        if self.usage:
+            u = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.n,
+                 "total_tokens": self.prompt_tokens + self.n}
+            tail += _sse({"id": self.rid, "object": "chat.completion.chunk", "created": 0,
+                          "model": "synthetic", "choices": [], "usage": u})
+        tr.write(tail + _sse(b"[DONE]") + b"0\r\n\r\n")
+        self.proto.finished(self)
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, server: SyntheticServerCore):
+        self.server, self.transport, self.buf, self.stream = server, None, bytearray(), None
+        self.scheduled, self.t_arrival = False, 0.0
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def connection_lost(self, exc):
+        if self.stream is not None and self.stream.handle is not None:
+            self.stream.handle.cancel()
+        self.transport = None
+
+    def data_received(self, data):
+        # Stamp arrival now, handle later (call_soon): in a burst of requests, the TTFT clock
+        # of the last one must not include the time spent handling the others.
+        if not self.buf:
+            self.t_arrival = time.perf_counter()
+        self.buf += data
+        if not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self._next)
+
+    def _next(self):
+        self.scheduled = False
+        while self.stream is None and self.transport is not None:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
+            length = 0
+            for h in head[1:]:
+                name, _, value = h.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            if len(self.buf) < end + 4 + length:
+                return
+            body = bytes(self.buf[end + 4:end + 4 + length])
+            del self.buf[:end + 4 + length]
+            method, path = head[0].split(" ")[:2]
+            t_arrival, self.t_arrival = self.t_arrival, time.perf_counter()
+            self.server.handle(self, method, path, body, t_arrival)
+
+    def respond(self, status: str, obj) -> None:
+        data = json.dumps(obj).encode()
+        self.transport.write(b"HTTP/1.1 %s\r\ncontent-type: application/json\r\n"
+                             b"content-length: %d\r\n\r\n%s" % (status.encode(), len(data), data))
+
+    def finished(self, stream: _Stream) -> None:
+        self.server.done(stream)
+        self.stream = None
+        self._next()
+
+
+class SyntheticServerCore:
+    def __init__(self, config: ServerConfig):
+        self.config, self.records, self.count = config, [], 0
+
+    def handle(self, proto: _Protocol, method: str, path: str, raw: bytes, now: float) -> None:
+        if method == "GET" and path == "/v1/models":
+            return proto.respond("200 OK", {"object": "list", "data": [
+                {"id": "synthetic", "object": "model", "root": "synthetic"}]})
+        if method == "GET" and path == "/sparkops/records":
+            records, self.records = self.records, []
+            return proto.respond("200 OK", records)
+        chat = path == "/v1/chat/completions"
+        if method != "POST" or not (chat or path == "/v1/completions"):
+            return proto.respond("404 Not Found", {"error": {"message": f"no route {path}"}})
+        try:
+            body = json.loads(raw)
+            cfg = self.config
+            if b"[[sparkops:" in raw:  # only then pay for finding the directive
+                cfg = request_config(cfg, json.dumps(body.get("messages") or body.get("prompt")))
+        except ValueError as e:
+            return proto.respond("400 Bad Request", {"error": {"message": str(e)}})
+        self.count += 1
+        if cfg.fault == "http500":
+            return proto.respond("500 Internal Server Error", {"error": {
+                "message": "synthetic server failure", "type": "InternalServerError", "code": 500}})
+        proto.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                              b"transfer-encoding: chunked\r\n\r\n")
+        proto.stream = _Stream(proto, cfg, body, chat, f"cmpl-{self.count}", now)
+        proto.stream.start(asyncio.get_running_loop())
+
+    def done(self, s: _Stream) -> None:
+        if s.cfg.record:
+            self.records.append({"id": s.rid, "recv": s.t_recv, "writes": s.writes,
+                                 "ttft_s": s.cfg.ttft_s, "itl_s": s.cfg.itl_s})
+
+
+class SyntheticServer:
+    """Start with `with SyntheticServer(cfg) as srv:`; `srv.base_url` is then live.
+
+    In-thread by default (tests); `process=True` runs it in a subprocess, optionally pinned
+    to `cpus`, so that a benchmark's client has its core (and GIL) to itself.
+    """
+
+    def __init__(self, config: ServerConfig | None = None, *, process: bool = False,
+                 cpus: set[int] | None = None):
+        self.config = config or ServerConfig()
+        self.process, self.cpus = process, cpus
+        self.port = 0
+        self._loop = self._thread = self._proc = self._core = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> SyntheticServer:  # noqa: PYI034
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if self.process:
+            cmd = [sys.executable, "-m", "sparkops.bench.synthetic_server", "--port", "0",
+                   "--config-json", json.dumps(asdict(self.config))]
+            self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+            if self.cpus:
+                os.sched_setaffinity(self._proc.pid, self.cpus)
+            line = self._proc.stdout.readline()
+            if not line.startswith("PORT "):
+                self.stop()
+                raise RuntimeError(f"synthetic server did not start: {line!r}")
+            self.port = int(line.split()[1])
+            return
+        ready = threading.Event()
+        self._core = SyntheticServerCore(self.config)
+
+        def serve():
+            self._loop = asyncio.new_event_loop()
+            srv = self._loop.run_until_complete(self._loop.create_server(
+                lambda: _Protocol(self._core), "127.0.0.1", 0, backlog=4096))
+            self.port = srv.sockets[0].getsockname()[1]
+            ready.set()
+            self._loop.run_forever()
+            srv.close()
+            self._loop.close()
+
+        self._thread = threading.Thread(target=serve, name="synthetic-server", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("synthetic server did not start within 10 s")
+
+    def records(self) -> list[dict]:
+        """Server-side timings of completed streams since the last call (then cleared)."""
+        with urllib.request.urlopen(self.base_url + "/sparkops/records", timeout=30) as r:
+            return json.load(r)
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=10)
+            self._proc = None
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop = None
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    ap.add_argument("--ttft-ms", type=float, help="time to first token")
+    ap.add_argument("--itl-ms", type=float, help="gap between tokens")
+    ap.add_argument("--config-json", help="a full ServerConfig as JSON")
+    args = ap.parse_args(argv)
+    cfg = ServerConfig(**json.loads(args.config_json)) if args.config_json else ServerConfig()
+    if args.ttft_ms is not None:
+        cfg = replace(cfg, ttft_s=args.ttft_ms / 1000)
+    if args.itl_ms is not None:
+        cfg = replace(cfg, itl_s=args.itl_ms / 1000)
+
+    async def serve():
+        core = SyntheticServerCore(cfg)
+        srv = await asyncio.get_running_loop().create_server(
+            lambda: _Protocol(core), "127.0.0.1", args.port, backlog=4096)
+        print(f"PORT {srv.sockets[0].getsockname()[1]}", flush=True)
+        await srv.serve_forever()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

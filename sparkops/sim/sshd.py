@@ -1,0 +1,133 @@
+"""Keys, configuration and start-up of each simulated host's OpenSSH server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SSHD = "/usr/sbin/sshd"
+HOSTINIT = Path(__file__).with_name("hostinit.py")
+
+
+def keygen(path: Path, comment: str) -> str:
+    """Make an ed25519 key pair at `path` and return the public key ("ssh-ed25519 AAAA...")."""
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        check=True,
+    )
+    kind, blob = path.with_suffix(".pub").read_text().split()[:2]
+    return f"{kind} {blob}"
+
+
+def write_host_files(
+    host_dir: Path,
+    hostname: str,
+    listen: str,
+    client_pub: str,
+    env: dict[str, str],
+    keep: list[str],
+) -> str:
+    """Prepare a host's home, /tmp, host key and sshd_config; return its public host key."""
+    home = host_dir / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    home.chmod(0o700)  # sshd's StrictModes refuses keys in a group-writable home
+    (home / ".ssh" / "authorized_keys").write_text(client_pub + "\n")
+    (host_dir / "tmp").mkdir(mode=0o1777)
+    (host_dir / "tmp").chmod(0o1777)  # mkdir's mode is filtered by the umask
+    host_pub = keygen(host_dir / "ssh_host_ed25519_key", hostname)
+    setenv = " ".join(f'"{k}={v}"' for k, v in env.items())
+    (host_dir / "sshd_config").write_text(
+        f"""\
+ListenAddress {listen}
+HostKey {host_dir / 'ssh_host_ed25519_key'}
+PidFile none
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+AuthorizedKeysFile .ssh/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+UseDNS no
+PrintMotd no
+PrintLastLog no
+MaxStartups 100:30:200
+MaxSessions 100
+Subsystem sftp internal-sftp
+# Reaches non-interactive `ssh host cmd` too, unlike a shell profile.
+SetEnv {setenv}
+"""
+    )
+    init = {
+        "hostname": hostname,
+        "cgroup_tmp": str(host_dir / ".cgroup"),
+        "private_dirs": {str(Path("~root").expanduser()): str(home), "/tmp": str(host_dir / "tmp")},
+        "keep": keep,
+        "sshd": [SSHD, "-D", "-e", "-f", str(host_dir / "sshd_config")],
+    }
+    (host_dir / "hostinit.json").write_text(json.dumps(init, indent=1))
+    return host_pub
+
+
+def start(host_dir: Path, netns: str) -> subprocess.Popen:
+    """Start the host: its sshd becomes PID 1 of a fresh PID namespace, so killing it ends
+    every process of the host. Returns the `unshare` process (the host's parent)."""
+    with open(host_dir / "sshd.log", "ab") as log:  # Popen keeps its own copy of the fd
+        proc = subprocess.Popen(
+            [
+                "nsenter", f"--net=/run/netns/{netns}",
+                "unshare", "--uts", "--pid", "--ipc", "--mount", "--fork",
+                "--kill-child=SIGKILL", "--mount-proc", "--propagation", "private",
+                sys.executable, "-I", "-S", str(HOSTINIT), str(host_dir / "hostinit.json"),
+            ],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        )
+    (host_dir / "init.pid").write_text(f"{_child_of(proc)}\n")
+    return proc
+
+
+def _child_of(proc: subprocess.Popen, timeout: float = 5.0) -> int:
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pids = children.read_text().split()
+        except OSError:
+            pids = []
+        if pids:
+            return int(pids[0])
+        if proc.poll() is not None:
+            break
+        time.sleep(0.005)
+    raise RuntimeError(f"host init did not start (unshare exit status {proc.poll()})")
+
+
+def write_client_files(state: Path, hosts: list[tuple[str, str, int, str]], key: Path) -> None:
+    """known_hosts (real host keys, for strict checking) and an ssh_config for use by hand.
+    `hosts` holds (name, address, port, public host key)."""
+    known, config = [], []
+    for name, addr, port, pub in hosts:
+        names = [addr, name] if port == 22 else [f"[{addr}]:{port}", f"[{name}]:{port}"]
+        known.append(f"{','.join(names)} {pub}\n")
+        config.append(
+            f"""\
+Host {name} {addr}
+  HostName {addr}
+  Port {port}
+  User root
+  IdentityFile {key}
+  IdentitiesOnly yes
+  UserKnownHostsFile {state / 'known_hosts'}
+  GlobalKnownHostsFile /dev/null
+  StrictHostKeyChecking yes
+  BatchMode yes
+  ConnectTimeout 10
+
+"""
+        )
+    (state / "known_hosts").write_text("".join(known))
+    (state / "ssh_config").write_text("".join(config))
+    os.chmod(state / "ssh_config", 0o600)

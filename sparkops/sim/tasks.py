@@ -1,0 +1,48 @@
+"""`inv sim-up` / `inv sim-down`: the simulated cluster by hand, wired to `--cluster sim`.
+
+`sim-up` records the hosts it built (their addresses change with the slot) in the local
+override file under [clusters.sim], so `inv up --cluster sim` reaches them."""
+from __future__ import annotations
+
+import os
+
+import tomlkit
+
+from .. import local_override
+from ..errors import SparkopsError
+from ..paths import local_override as override_path, project_root
+from . import cleanup
+from .cluster import build, missing_requirements
+
+
+def sim_up(hosts: int, docker: bool) -> None:
+    missing = missing_requirements(docker)
+    if missing:
+        raise SparkopsError("cannot build the simulated cluster: " + "; ".join(missing), step="sim-up",
+                            fix="run as root; `bash scripts/test` installs the packages it needs")
+    cluster = build(hosts=hosts, docker=docker)
+    if docker:
+        cluster.import_base_image()
+    cleanup.keep_locked(cluster.slot, cluster._lock_fd)  # outlives this command until sim-down
+    os.close(cluster._lock_fd)
+    write_override(cluster)
+    for h in cluster.hosts:
+        print(f"  {h.name}: ssh root@{h.mgmt_ip}, RoCE {h.roce_ip}")
+    print(f"simulated cluster up (slot {cluster.slot}); try `inv up --profile smoke --cluster sim`; "
+          f"remove it with `inv sim-down`")
+
+
+def write_override(cluster, path=None) -> None:
+    path = path or override_path(project_root())
+    doc = local_override.update(local_override.load(path), cluster="sim", nodes=cluster.nodes())
+    ssh = tomlkit.table()
+    ssh["known_hosts"] = str(cluster.known_hosts_path)
+    doc["clusters"]["sim"]["ssh"] = ssh
+    local_override.save(doc, path)
+
+
+def sim_down() -> None:
+    from .__main__ import main
+    if main(["down"]) != 0:
+        raise SparkopsError("some simulated clusters are in use by a running process", step="sim-down",
+                            fix="`python -m sparkops.sim down --force` removes them anyway")

@@ -1,0 +1,67 @@
+"""Fixtures for tests against the simulated cluster (sparkops.sim), for tests/conftest.py:
+
+    from sim_fixtures import sim_cluster, sim_docker, sim_cluster_factory  # noqa: F401
+
+Mark such tests `@pytest.mark.cluster`. Without root or the tools they skip, except under
+CI=true, where the cluster is part of the contract and its absence fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from sparkops.sim.cluster import SimCluster, build, missing_requirements
+
+# Another session may hold every slot for a while (parallel runs on one machine).
+SLOT_WAIT_S = 300
+
+
+def require_sim(docker: bool = False) -> None:
+    """Skip (fail under CI=true) when this machine cannot build the simulated cluster."""
+    missing = missing_requirements(docker)
+    if not missing:
+        return
+    reason = "simulated cluster unavailable: " + "; ".join(missing)
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"{reason} (CI=true: cluster tests must run, not skip)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def sim_cluster():
+    """Two hosts, spark-a and spark-b, for the whole session. A test that breaks a host
+    (kill_sshd, set_roce_up(False), set_mtu, occupy_port) calls `sim_cluster.heal()` after."""
+    require_sim()
+    cluster = build(hosts=2, wait=SLOT_WAIT_S)
+    try:
+        yield cluster
+    finally:
+        cluster.teardown()
+
+
+@pytest.fixture(scope="session")
+def sim_docker(sim_cluster: SimCluster):
+    """`sim_cluster` with a Docker engine per host and the base image
+    (sparkops.sim.docker.BASE_IMAGE) on each; stopped with the cluster."""
+    require_sim(docker=True)
+    sim_cluster.start_docker()
+    sim_cluster.import_base_image()
+    return sim_cluster
+
+
+@pytest.fixture
+def sim_cluster_factory():
+    """Build extra clusters in a test: `make(hosts=3, docker=False)`; all torn down after."""
+    require_sim()
+    made: list[SimCluster] = []
+
+    def make(**kwargs) -> SimCluster:
+        kwargs.setdefault("wait", SLOT_WAIT_S)
+        made.append(build(**kwargs))
+        return made[-1]
+
+    yield make
+    for cluster in made:
+        cluster.teardown()

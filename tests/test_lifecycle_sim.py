@@ -1,0 +1,107 @@
+"""The whole distributed path on the simulated two-host cluster: real sshd per host, real
+vLLM (CPU build) with tensor parallel 2 across both hosts over the 169.254 "cable"."""
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+
+import pytest
+import requests
+
+from sparkops.config import load_config
+from sparkops.errors import SparkopsError
+from sparkops.lifecycle import down, up
+from sparkops.logs import show
+from sparkops.progress import Silent
+from sparkops.sim.tasks import write_override
+from sparkops.smoke import build_everywhere
+from sparkops.status import collect
+
+pytestmark = [pytest.mark.cluster, pytest.mark.vllm, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def sim(sim_cluster, vllm_venv, tmp_path_factory, monkeypatch_module):
+    override = tmp_path_factory.mktemp("sim") / "sparkops.local.toml"
+    monkeypatch_module.setenv("SPARKOPS_LOCAL", str(override))
+    write_override(sim_cluster, override)
+
+    def make(profile="smoke", extra=()):
+        return load_config(profile, "sim", sets=[f"cluster.venv={json.dumps(str(vllm_venv))}", *extra],
+                           environ={})
+    build_everywhere(make(), Silent())
+    yield make
+    down(make(), progress=Silent())
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def vllm_pids(cluster) -> dict[str, list[int]]:
+    out = {}
+    for host in cluster.hosts:
+        res = host.run(["pgrep", "-f", "vllm"], capture_output=True, text=True)
+        out[host.name] = [int(p) for p in res.stdout.split()]
+    return out
+
+
+def test_up_tp2_across_two_hosts_chat_status_logs_down(sim, sim_cluster, capsys):
+    cfg = sim()
+    result = up(cfg, progress=Silent())
+    assert result.url.startswith("http://10.77.")
+    with requests.post(f"{result.url}/v1/chat/completions", stream=True, timeout=120, json={
+            "model": "smoke", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8,
+            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}) as resp:
+        chunks = [json.loads(l[6:]) for l in resp.iter_lines() if l.startswith(b"data: {")]
+    assert chunks[-1]["usage"]["completion_tokens"] == 8
+
+    data = collect(cfg)
+    assert data["api"]["ready"]
+    assert [n["services"]["vllm"]["running"] for n in data["nodes"]] == [True, True]
+    assert all(vllm_pids(sim_cluster).values())
+
+    import io
+    buffer = io.StringIO()
+    show(cfg, node=None, lines=5, follow=False, out=buffer)
+    prefixes = {line.split("]")[0] + "]" for line in buffer.getvalue().splitlines()}
+    assert {"[spark-a:vllm]", "[spark-b:vllm]"} <= prefixes
+
+    assert down(cfg, progress=Silent()) == []
+    assert vllm_pids(sim_cluster) == {"spark-a": [], "spark-b": []}
+
+
+def test_worker_sshd_killed_during_up_rolls_back_and_names_the_worker(sim, sim_cluster):
+    cfg = sim()
+    worker = sim_cluster.host("spark-b")
+
+    def kill_later():
+        time.sleep(4)
+        worker.kill_sshd()
+    killer = threading.Thread(target=kill_later)
+    killer.start()
+    try:
+        with pytest.raises(SparkopsError) as err:
+            up(cfg, progress=Silent())
+        killer.join()
+        assert "spark-b" in err.value.render()
+        assert vllm_pids(sim_cluster)["spark-a"] == []
+    finally:
+        killer.join()
+        sim_cluster.heal()
+
+
+def test_down_with_one_host_unreachable_cleans_the_other(sim, sim_cluster):
+    cfg = sim()
+    up(cfg, progress=Silent())
+    sim_cluster.host("spark-b").kill_sshd()
+    try:
+        problems = down(cfg, progress=Silent())
+        assert len(problems) == 1 and "spark-b" in problems[0]
+        assert vllm_pids(sim_cluster)["spark-a"] == []
+    finally:
+        sim_cluster.heal()

@@ -1,0 +1,197 @@
+"""The facts probe: one shell script per node, split into sections, parsed into NodeFacts.
+
+The script runs here for real (it only reads: hostname, /proc, ip, ss, df); a Spark's output
+is assembled from the recordings under tests/data/facts (see SOURCES.md there).
+"""
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from sparkops.facts import probe
+from sparkops.facts.gather import facts_from_sections, model_dir_name, parse_ss_listen
+from sparkops.facts.parsers import parse_meminfo
+from sparkops.facts.roce import select_roce
+
+DATA = Path(__file__).parent / "data" / "facts"
+
+
+# --- the real script, on this machine ----------------------------------------------------------
+
+@pytest.fixture
+def local_probe(tmp_path):
+    if not all(shutil.which(tool) for tool in ("sh", "ip", "ss", "df", "hostname")):
+        pytest.skip("needs sh, ip, ss, df and hostname")
+    home = tmp_path / "home"
+    home.mkdir()
+    hf_home = tmp_path / "hf"
+    snapshot = hf_home / "hub" / model_dir_name("example/tiny") / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    with socket.socket() as listener:  # a port the probe must report as in use
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        argv = probe.argv(str(hf_home), model_dir_name("example/tiny"), str(tmp_path / "no-venv"),
+                          "sparkops/none:latest", "native")
+        done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=30,
+                              env={**os.environ, "HOME": str(home)})
+        port = listener.getsockname()[1]
+    return done, home, port
+
+
+def test_probe_runs_here_and_reports_every_section(local_probe):
+    done, _, _ = local_probe
+    assert done.returncode == 0, done.stderr
+    sections = probe.split_sections(done.stdout)
+    assert list(sections) == list(probe._SECTIONS)
+    for name in ("hostname", "user", "home", "clock", "ip", "meminfo", "df", "ports", "model"):
+        assert sections[name][0] == 0, (name, sections[name])
+    # docker-only sections are skipped (exit 1) under the native runtime; no venv here either.
+    assert sections["docker-version"] == (1, "")
+    assert sections["vllm"][0] != 0
+
+
+def test_facts_from_the_local_probe(local_probe):
+    done, home, port = local_probe
+    facts = facts_from_sections("here", probe.split_sections(done.stdout))
+    assert facts.node == "here" and facts.source == "live"
+    assert facts.hostname == socket.gethostname()
+    assert facts.user == getpass.getuser()
+    assert facts.home == str(home)
+    assert facts.interfaces["lo"].ipv4[0] == ("127.0.0.1", 8)
+    meminfo = parse_meminfo(Path("/proc/meminfo").read_text())
+    assert facts.memory.total_bytes == meminfo.total_bytes
+    assert 0 < facts.memory.available_bytes <= facts.memory.total_bytes
+    assert facts.disk.total_bytes > 0  # df walked up from the hf_home/hub path
+    assert facts.model_present is True
+    assert port in facts.ports_in_use
+    assert abs(facts.clock - time.time()) < 60
+    assert not {"hostname", "ip", "meminfo"} & facts.errors.keys()
+
+
+def test_probe_inputs_are_parameters_not_script_text(tmp_path):
+    """A hostile path reaches the script as $1, never as code: the script is the same text."""
+    hostile = str(tmp_path / "x'; touch pwned; echo '")
+    argv = probe.argv(hostile, "models--a--b", "/nonexistent", "img", "native")
+    assert argv[2] == probe.script() and argv[4] == hostile
+    subprocess.run(argv, check=False, capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert not (tmp_path / "pwned").exists()
+
+
+# --- a Spark's output, assembled from recordings -------------------------------------------
+
+def recorded(fact: str, case: str) -> str:
+    return (DATA / fact / f"{case}.txt").read_text().rstrip("\n")
+
+
+def section(name: str, body: str, rc: int = 0) -> str:
+    return f"=== {name}\n{body}\n=== /{name} rc={rc}\n" if body else f"=== {name}\n=== /{name} rc={rc}\n"
+
+
+def spark_probe_output() -> str:
+    """What the probe prints on a DGX Spark. nvidia-smi, ibdev2netdev, ip and meminfo are the
+    recordings in tests/data/facts (the 'hutch' Spark and NVIDIA's playbook, port-1 twins Up);
+    sysfs-roce is the recorded-values GID-drift case; df is the x86 sandbox recording. The
+    user, clock, ss lines, Docker answers and model path are typical values, not recordings."""
+    return "".join([
+        section("hostname", "hutch"),
+        section("user", "ubuntu"),
+        section("home", "/home/ubuntu"),
+        section("clock", "1778000000.250000000"),
+        section("nvidia-smi", recorded("nvidia_smi_query", "gb10_hutch_composed")),
+        section("ibdev2netdev", recorded("ibdev2netdev", "spark_port1_twins_up")),
+        section("sysfs-roce", recorded("sysfs_roce", "spark_gid_drift_twin_index4")),
+        section("ip", recorded("ip_addr", "spark_hutch_constructed")),
+        section("meminfo", recorded("meminfo", "spark_nvitop_pr208")),
+        section("df", recorded("df", "x86_dev_sandbox_root")),
+        section("ports", "LISTEN 0      4096         0.0.0.0:22        0.0.0.0:*\n"
+                         "LISTEN 0      4096            [::]:22           [::]:*"),
+        section("docker-version", "28.5.1"),
+        section("docker-runtimes", '{"io.containerd.runc.v2":{"path":"runc"},"nvidia":'
+                                   '{"path":"nvidia-container-runtime"},"runc":{"path":"runc"}}'),
+        section("image-id", "Error response from daemon: No such image: sparkops/vllm:spark", 1),
+        section("vllm", "", 1),
+        section("model", "/home/ubuntu/.cache/huggingface/hub/models--openai--gpt-oss-120b/"
+                         "snapshots/b5c939de8f754692c1647ca79fbf85e8c1e70f8a/config.json"),
+    ])
+
+
+def test_split_sections_of_a_spark():
+    sections = probe.split_sections(spark_probe_output())
+    assert list(sections) == list(probe._SECTIONS)
+    assert sections["hostname"] == (0, "hutch")
+    assert sections["vllm"] == (1, "")
+    assert sections["ibdev2netdev"][1].splitlines()[1] == "roceP2p1s0f1 port 1 ==> enP2p1s0f1np1 (Up)"
+
+
+def test_facts_of_a_spark_from_recorded_output():
+    facts = facts_from_sections("spark-1", probe.split_sections(spark_probe_output()))
+    assert facts.errors == {}
+    assert (facts.hostname, facts.user, facts.home) == ("hutch", "ubuntu", "/home/ubuntu")
+    (gpu,) = facts.gpus
+    assert (gpu.name, gpu.driver, gpu.compute_cap) == ("NVIDIA GB10", "580.142", "12.1")
+    assert gpu.memory_total_mib is None  # unified memory: nvidia-smi says [N/A]
+    assert facts.memory.total_bytes == 127600748 * 1024
+    assert facts.memory_gib == pytest.approx(121.69, abs=0.01)
+    assert [(l.hca, l.up) for l in facts.roce] == [
+        ("roceP2p1s0f0", False), ("roceP2p1s0f1", True), ("rocep1s0f0", False), ("rocep1s0f1", True)]
+    assert facts.gid_index == {"roceP2p1s0f1": 4, "rocep1s0f1": 3}
+    assert facts.interfaces["enp1s0f1np1"].ipv4 == (("169.254.127.30", 16),)
+    assert facts.interfaces["enp1s0f1np1"].mtu == 9000
+    assert facts.docker_version == "28.5.1"
+    assert facts.docker_runtimes == ("io.containerd.runc.v2", "nvidia", "runc")
+    assert facts.image_id is None and facts.vllm_version is None
+    assert facts.model_present is True
+    assert facts.ports_in_use == (22,)
+    assert facts.clock == 1778000000.25
+    # And the planner's choice from them: the plain interface, both twins, no common GID index.
+    choice = select_roce(facts, {"name": "spark-1", "host": "local"}, {})
+    assert (choice.interface, choice.ip) == ("enp1s0f1np1", "169.254.127.30")
+    assert choice.hcas == ("roceP2p1s0f1", "rocep1s0f1")
+    assert choice.gid_index is None
+
+
+def test_missing_and_failed_sections_become_errors_not_guesses():
+    text = spark_probe_output()
+    text = text.replace("=== /ip rc=0", "=== /ip rc=2")          # `ip` failed
+    text = text.replace(section("meminfo", recorded("meminfo", "spark_nvitop_pr208")), "")  # cut off
+    text = text.replace("0, NVIDIA GB10, 580.142, [N/A], [N/A], 12.1", "garbage")
+    facts = facts_from_sections("spark-1", probe.split_sections(text))
+    assert facts.errors["ip"].startswith("exit 2: ")
+    assert facts.errors["meminfo"] == "not reported"
+    assert "nvidia-smi" in facts.errors["nvidia-smi"] and "garbage" in facts.errors["nvidia-smi"]
+    assert facts.interfaces == {} and facts.memory is None and facts.gpus == ()
+    assert "ibdev2netdev" not in facts.errors  # exit 127 (tool absent) is not an error
+
+
+def test_split_sections_keeps_bodies_that_look_like_markers():
+    text = section("a", "=== b\nline") + section("b", "x\n=== /a rc=0 (not the end)") + "noise\n"
+    assert probe.split_sections(text) == {"a": (0, "=== b\nline"), "b": (0, "x\n=== /a rc=0 (not the end)")}
+
+
+# --- ss -Htln --------------------------------------------------------------------------------
+
+def test_parse_ss_listen():
+    text = """\
+LISTEN 0      4096         0.0.0.0:22        0.0.0.0:*
+LISTEN 0      511        127.0.0.1:8000      0.0.0.0:*
+LISTEN 0      4096            [::]:22           [::]:*
+LISTEN 0      128      [::ffff:127.0.0.1]:6379      *:*
+LISTEN 0      4096   127.0.0.53%lo:53        0.0.0.0:*
+LISTEN 0      4096   [fe80::1]%enp1s0f1np1:29501     [::]:*
+LISTEN 0      4096               *:8265             *:*
+"""
+    assert parse_ss_listen(text) == (22, 53, 6379, 8000, 8265, 29501)
+
+
+def test_parse_ss_listen_ignores_headers_and_blank_output():
+    assert parse_ss_listen("") == ()
+    header = "State  Recv-Q Send-Q Local Address:Port  Peer Address:PortProcess\n"
+    assert parse_ss_listen(header + "LISTEN 0 4096 0.0.0.0:22 0.0.0.0:*\n") == (22,)

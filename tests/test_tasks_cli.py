@@ -1,0 +1,143 @@
+"""The `inv` command line, run as a user runs it: a subprocess in the checkout, with a private
+override file (SPARKOPS_LOCAL in tmp_path) and no SPARKOPS_* or HF_TOKEN from the developer."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "hf_TESTtoken_5b9f2c7d1e"
+
+
+@pytest.fixture
+def override(tmp_path) -> Path:
+    return tmp_path / "sparkops.local.toml"
+
+
+@pytest.fixture
+def inv(override):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SPARKOPS_") and k not in ("HF_TOKEN", "VLLM_API_KEY")}
+    env["SPARKOPS_LOCAL"] = str(override)
+
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, check=False,
+                              input=stdin, capture_output=True, text=True, timeout=60)
+    return run
+
+
+def assert_user_error(done: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert done.returncode == 1, done
+    assert "Traceback" not in done.stdout + done.stderr
+    assert done.stderr.startswith("error: "), done.stderr
+    for fragment in fragments:
+        assert fragment in done.stderr, done.stderr
+
+
+def test_list_shows_every_task_with_a_description(inv):
+    listed = inv("--list")
+    assert listed.returncode == 0, listed.stderr
+    tasks = json.loads(inv("--list", "--list-format=json").stdout)["tasks"]
+    assert {"profiles", "validate", "plan", "up", "down", "status", "logs", "setup"} <= {t["name"] for t in tasks}
+    for task in tasks:
+        assert task["help"], f"{task['name']} has no docstring"
+        assert f"  {task['name']} " in listed.stdout
+        assert task["help"].split()[0] in listed.stdout  # its description is shown next to it
+
+
+def test_profiles_lists_the_shipped_profiles(inv):
+    done = inv("profiles")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:6] == ["NAME", "MODEL", "SIZE", "NODES", "TP", "GATED"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["gpt-oss-120b"][1:3] == ["openai/gpt-oss-120b", "65.3"]
+    assert rows["llama-3.1-8b-instruct"][6] == "yes"
+    assert not [line for line in lines if "INVALID" in line]
+    assert len(rows) == len(list((ROOT / "profiles").glob("*.toml")))
+
+
+def test_validate_passes_for_every_shipped_profile(inv):
+    done = inv("validate")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "FAIL" not in done.stdout
+    assert "ok    gpt-oss-120b on spark-pair" in done.stdout
+
+
+def test_plan_from_recorded_facts_prints_the_roce_environment(inv):
+    done = inv("plan", "--profile", "gpt-oss-120b", "--facts", "recorded")
+    assert done.returncode == 0, done.stderr
+    assert "planning from recorded: spark-pair.facts.json facts" in done.stderr
+    for expected in ("NCCL_IB_HCA=roceP2p1s0f1,rocep1s0f1", "NCCL_SOCKET_IFNAME=enp1s0f1np1",
+                     "VLLM_HOST_IP=169.254.127.30", "VLLM_HOST_IP=169.254.127.31",
+                     "NCCL_IB_DISABLE=0", "--master-addr 169.254.127.30", "--headless"):
+        assert expected in done.stdout, expected
+
+
+def test_plan_json_is_valid_json(inv):
+    done = inv("plan", "--profile", "gpt-oss-120b", "--facts", "recorded", "--json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert (plan["verb"], plan["profile"], plan["cluster"]) == ("up", "gpt-oss-120b", "spark-pair")
+
+
+def test_plan_of_an_unknown_profile_lists_the_names(inv):
+    assert_user_error(inv("plan", "--profile", "nope", "--facts", "recorded"),
+                      "unknown profile 'nope'", "profiles: gemma-2-27b-it, gpt-oss-120b", "`inv profiles`")
+    assert_user_error(inv("plan", "--profile", "gpt-oss-12", "--facts", "recorded"),
+                      "did you mean 'gpt-oss-120b'")
+
+
+def test_plan_refuses_a_profile_name_with_shell_characters(inv):
+    assert_user_error(inv("plan", "--profile", "x;y", "--facts", "recorded"), "profile name 'x;y' is not allowed")
+
+
+def test_plan_reports_a_bad_set_without_a_traceback(inv):
+    assert_user_error(inv("plan", "--facts", "recorded", "--set", "serving.tensor_parallel=4"),
+                      "needs 4 nodes")
+
+
+def test_setup_writes_a_private_override_that_plan_uses(inv, override):
+    override.write_text("# my notes: the second Spark is on the bench, keep this line\n"
+                        "[serving]\nmax_num_seqs = 8  # chosen by hand\n")
+    os.chmod(override, 0o644)
+    before = json.loads(inv("plan", "--facts", "recorded", "--json").stdout)["config_hash"]
+
+    done = inv("setup", "--cluster", "spark-pair", "--worker", "10.0.0.2", "--user", "alice",
+               "--hf-token-stdin", "--yes", stdin=TOKEN + "\n")
+    assert done.returncode == 0, done.stderr
+    assert TOKEN not in done.stdout + done.stderr
+    assert "HF token set" in done.stdout and "spark-2=10.0.0.2" in done.stdout
+
+    assert stat.S_IMODE(override.stat().st_mode) == 0o600
+    text = override.read_text()
+    assert "# my notes: the second Spark is on the bench, keep this line" in text
+    assert "max_num_seqs = 8  # chosen by hand" in text
+    assert f'hf_token = "{TOKEN}"' in text
+
+    plan = inv("plan", "--facts", "recorded", "--json")
+    assert plan.returncode == 0, plan.stderr
+    assert TOKEN not in plan.stdout + plan.stderr
+    data = json.loads(plan.stdout)
+    assert data["config_hash"] != before
+    assert list(data["facts_source"]) == ["spark-1", "spark-2"]
+    # The plan names nodes, not their SSH addresses; the addresses it runs against are the
+    # effective config's, read here by the same code `inv plan` used, from the same file.
+    probe = ("import json; from sparkops.config import load_config; "
+             "c = load_config('gpt-oss-120b'); print(json.dumps([c.nodes, c.config_hash()]))")
+    nodes, config_hash = json.loads(subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SPARKOPS_") and k != "HF_TOKEN"}
+        | {"SPARKOPS_LOCAL": str(override)}, check=True).stdout)
+    assert nodes == [{"name": "spark-1", "host": "local"},
+                     {"name": "spark-2", "host": "10.0.0.2", "user": "alice"}]
+    assert config_hash == data["config_hash"]
+
+    text_plan = inv("plan", "--facts", "recorded")
+    assert TOKEN not in text_plan.stdout + text_plan.stderr
