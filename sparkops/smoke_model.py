@@ -44,20 +44,20 @@ CHAT_TEMPLATE = (
 # head_dim is set explicitly: vLLM's CPU attention only supports head sizes of 32 and up, and
 # hidden 64 / 4 heads would give 16. Attention is then 4 x 32 = 128 wide, projected back to 64
 # (Llama allows this). Heads (4), KV heads (2) and the MLP width split evenly for TP 2.
-LLAMA_CONFIG = dict(
-    vocab_size=1024,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=32,
-    max_position_embeddings=2048,
-    rms_norm_eps=1e-5,
-    tie_word_embeddings=False,
-)
+LLAMA_CONFIG = {
+    "vocab_size": 1024,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "max_position_embeddings": 2048,
+    "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": False,
+}
 
-_WORDS = (
+_WORDS = (  # split in corpus_lines
     "the a an and or but of to in on at by for with from into over under about after before "
     "cluster node nodes spark server model token tokens batch cache memory network cable link "
     "throughput latency request requests stream prompt answer question tensor parallel rank "
@@ -67,16 +67,17 @@ _WORDS = (
     "we you they it this that these those one two three four five six seven eight nine ten "
     "hello world good bad new old red green blue light dark day night water fire stone tree "
     "river mountain city road house door window book page line word letter story song music"
-).split()
+)
 
 
 def corpus_lines(n: int = 4000) -> list[str]:
     """Deterministic pseudo-English, plus digits and punctuation, to train the tokenizer on."""
     rng = random.Random(SEED)
+    vocabulary = _WORDS.split()
     punct = [".", ",", "?", "!", ":", ";"]
     lines = []
     for i in range(n):
-        words = [rng.choice(_WORDS) for _ in range(rng.randint(4, 16))]
+        words = [rng.choice(vocabulary) for _ in range(rng.randint(4, 16))]
         words[0] = words[0].capitalize()
         if rng.random() < 0.3:
             words.insert(rng.randrange(len(words)), str(rng.randint(0, 99999)))

@@ -2,7 +2,8 @@
 
 Used wherever there is no GPU: the test cluster, CI, laptops. Idempotent: a marker file
 records what was installed, and a cheap probe confirms the venv still matches before the
-install is skipped.
+install is skipped. Standard library only, no sparkops imports: `sparkops.install` copies this
+file to each node and runs it there as `python3 vllm_cpu.py --venv DIR`.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class InstallError(RuntimeError):
 
 def _run(argv: list[str], step: str, timeout: float = 1800) -> str:
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         raise InstallError(f"{step}: timed out after {timeout:.0f}s") from e
     if proc.returncode != 0:
@@ -135,7 +136,7 @@ def vllm_version(venv: Path) -> str | None:
     """What `vllm --version` prints, or None when the venv's vLLM does not run."""
     try:
         proc = subprocess.run([str(Path(venv) / "bin" / "vllm"), "--version"],
-                              capture_output=True, text=True, timeout=180)
+                              check=False, capture_output=True, text=True, timeout=180)
     except (OSError, subprocess.TimeoutExpired):
         return None
     lines = proc.stdout.strip().splitlines()

@@ -42,9 +42,9 @@ def monkeypatch_module():
         yield mp
 
 
-def vllm_pids(cluster) -> dict[str, list[int]]:
+def vllm_pids(cluster, names=("spark-a", "spark-b")) -> dict[str, list[int]]:
     out = {}
-    for host in cluster.hosts:
+    for host in (cluster.host(n) for n in names):
         res = host.run(["pgrep", "-f", "vllm"], capture_output=True, text=True)
         out[host.name] = [int(p) for p in res.stdout.split()]
     return out
@@ -89,7 +89,7 @@ def test_worker_sshd_killed_during_up_rolls_back_and_names_the_worker(sim, sim_c
             up(cfg, progress=Silent())
         killer.join()
         assert "spark-b" in err.value.render()
-        assert vllm_pids(sim_cluster)["spark-a"] == []
+        assert vllm_pids(sim_cluster, ["spark-a"])["spark-a"] == []
     finally:
         killer.join()
         sim_cluster.heal()
@@ -102,6 +102,6 @@ def test_down_with_one_host_unreachable_cleans_the_other(sim, sim_cluster):
     try:
         problems = down(cfg, progress=Silent())
         assert len(problems) == 1 and "spark-b" in problems[0]
-        assert vllm_pids(sim_cluster)["spark-a"] == []
+        assert vllm_pids(sim_cluster, ["spark-a"])["spark-a"] == []
     finally:
         sim_cluster.heal()

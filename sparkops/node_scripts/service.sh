@@ -17,6 +17,7 @@ start)
   [ "${1:-}" = "--" ] && shift
   if alive; then echo "$name is already running (pid $(cat "$pidf"))" >&2; exit 3; fi
   mkdir -p "$dir" "$(dirname "$log")"
+  rm -f "$pidf"  # stale: its process is gone (e.g. the node rebooted)
   envf="$dir/$name.env"
   (
     if [ -f "$envf" ]; then

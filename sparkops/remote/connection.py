@@ -5,6 +5,7 @@ long-lived cluster must not silently accept a changed key. Every call has a time
 """
 from __future__ import annotations
 
+import os
 import shlex
 import socket
 import subprocess
@@ -149,10 +150,30 @@ class NodeConn:
                          out_stream=_LineWriter(on_line), err_stream=_LineWriter(on_line))
 
     def write_file(self, path: str, content: str, mode: int, *, timeout: float = 30) -> Result:
-        """Content goes over stdin; the file is born 0600 (umask) and then given its mode."""
-        script = 'umask 077; rm -f -- "$1"; cat > "$1" && chmod "$2" "$1"'
-        return self.run(["sh", "-c", script, "sparkops-write", path, f"{mode:o}"],
-                        timeout=timeout, stdin=content)
+        """Write a file atomically. It is born 0600 and empty, so a secret is never readable by
+        others, even for a moment; it gets its final mode before it takes the real name."""
+        start = time.monotonic()
+        tmp = f"{path}.sparkops-tmp"
+        try:
+            if self.is_local:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(content)
+                os.chmod(tmp, mode)
+                os.replace(tmp, path)
+            else:
+                self.connect()
+                sftp = self._fabric.sftp()
+                sftp.get_channel().settimeout(timeout)
+                with sftp.open(tmp, "w") as handle:
+                    handle.chmod(0o600)
+                    handle.write(content.encode())
+                sftp.chmod(tmp, mode)
+                sftp.posix_rename(tmp, path)
+        except (OSError, IOError) as exc:
+            return Result(self.name, ("write", path), 1, "", f"{type(exc).__name__}: {exc}",
+                          time.monotonic() - start)
+        return Result(self.name, ("write", path), 0, "", "", time.monotonic() - start)
 
     def close(self) -> None:
         if self._fabric is not None:
