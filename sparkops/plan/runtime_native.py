@@ -36,7 +36,8 @@ def start(ctx: NodeContext, service: str, argv: list[str]) -> list:
 
 
 def stop(ctx: NodeContext, service: str) -> Run:
-    return Run(("sh", _script(ctx), "stop", service, ctx.run_dir, "20"), 60, ok_exit=(0, 127))
+    # 2 (dash) / 127 (bash): no service.sh yet, so sparkops never started anything on this node.
+    return Run(("sh", _script(ctx), "stop", service, ctx.run_dir, "20"), 60, ok_exit=(0, 2, 127))
 
 
 def status_argv(ctx: NodeContext, service: str) -> tuple[str, ...]:
