@@ -4,7 +4,6 @@ Tasks only parse flags, call sparkops and print; the logic lives in the sparkops
 """
 from __future__ import annotations
 
-import json
 import sys
 
 from invoke import Collection, task
@@ -109,6 +108,7 @@ def down(c, cluster=None):
 def status(c, cluster=None, json=False):
     """Per node: reachable, services and uptime, what is served, API health, memory."""
     import json as jsonlib
+
     from sparkops.status import collect, render
     data = collect(_config(c, "smoke", cluster))
     print(jsonlib.dumps(data, indent=1) if json else render(data))
@@ -129,8 +129,8 @@ def logs(c, cluster=None, node=None, lines=100, follow=False):
 @user_errors
 def smoke_model(c, cluster="local"):
     """Build the tiny smoke model offline into every node's Hugging Face cache."""
-    from sparkops.smoke import build_everywhere
     from sparkops.progress import Progress
+    from sparkops.smoke import build_everywhere
     build_everywhere(_config(c, "smoke", cluster), Progress())
 
 

@@ -14,7 +14,7 @@ from .remote.group import NodeGroup
 
 CHECKS = {
     # `ray status`: one "1 node_<id>" line per live node under "Active:".
-    "ray-nodes": lambda out: len(re.findall(r"^\s*\d+\s+node_[0-9a-f]+", out, re.M)),
+    "ray-nodes": lambda out: len(re.findall(r"^\s*\d+\s+node_[0-9a-f]+", out, re.MULTILINE)),
 }
 
 

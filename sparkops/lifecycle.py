@@ -12,7 +12,8 @@ from .config.memfit import nodes_needed
 from .errors import ConnectError, SparkopsError
 from .facts.gather import facts_from_sections, model_dir_name
 from .facts.node import NodeFacts
-from .facts.probe import argv as probe_argv, split_sections
+from .facts.probe import argv as probe_argv
+from .facts.probe import split_sections
 from .plan import api_url, contexts, plan_down, plan_up
 from .preflight import preflight
 from .progress import Progress

@@ -14,8 +14,8 @@ def check_name(kind: str, name: str) -> str:
     if not _NAME.fullmatch(name or "") or ".." in name:
         raise ConfigError(
             f"{kind} name {name!r} is not allowed",
-            fix=f"use letters, digits, '.', '_' and '-' only (no '/', '..', spaces or shell "
-                f"characters), e.g. 'gpt-oss-120b'",
+            fix="use letters, digits, '.', '_' and '-' only (no '/', '..', spaces or shell "
+                "characters), e.g. 'gpt-oss-120b'",
         )
     return name
 

@@ -11,7 +11,8 @@ from . import local_override
 from .catalog import cluster_path
 from .config.toml_files import read_toml
 from .errors import SparkopsError
-from .paths import local_override as override_path, project_root
+from .paths import local_override as override_path
+from .paths import project_root
 
 
 def _ask(question: str, default: str | None, assume_yes: bool) -> str | None:

@@ -9,12 +9,12 @@ import sys
 import time
 
 import pytest
-
 from conftest import ROOT
+
 from sparkops.config import load_config
 from sparkops.errors import SparkopsError
 from sparkops.facts.sources import facts_for_plan
-from sparkops.lifecycle import down, up
+from sparkops.lifecycle import down
 from sparkops.plan import plan_up
 from sparkops.progress import Silent
 from sparkops.sim.tasks import write_override

@@ -7,8 +7,8 @@ import time
 
 import pytest
 import requests
-
 from conftest import free_port
+
 from sparkops.config import load_config
 from sparkops.errors import SparkopsError
 from sparkops.lifecycle import down, up

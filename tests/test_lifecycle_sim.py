@@ -3,7 +3,6 @@ vLLM (CPU build) with tensor parallel 2 across both hosts over the 169.254 "cabl
 from __future__ import annotations
 
 import json
-import signal
 import threading
 import time
 

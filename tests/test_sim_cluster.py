@@ -1,5 +1,5 @@
 """The simulated cluster itself: real sshd, real namespaces, real Docker engines."""
-# ruff: noqa: F811 - the fixtures are imported, then named as test parameters
+
 
 from __future__ import annotations
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Mapping
 
 from ..catalog import cluster_path, profile_path
 from ..errors import ConfigError
 from ..names import check_name
 from ..paths import local_override, project_root
-from .layers import Layer, cli_layer, env_layer, environ as os_environ, merge, scoped_override
+from .layers import Layer, cli_layer, env_layer, merge, scoped_override
+from .layers import environ as os_environ
 from .semantic import Finding, check
 from .toml_files import parse_toml, read_toml
 from .validate import validate

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import tomlkit
 from tomlkit.exceptions import ParseError

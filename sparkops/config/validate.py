@@ -6,9 +6,9 @@ problem, and for typos the closest allowed key or value.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from functools import lru_cache
 from importlib import resources
-from typing import Iterable
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import re
 
-from . import parsers, probe
+from . import parsers
 from .node import NodeFacts
 
 _LISTEN = re.compile(r"^\S+\s+\d+\s+\d+\s+(\S+):(\d+)\s")

@@ -34,7 +34,7 @@ class NodeFacts:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "NodeFacts":
+    def from_dict(cls, data: dict) -> NodeFacts:
         known = {f.name for f in fields(cls)}
         data = {k: v for k, v in data.items() if k in known}
         data["gpus"] = tuple(Gpu(**g) for g in data.get("gpus", ()))

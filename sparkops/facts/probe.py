@@ -46,7 +46,7 @@ def argv(hf_home: str, model_dir: str, venv: str, image: str, runtime: str) -> l
     return ["sh", "-c", script(), "sparkops-facts", hf_home, model_dir, venv, image, runtime]
 
 
-_SECTION = re.compile(r"^=== (\S+)\n(.*?)^=== /\1 rc=(\d+)$", re.M | re.S)
+_SECTION = re.compile(r"^=== (\S+)\n(.*?)^=== /\1 rc=(\d+)$", re.MULTILINE | re.DOTALL)
 
 
 def split_sections(text: str) -> dict[str, tuple[int, str]]:

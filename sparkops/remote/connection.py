@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -103,7 +102,7 @@ class NodeConn:
                     fix=f"install your key on the node: `ssh-copy-id {self.host}`") from None
             raise ConnectError(f"SSH to {self.host} failed: {exc}", host=self.name, step="connect",
                                fix="check that sshd runs on the node and the address is right") from None
-        except (socket.timeout, TimeoutError, OSError) as exc:
+        except (TimeoutError, OSError) as exc:
             raise ConnectError(
                 f"cannot reach {self.host}:{self.node.get('port') or 22}: {exc or 'timed out'}",
                 host=self.name, step="connect",
@@ -170,7 +169,7 @@ class NodeConn:
                     handle.write(content.encode())
                 sftp.chmod(tmp, mode)
                 sftp.posix_rename(tmp, path)
-        except (OSError, IOError) as exc:
+        except OSError as exc:
             return Result(self.name, ("write", path), 1, "", f"{type(exc).__name__}: {exc}",
                           time.monotonic() - start)
         return Result(self.name, ("write", path), 0, "", "", time.monotonic() - start)

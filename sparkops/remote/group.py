@@ -5,8 +5,9 @@ others' results; unlike it, nodes may mix this machine (no SSH) and remote hosts
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from .connection import NodeConn
 
@@ -18,7 +19,7 @@ class NodeGroup:
         self.conns = conns
 
     @classmethod
-    def for_nodes(cls, nodes: list[dict], ssh: dict) -> "NodeGroup":
+    def for_nodes(cls, nodes: list[dict], ssh: dict) -> NodeGroup:
         return cls([NodeConn(node, ssh) for node in nodes])
 
     def __getitem__(self, name: str) -> NodeConn:
@@ -27,7 +28,7 @@ class NodeGroup:
     def names(self) -> list[str]:
         return [c.name for c in self.conns]
 
-    def subset(self, names) -> "NodeGroup":
+    def subset(self, names) -> NodeGroup:
         return NodeGroup([c for c in self.conns if c.name in set(names)])
 
     def map(self, fn: Callable[[NodeConn], T]) -> dict[str, T | BaseException]:

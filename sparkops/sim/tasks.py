@@ -10,7 +10,8 @@ import tomlkit
 
 from .. import local_override
 from ..errors import SparkopsError
-from ..paths import local_override as override_path, project_root
+from ..paths import local_override as override_path
+from ..paths import project_root
 from . import cleanup
 from .cluster import build, missing_requirements
 
