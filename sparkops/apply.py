@@ -95,7 +95,7 @@ def wait_ready(group: NodeGroup, wait: WaitReady, api_key: str | None, progress:
         now = time.monotonic()
         if now - last_said > 15:
             head = wait.watch[0]
-            log = group[head.node].run(head.log_argv[:-1] + (head.log_argv[-1],), timeout=30)
+            log = group[head.node].run(head.log_argv, timeout=30)
             tail = log.tail(1)
             progress.say(f"      waiting {now - start:4.0f}s ({last.detail})"
                          + (f"  | {tail[0][:100]}" if tail else ""))

@@ -56,7 +56,7 @@ def run_setup(*, cluster: str, workers: list[str], head: str | None, user: str |
           + ", ".join(f"{n['name']}={n['host']}" for n in nodes)
           + (", HF token set" if hf_token else "") + (", API key set" if api_key else ""))
     if trust_host_keys:
-        for node in nodes[0:]:
+        for node in nodes:
             if node["host"] != "local":
                 record_host_key(node["host"], assume_yes)
     return path

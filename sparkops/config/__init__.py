@@ -83,8 +83,8 @@ def load_config(profile: str, cluster: str | None = None, *, root: Path | None =
     check_name("profile", profile)
     override_path = local_override(root)
     override = read_toml(override_path) if override_path.is_file() else {}
-    cluster = cluster or environ.get("SPARKOPS_CLUSTER") or override.pop("default_cluster", None) or DEFAULT_CLUSTER
-    override.pop("default_cluster", None)
+    default = override.pop("default_cluster", None)
+    cluster = cluster or environ.get("SPARKOPS_CLUSTER") or default or DEFAULT_CLUSTER
     check_name("cluster", cluster)
 
     cluster_file = cluster_path(root, cluster)

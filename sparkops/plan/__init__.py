@@ -94,7 +94,7 @@ def plan_up(cfg: Config, facts: dict[str, NodeFacts]) -> Plan:
              f"{','.join(roce[c.name].hcas) or '-'}, GID index {roce[c.name].gid_index}" for c in ctxs if c.name in roce]
     return Plan("up", cfg.profile, cfg.cluster_name, cfg.config_hash(),
                 {c.name: c.facts.source for c in ctxs}, tuple(steps),
-                undo=plan_down(cfg, facts, only=[c.name for c in ctxs]).steps, notes=tuple(notes))
+                hosts={c.name: c.node["host"] for c in ctxs}, undo=plan_down(cfg, facts, only=[c.name for c in ctxs]).steps, notes=tuple(notes))
 
 
 def plan_down(cfg: Config, facts: dict[str, NodeFacts], only: list[str] | None = None) -> Plan:

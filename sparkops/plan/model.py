@@ -93,6 +93,7 @@ class Plan:
     config_hash: str
     facts_source: dict[str, str]  # node -> "live", "recorded: FILE" or "cluster file"
     steps: tuple[Step, ...]
+    hosts: dict[str, str] = field(default_factory=dict)  # node -> SSH address ('local': no SSH)
     undo: tuple[Step, ...] = ()  # what stops everything this plan starts
     notes: tuple[str, ...] = ()
 

@@ -36,7 +36,8 @@ def plan_json(plan: Plan, secrets: list[str]) -> str:
 def plan_text(plan: Plan, secrets: list[str]) -> str:
     out = [f"plan: {plan.verb} profile {plan.profile!r} on cluster {plan.cluster!r} "
            f"(config {plan.config_hash})"]
-    out += [f"  facts for {node}: {src}" for node, src in plan.facts_source.items()]
+    out += [f"  {node} (host {plan.hosts.get(node, '?')}): facts {src}"
+            for node, src in plan.facts_source.items()]
     out += [f"  {note}" for note in plan.notes]
     for number, step in enumerate(plan.steps, 1):
         out.append(f"\n{number}. {step.name}: {step.title}")

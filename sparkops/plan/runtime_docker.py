@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import posixpath
 
+from ..config.memfit import nodes_needed
 from .context import CONTAINER_HF_HOME, NodeContext
 from .model import Run
 
@@ -26,7 +27,7 @@ def prepare(ctx: NodeContext) -> list:
 def run_argv(ctx: NodeContext, service: str, argv: list[str]) -> tuple[str, ...]:
     cluster, docker = ctx.cfg.cluster, ctx.cfg.cluster["docker"]
     nvidia = cluster["accelerator"] == "nvidia"
-    multi = len(ctx.cfg.nodes) > 1
+    multi = nodes_needed(ctx.cfg.doc) > 1
     out = ["docker", "run", "-d", "--name", container(service),
            "--label", "sparkops.managed=1",
            "--label", f"sparkops.profile={ctx.cfg.profile}",
