@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 
+from .logtail import explain
 from .errors import ConnectError, SparkopsError, StepError
 from .plan.model import Plan, Poll, Run, Step, WaitReady, WriteFile
 from .progress import Progress
@@ -90,45 +91,24 @@ def wait_ready(group: NodeGroup, wait: WaitReady, api_key: str | None, progress:
             if not (res.ok and res.stdout.strip().startswith("running")):
                 log = group[item.node].run(item.log_argv, timeout=30)
                 raise StepError(f"{item.service} on {item.node} stopped while waiting for the API",
-                                host=item.node, step="ready", log_tail=log.tail(30),
-                                fix=_hint(log.stdout + log.stderr))
+                                host=item.node, step="ready", **explain(log.stdout + log.stderr))
         now = time.monotonic()
         if now - last_said > 15:
             head = wait.watch[0]
             log = group[head.node].run(head.log_argv, timeout=30)
-            tail = log.tail(1)
+            tail = (log.stdout + log.stderr).rstrip().splitlines()[-1:]
             progress.say(f"      waiting {now - start:4.0f}s ({last.detail})"
                          + (f"  | {tail[0][:100]}" if tail else ""))
             last_said = now
         if now > deadline:
             head = wait.watch[0]
             log = group[head.node].run(head.log_argv, timeout=30)
+            found = explain(log.stdout + log.stderr)
+            found["fix"] = found["fix"] or ("raise serving.ready_timeout_s if the model is still "
+                                            "loading; see `inv logs`")
             raise StepError(f"the API at {wait.url} was not ready within {wait.timeout_s:.0f}s "
-                            f"(last check: {last.detail})", host=head.node, step="ready",
-                            log_tail=log.tail(30),
-                            fix=_hint(log.stdout + log.stderr) or "raise serving.ready_timeout_s if "
-                            "the model is still loading; see `inv logs`")
+                            f"(last check: {last.detail})", host=head.node, step="ready", **found)
         time.sleep(1.0)
-
-
-_HINTS = [
-    (r"CUDA out of memory|OutOfMemoryError|Cannot allocate memory",
-     "out of memory: lower serving.gpu_memory_utilization or max_model_len; drop the page cache "
-     "(`sync; echo 3 | sudo tee /proc/sys/vm/drop_caches`)"),
-    (r"NET/Socket", "NCCL fell back to TCP sockets: run `inv check --nccl`"),
-    (r"Address already in use", "a port is taken: `inv down`, or change cluster.ports"),
-    (r"LocalEntryNotFoundError|offline mode|Cannot find the requested files",
-     "the model is not on this node: `inv sync --profile <profile>`"),
-    (r"GatedRepoError|401 Client Error", "gated model: accept the license and set a token (`inv setup`)"),
-    (r"timed out|Timeout", "nodes could not rendezvous: check the RoCE link (`inv check --network`)"),
-]
-
-
-def _hint(log: str) -> str | None:
-    for pattern, hint in _HINTS:
-        if re.search(pattern, log):
-            return hint
-    return None
 
 
 def apply(plan: Plan, group: NodeGroup, *, progress: Progress, api_key: str | None = None) -> None:

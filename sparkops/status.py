@@ -4,6 +4,8 @@ from __future__ import annotations
 import re
 
 from .config import Config
+from .errors import SparkopsError
+from .facts.roce import select_roce
 from .lifecycle import connect, gather, read_state
 from .plan import ALL_SERVICES, RUNTIMES, contexts
 from .readiness import probe
@@ -44,21 +46,31 @@ def collect(cfg: Config) -> dict:
         if state:
             check = probe(state["api_url"], state["served_model_name"], cfg.secrets.get("api_key"), timeout=5)
             api = {"url": state["api_url"], "ready": check.ready, "detail": check.detail}
-            ray = _ray_nodes(cfg, group, facts, state) if state.get("backend") == "ray" else None
-            if ray is not None:
-                api["ray_nodes"] = ray
+        # Ray on the head (a `ray` deployment, or one still starting): how many nodes joined.
+        head = next((n for n in nodes if n["node"] == cfg.nodes[0]["name"] and n["reachable"]), None)
+        ray = _ray_nodes(cfg, group, facts, state) if head and head["services"]["ray"]["running"] else None
+        if ray is not None and api is not None:
+            api["ray_nodes"] = ray
         return {"cluster": cfg.cluster_name, "runtime": cfg.cluster["runtime"],
-                "deployment": state, "api": api, "nodes": nodes}
+                "deployment": state, "api": api, "ray_nodes": ray, "nodes": nodes}
     finally:
         group.close()
 
 
 def _ray_nodes(cfg, group, facts, state) -> int | None:
+    """Nodes in the head's Ray cluster, asked at the address the planner started Ray on: the
+    head's RoCE address when the deployment spans several nodes, else 127.0.0.1."""
     from .apply import CHECKS
     runtime = RUNTIMES[cfg.cluster["runtime"]]
     head = contexts(cfg, facts, all_nodes=True)[0]
     port = cfg.cluster["ports"]["ray"]
-    res = group[head.name].run(runtime.exec_argv(head, "ray", ["ray", "status", "--address", f"127.0.0.1:{port}"]), timeout=60)
+    multi = len(state["nodes"]) > 1 if state else len(cfg.nodes) > 1
+    try:
+        roce = select_roce(head.facts, head.node, cfg.cluster["network"]) if multi else None
+    except SparkopsError:
+        roce = None
+    address = f"{roce.ip if roce else '127.0.0.1'}:{port}"
+    res = group[head.name].run(runtime.exec_argv(head, "ray", ["ray", "status", "--address", address]), timeout=60)
     return CHECKS["ray-nodes"](res.stdout) if res.ok else None
 
 
@@ -74,6 +86,8 @@ def render(data: dict) -> str:
     if api:
         out.append(f"API {api['url']}: {'READY' if api['ready'] else 'NOT READY'} ({api['detail']})"
                    + (f", Ray nodes: {api['ray_nodes']}" if 'ray_nodes' in api else ""))
+    elif data.get("ray_nodes") is not None:
+        out.append(f"Ray on the head: {data['ray_nodes']} node(s) joined")
     for n in data["nodes"]:
         if not n["reachable"]:
             out.append(f"  {n['node']:<10} {n['host']:<16} UNREACHABLE: {n['error']}")

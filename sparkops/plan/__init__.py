@@ -20,6 +20,9 @@ from .network_env import network_env
 RUNTIMES = {m.name: m for m in (runtime_docker, runtime_native)}
 BACKENDS = {m.name: m for m in (backend_mp, backend_ray)}
 ALL_SERVICES = ("vllm", "ray")
+# Log lines `up` reads from a watched service that stopped: it shows the last 30, but looks for
+# the cause in all of them (vLLM's root cause comes before the API server's own traceback).
+WATCH_LOG_LINES = 400
 
 
 def contexts(cfg: Config, facts: dict[str, NodeFacts], *, all_nodes: bool = False) -> list[NodeContext]:
@@ -82,7 +85,7 @@ def plan_up(cfg: Config, facts: dict[str, NodeFacts]) -> Plan:
              "nodes": [c.name for c in ctxs], "services": list(backend.SERVICES)}
     started = [(node, step.service) for step in reversed(launch) for node in step.env]
     watch = tuple(Watch(node, service, runtime.status_argv(ctx_of[node], service),
-                        runtime.log_argv(ctx_of[node], service, 30)) for node, service in started)
+                        runtime.log_argv(ctx_of[node], service, WATCH_LOG_LINES)) for node, service in started)
     ready = WaitReady(api_url(cfg), cfg.served_model_name, float(cfg.serving["ready_timeout_s"]), watch)
     steps = [Step("prepare", "create directories, write scripts and 0600 env files",
                   {n: tuple(a) for n, a in files.items()}),

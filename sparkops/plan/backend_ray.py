@@ -11,6 +11,20 @@ from .vllm_args import serve_argv
 name = "ray"
 SERVICES = ("vllm", "ray")
 
+# Ray puts unix sockets at <temp-dir>/session_<date>_<time>_<usec>_<pid>/sockets/plasma_store and
+# refuses a path over 107 bytes (AF_UNIX): with a 7-digit pid that leaves the temp dir 43.
+RAY_TEMP_DIR_MAX = 107 - len("/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
+
+
+def ray_temp_dir(ctx: NodeContext) -> str:
+    """<work_dir>/ray, per node (nodes sharing a filesystem must not share Ray's sockets); where
+    that is too long for Ray's sockets (a long home), a directory in the node's own /tmp."""
+    path = posixpath.join(ctx.work_dir, "ray")
+    if len(path.encode()) <= RAY_TEMP_DIR_MAX:
+        return path
+    user = ctx.node.get("user") or posixpath.basename(ctx.facts.home or "") or "user"
+    return f"/tmp/sparkops-ray-{user}"[:RAY_TEMP_DIR_MAX]
+
 
 def launch(ctxs: list[NodeContext], roce: dict, runtime, env_of) -> list[Step]:
     cfg = ctxs[0].cfg
@@ -21,9 +35,9 @@ def launch(ctxs: list[NodeContext], roce: dict, runtime, env_of) -> list[Step]:
     address = f"{head_ip}:{port}"
 
     def ray_argv(ctx: NodeContext) -> list[str]:
-        # Each node its own temp dir: nodes sharing a filesystem must not share Ray's sockets.
+        # `--block`: `ray start` stays the service's process (service.sh tracks and stops its session).
         common = ["--node-ip-address", roce[ctx.name].ip if ctx.name in roce else "127.0.0.1",
-                  "--temp-dir", posixpath.join(ctx.work_dir, "ray"), "--block"]
+                  "--temp-dir", ray_temp_dir(ctx), "--block"]
         if ctx.is_head:
             return ["ray", "start", "--head", "--port", str(port), "--dashboard-host", "127.0.0.1",
                     "--dashboard-port", str(cfg.cluster["ports"]["ray_dashboard"]), *common]

@@ -33,7 +33,7 @@ def run_argv(ctx: NodeContext, service: str, argv: list[str]) -> tuple[str, ...]
            "--label", f"sparkops.profile={ctx.cfg.profile}",
            "--label", f"sparkops.hash={ctx.cfg.config_hash()}",
            "--network", "host", "--ipc", "host", "--shm-size", docker["shm_size"],
-           "--ulimit", "memlock=-1", "--ulimit", "stack=67108864",
+           *(a for limit in docker["ulimits"] for a in ("--ulimit", limit)),
            # Every variable, secret or not, comes from the 0600 file: nothing in `docker inspect` argv.
            "--env-file", ctx.env_file(service),
            "-v", f"{ctx.hf_home}:{CONTAINER_HF_HOME}",

@@ -1,0 +1,110 @@
+"""`inv build`: the serving image built on the head (or pulled), then the same image ID on
+every node. Copying is `docker save` on the head streamed into `docker load` on each worker
+that lacks that exact ID; nodes already holding it are skipped."""
+from __future__ import annotations
+
+import posixpath
+import time
+from pathlib import Path
+
+from .apply import run_step_on_nodes
+from .config import Config
+from .errors import SparkopsError, StepError
+from .lifecycle import connect, gather
+from .paths import project_root
+from .plan import contexts
+from .plan.model import Run, Step, WriteFile
+from .remote.pipe import fan_out
+
+BUILD_TIMEOUT_S = 4 * 3600  # a from-source vLLM build on a Spark takes 30-60 min
+
+
+def image_id_argv(image: str) -> tuple[str, ...]:
+    return ("docker", "image", "inspect", "--format", "{{.Id}}", image)
+
+
+def build_steps(cfg: Config, head, no_cache: bool) -> list[Step]:
+    """Upload dockerfiles/<name>/ to the head and build it there (pure)."""
+    docker = cfg.cluster["docker"]
+    folder = project_root() / "dockerfiles" / docker["dockerfile"]
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    if not files:
+        raise SparkopsError(f"no Dockerfile in {folder}", step="build",
+                            fix=f"set cluster.docker.dockerfile to one of: "
+                                f"{', '.join(sorted(p.name for p in folder.parent.iterdir() if p.is_dir()))}")
+    remote = posixpath.join(head.work_dir, "build", docker["dockerfile"])
+    uploads = [Run(("mkdir", "-p", *sorted({posixpath.join(remote, str(p.parent.relative_to(folder))) for p in files})), 30)]
+    uploads += [WriteFile(posixpath.join(remote, str(p.relative_to(folder))), p.read_text(), 0o644) for p in files]
+    argv = ["docker", "build", "-t", cfg.cluster["image"]]
+    for key, value in sorted(docker.get("build_args", {}).items()):
+        argv += ["--build-arg", f"{key}={value}"]
+    if no_cache:
+        argv.append("--no-cache")
+    return [Step("upload", f"copy dockerfiles/{docker['dockerfile']} to the head", {head.name: tuple(uploads)}),
+            Step("build", f"docker build {cfg.cluster['image']} on the head",
+                 {head.name: (Run((*argv, remote), BUILD_TIMEOUT_S),)})]
+
+
+def build(cfg: Config, progress, *, no_cache: bool = False) -> dict[str, str]:
+    """Build (or pull) and distribute; returns {node: image id}."""
+    if cfg.cluster["runtime"] != "docker":
+        raise SparkopsError(f"cluster {cfg.cluster_name!r} uses the {cfg.cluster['runtime']} runtime: "
+                            "there is no image to build", step="build",
+                            fix="`inv install-vllm` prepares native nodes; or --set cluster.runtime=\"docker\"")
+    group = connect(cfg)
+    try:
+        facts, down = gather(cfg, group)
+        if down:
+            raise next(iter(down.values()))
+        ctxs = contexts(cfg, facts, all_nodes=True)
+        head = ctxs[0]
+        image = cfg.cluster["image"]
+        if cfg.cluster["docker"].get("pull"):
+            steps = [Step("pull", f"docker pull {image} on every node",
+                          {c.name: (Run(("docker", "pull", image), BUILD_TIMEOUT_S),) for c in ctxs})]
+        else:
+            steps = build_steps(cfg, head, no_cache)
+        for number, step in enumerate(steps, 1):
+            progress.step(number, len(steps) + 1, step.name, step.title)
+            run_step_on_nodes(group, step, progress)
+        progress.step(len(steps) + 1, len(steps) + 1, "distribute", "same image ID on every node")
+        return distribute(group, ctxs, image, progress)
+    finally:
+        group.close()
+
+
+def image_ids(group, ctxs, image: str) -> dict[str, str | None]:
+    found = group.subset([c.name for c in ctxs]).map(lambda conn: conn.run(image_id_argv(image), timeout=60))
+    return {name: (r.stdout.strip() if not isinstance(r, BaseException) and r.ok else None)
+            for name, r in found.items()}
+
+
+def distribute(group, ctxs, image: str, progress) -> dict[str, str]:
+    ids = image_ids(group, ctxs, image)
+    head = ctxs[0].name
+    want = ids[head]
+    if not want:
+        raise StepError(f"image {image} is not on the head after the build", host=head, step="distribute")
+    stale = [c.name for c in ctxs[1:] if ids[c.name] != want]
+    for c in ctxs[1:]:
+        if c.name not in stale:
+            progress.node(c.name, True, 0.0, f"skipped: already holds {want[:19]}")
+    if stale:
+        start = time.monotonic()
+        moved, results = fan_out(group[head], ["docker", "save", image],
+                                 [(group[n], ["docker", "load"]) for n in stale])
+        seconds = time.monotonic() - start
+        failed = {n: r for n, r in results.items() if r[0] != 0}
+        if failed:
+            name, (rc, err) = next(iter(failed.items()))
+            raise StepError(f"copying {image} failed (exit {rc})", host=name.split()[0], step="distribute",
+                            log_tail=err.strip().splitlines()[-10:],
+                            fix="check free disk space on that node (`df -h /var/lib/docker`)")
+        rate = moved / max(seconds, 1e-6) / 1e6
+        for name in stale:
+            progress.node(name, True, seconds, f"loaded {moved / 1e6:.0f} MB ({rate:.0f} MB/s)")
+        ids = image_ids(group, ctxs, image)
+    wrong = {n: i for n, i in ids.items() if i != want}
+    if wrong:
+        raise StepError(f"nodes still differ from the head's image {want[:19]}: {wrong}", step="distribute")
+    return ids
