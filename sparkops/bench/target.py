@@ -1,0 +1,165 @@
+"""What a benchmark runs against: the API of the running deployment (from the head's
+state.json) or a URL, plus the provenance a result records (config hash, versions, nodes,
+hardware, the NCCL transport seen in the head's log)."""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import requests
+
+from sparkops.bench.results import empty_provenance
+from sparkops.config import Config
+from sparkops.errors import SparkopsError
+from sparkops.facts.nccl_log import parse_nccl_log
+from sparkops.lifecycle import connect, gather, read_state
+from sparkops.plan import RUNTIMES, contexts
+from sparkops.readiness import headers
+
+NCCL_LOG_LINES = 5000
+
+
+@dataclass
+class Target:
+    url: str
+    model: str  # the served model name requests carry
+    api_key: str | None
+    provenance: dict
+    cfg: Config | None = None  # the profile that is serving, when known
+    state: dict | None = None
+    head: object | None = None  # NodeContext of the head, for engines that run there
+    conn: object | None = None  # the head's NodeConn
+    warnings: list[str] = field(default_factory=list)
+
+
+def server_version(url: str, api_key: str | None) -> str | None:
+    try:
+        r = requests.get(f"{url}/version", headers=headers(api_key), timeout=5)
+        return r.json().get("version") if r.status_code == 200 else None
+    except (requests.RequestException, ValueError, AttributeError):
+        return None
+
+
+def listed_models(url: str, api_key: str | None) -> list[str]:
+    try:
+        r = requests.get(f"{url}/v1/models", headers=headers(api_key), timeout=10)
+        r.raise_for_status()
+        return [m.get("id") for m in r.json().get("data", [])]
+    except (requests.RequestException, ValueError) as exc:
+        raise SparkopsError(f"{url}/v1/models did not answer: {exc}", step="bench",
+                            fix="is the server up? `inv status` shows what is serving") from None
+
+
+@contextmanager
+def open_target(load: Callable[[str], Config], cluster_cfg: Config | None, *, profile: str | None,
+                url: str | None, need_head: bool) -> Iterator[Target]:
+    """`load(profile)` gives a profile's effective config (with the caller's --set); without
+    `cluster_cfg` only `url` is benched and provenance holds what the API says."""
+    if cluster_cfg is None:
+        if need_head:
+            raise SparkopsError("this engine runs on the cluster's head: give --cluster", step="bench")
+        cfg = load(profile) if profile else None
+        api_key = cfg.secrets.get("api_key") if cfg else None
+        yield _url_only(url, cfg, api_key)
+        return
+    group = connect(cluster_cfg)
+    try:
+        facts, down = gather(cluster_cfg, group)
+        head_name = cluster_cfg.nodes[0]["name"]
+        if head_name not in facts:
+            raise down[head_name]
+        state = read_state(cluster_cfg, group, facts)
+        if state is None:
+            if url is None:
+                raise SparkopsError(f"nothing is serving on cluster {cluster_cfg.cluster_name!r} "
+                                    "(no state.json on the head)", step="bench",
+                                    fix=f"`inv up --profile P --cluster {cluster_cfg.cluster_name}` first, "
+                                        "or give --url")
+            yield _url_only(url, load(profile) if profile else None, None)
+            return
+        if profile and state["profile"] != profile:
+            raise SparkopsError(f"cluster {cluster_cfg.cluster_name!r} serves profile {state['profile']!r}, "
+                                f"not {profile!r}", step="bench",
+                                fix=f"`inv switch --profile {profile} --cluster {cluster_cfg.cluster_name}` first, "
+                                    "or leave out --profile to bench what is serving")
+        cfg = load(state["profile"])
+        api_key = cfg.secrets.get("api_key")
+        target_url = (url or state["api_url"]).rstrip("/")
+        head = contexts(cfg, facts, all_nodes=True)[0]
+        prov = _provenance(cfg, state, target_url, api_key, facts, group, head)
+        t = Target(target_url, state["served_model_name"], api_key, prov, cfg, state, head,
+                   group[head.name])
+        if cfg.config_hash() != state.get("hash"):
+            t.warnings.append(f"the deployment's config hash {state.get('hash')} differs from profile "
+                              f"{state['profile']!r} as loaded now ({cfg.config_hash()}): it was started "
+                              "with other overrides; the result records the deployment's hash")
+        yield t
+    finally:
+        group.close()
+
+
+def _url_only(url: str | None, cfg: Config | None, api_key: str | None) -> Target:
+    if not url:
+        raise SparkopsError("no --url and no cluster to find the API on", step="bench")
+    url = url.rstrip("/")
+    models = listed_models(url, api_key)
+    model = cfg.served_model_name if cfg and cfg.served_model_name in models else (models or [None])[0]
+    if model is None:
+        raise SparkopsError(f"{url}/v1/models lists no model", step="bench")
+    prov = empty_provenance() | {"api_url": url, "served_model_name": model,
+                                 "vllm_version": server_version(url, api_key),
+                                 "nccl_note": "not looked at: benched by URL, no node access"}
+    if cfg is not None:
+        prov |= {"profile": cfg.profile, "model": cfg.model["repo"], "revision": cfg.model.get("revision"),
+                 "tensor_parallel": cfg.serving["tensor_parallel"],
+                 "pipeline_parallel": cfg.serving["pipeline_parallel"]}
+    return Target(url, model, api_key, prov, cfg)
+
+
+def _provenance(cfg: Config, state: dict, url: str, api_key: str | None, facts, group, head) -> dict:
+    runtime = RUNTIMES[state.get("runtime") or cfg.cluster["runtime"]]
+    hf = facts[head.name]
+    prov = empty_provenance() | {
+        "profile": state["profile"], "cluster": cfg.cluster_name, "config_hash": state.get("hash"),
+        "model": state.get("model") or cfg.model["repo"], "revision": cfg.model.get("revision"),
+        "served_model_name": state["served_model_name"], "api_url": url,
+        "vllm_version": server_version(url, api_key), "runtime": runtime.name,
+        "image_id": hf.image_id if runtime.name == "docker" else None,
+        "venv_vllm_version": hf.vllm_version if runtime.name == "native" else None,
+        "nodes": list(state.get("nodes", [])),
+        "tensor_parallel": cfg.serving["tensor_parallel"],
+        "pipeline_parallel": cfg.serving["pipeline_parallel"],
+        "backend": state.get("backend"),
+    }
+    hardware = []
+    for name in prov["nodes"] or [head.name]:
+        f = facts.get(name)
+        gpus = f.gpus if f else ()
+        hardware.append({"node": name,
+                         "gpu": ", ".join(g.name for g in gpus) or (f"none ({cfg.cluster['accelerator']})" if f else None),
+                         "driver": (gpus[0].driver or None) if gpus else None,
+                         "memory_gib": round(f.memory_gib, 1) if f and f.memory_gib else None})
+    prov["hardware"] = hardware
+    prov["nccl"], prov["nccl_note"] = _nccl(group, head, runtime)
+    return prov
+
+
+def _nccl(group, head, runtime) -> tuple[dict | None, str]:
+    try:
+        res = group[head.name].run(runtime.log_argv(head, "vllm", NCCL_LOG_LINES), timeout=60)
+    except Exception as exc:  # a log we cannot read must not stop the benchmark
+        return None, f"could not read the head's log: {type(exc).__name__}: {exc}"
+    text = res.stdout + res.stderr
+    if not res.ok:
+        return None, f"could not read the head's log (exit {res.rc})"
+    if not re.search(r"\bNCCL\b", text):
+        return None, ("no NCCL lines in the last {} lines of the head's vLLM log (single node or "
+                      "CPU: no NCCL; or NCCL_DEBUG is not INFO)").format(NCCL_LOG_LINES)
+    rep = parse_nccl_log(text)
+    note = "from the head's vLLM log"
+    if rep.fell_back_to_socket:
+        note += ": NCCL FELL BACK TO SOCKETS (TCP), multi-node numbers are not RDMA numbers"
+    return {"transports": sorted(rep.transports), "fell_back_to_socket": rep.fell_back_to_socket,
+            "ib_devices": list(rep.ib_devices), "gdr": rep.gdr, "nccl_version": rep.nccl_version}, note

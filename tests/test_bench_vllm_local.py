@@ -1,0 +1,136 @@
+"""`inv bench` (both engines), `bench-all` and `report` against real vLLM (CPU build, the smoke
+model) on the `local` cluster."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import free_port
+
+from sparkops.bench.all import bench_all
+from sparkops.bench.results import load_results
+from sparkops.bench.run import run_engine, settings_for
+from sparkops.bench.synthetic_server import ServerConfig, SyntheticServer
+from sparkops.bench.target import open_target
+from sparkops.config import load_config
+from sparkops.lifecycle import down, up
+from sparkops.progress import Silent
+from sparkops.report import report
+from sparkops.smoke import build_everywhere
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+AGREE = 0.10  # the issue's bar: TTFT, TPOT and output throughput within 10%
+ATTEMPTS = 3  # a 2-core box shared with other work: a noisy attempt is repeated, not excused
+
+
+@pytest.fixture(scope="module")
+def local(vllm_venv, tmp_path_factory):
+    work = tmp_path_factory.mktemp("bench-node")
+    sets = [f"cluster.venv={json.dumps(str(vllm_venv))}",
+            f"cluster.paths.hf_home={json.dumps(str(work / 'hf'))}",
+            f"cluster.paths.work_dir={json.dumps(str(work / 'work'))}",
+            f"cluster.paths.cache_dir={json.dumps(str(work / 'cache'))}",
+            f"cluster.ports.api={free_port()}"]
+
+    def make(profile="smoke", cluster="local", extra=(), sets_=()):
+        return load_config(profile, cluster, sets=sets + list(sets_) + list(extra), environ={})
+    make.sets = sets
+    build_everywhere(make(), Silent())
+    yield make
+    down(make(), progress=Silent())
+
+
+def _gap(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(a), abs(b))
+
+
+def _compare(local, cfg, url, n, c, m, attempts):
+    seen = []
+    for attempt in range(attempts):
+        with open_target(lambda p: local(p), cfg, profile="smoke", url=url, need_head=True) as target:
+            settings = settings_for("custom", cfg.doc["bench"], num_prompts=n, concurrency=c, max_tokens=m)
+            engines = ("sparkops", "vllm") if attempt % 2 == 0 else ("vllm", "sparkops")
+            docs = {e: run_engine(target, "custom", settings, e) for e in engines}
+        ours, theirs = docs["sparkops"]["metrics"], docs["vllm"]["metrics"]
+        assert docs["sparkops"]["status"] == docs["vllm"]["status"] == "ok", docs
+        assert ours["completed"] == theirs["completed"] == n
+        assert ours["failed"] == theirs["failed"] == 0
+        assert ours["total_output_tokens"] == theirs["total_output_tokens"] == n * m
+        gaps = {k: _gap(ours[k], theirs[k]) for k in ("mean_ttft_ms", "mean_tpot_ms", "output_throughput")}
+        seen.append({k: (round(ours[k], 2), round(theirs[k], 2), round(g, 3)) for k, g in gaps.items()}
+                    | {"sparkops_ttft_content": round(ours["mean_ttft_content_ms"], 2)})
+        print(f"{url or 'vLLM'} attempt {attempt + 1}: (sparkops, vllm, gap) {seen[-1]}")
+        if all(g <= AGREE for g in gaps.values()):
+            return docs, seen, True
+    return docs, seen, False
+
+
+def test_engines_agree_on_a_server_with_known_timings(local):
+    """Both clients against the synthetic server (its own process; 50 ms TTFT, 10 ms ITL): what
+    differs is only the client and the metric code, so the 10% bar holds with room to spare.
+    `vllm bench serve` runs in the head's runtime (the local virtualenv) as in production."""
+    cfg = local()
+    up(cfg, replace=True, progress=Silent())
+    with SyntheticServer(ServerConfig(ttft_s=0.05, itl_s=0.01), process=True) as srv:
+        docs, seen, ok = _compare(local, cfg, srv.base_url, n=32, c=4, m=24, attempts=ATTEMPTS)
+    assert ok, f"engines disagree by more than {AGREE:.0%} in {ATTEMPTS} attempts: {seen}"
+    ours, theirs = docs["sparkops"]["metrics"], docs["vllm"]["metrics"]
+    assert ours["mean_ttft_ms"] == pytest.approx(50, abs=8) and theirs["mean_ttft_ms"] == pytest.approx(50, abs=8)
+    assert ours["mean_tpot_ms"] == pytest.approx(10, abs=1) and theirs["mean_tpot_ms"] == pytest.approx(10, abs=1)
+    vdoc = docs["vllm"]
+    assert "vllm bench serve" in vdoc["engine_detail"]["command"]
+    assert vdoc["provenance"]["venv_vllm_version"] and vdoc["provenance"]["config_hash"] == cfg.config_hash()
+
+
+def test_engines_on_real_vllm_send_the_same_requests(local):
+    """Same server (vLLM CPU, smoke model), prompts, max_tokens and concurrency: the same completed
+    count and output tokens. Timings are printed, and asserted only loosely: on a 2-core box the
+    CPU server delivers each reply in one or two SSE chunks (TPOT near 0) and run-to-run noise of
+    the server itself is far above 10% (see the README's Benchmarks section)."""
+    cfg = local()
+    up(cfg, replace=True, progress=Silent())
+    docs, seen, _ = _compare(local, cfg, None, n=40, c=4, m=48, attempts=1)
+    ours, theirs = docs["sparkops"]["metrics"], docs["vllm"]["metrics"]
+    assert 0.33 < ours["output_throughput"] / theirs["output_throughput"] < 3
+    assert docs["vllm"]["provenance"]["vllm_version"]
+
+
+def test_bench_all_two_profiles_one_failing_then_report(local, tmp_path):
+    results = tmp_path / "results"
+
+    def loader(name, cluster, sets=()):
+        # qwen2.5-7b-instruct is not in this node's cache: `up` refuses it in preflight, the way
+        # a profile that cannot start shows up in a real run. The memory override only lets its
+        # config load on this 4 GiB "node".
+        extra = ["cluster.node_memory_gib=64"] if name == "qwen2.5-7b-instruct" else []
+        return local(name, cluster or "local", sets_=list(sets) + extra)
+
+    outcomes = bench_all(profiles=["smoke", "smoke-long", "qwen2.5-7b-instruct"], cluster="local",
+                         sets=[], mode="quick", results=results, progress=Silent(), loader=loader)
+    status = {(o.profile, o.mode): o.status for o in outcomes}
+    assert status == {("smoke", "single"): "ok", ("smoke", "quick"): "ok",
+                      ("smoke-long", "single"): "ok", ("smoke-long", "quick"): "ok",
+                      ("qwen2.5-7b-instruct", "single"): "failed", ("qwen2.5-7b-instruct", "quick"): "failed"}
+    failed = next(o for o in outcomes if o.status == "failed")
+    assert "up failed" in failed.reason and "preflight" in failed.reason
+
+    again = bench_all(profiles=["smoke-long"], cluster="local", sets=[], mode="quick", resume=True,
+                      results=results, progress=Silent(), loader=loader)
+    assert [o.status for o in again] == ["resumed", "resumed"]
+
+    found, _ = load_results(results)
+    assert len(found) == 6
+    (results / "truncated.json").write_text('{"kind": "sparkops-bench-result", "id": ')
+    df, files, warnings = report(results, tmp_path / "report")
+    assert any("truncated.json" in w for w in warnings)
+    assert len(df) == 6
+    q = df[df["mode"] == "quick"].set_index("profile")
+    assert q.loc["smoke", "status"] == "ok" and q.loc["smoke-long", "status"] == "ok"
+    assert q.loc["smoke", "output_tok_s"] > 0 and q.loc["smoke-long", "median_ttft_ms"] > 0
+    assert q.loc["qwen2.5-7b-instruct", "status"] == "failed"
+    assert "preflight" in q.loc["qwen2.5-7b-instruct", "reason"]
+    md = (tmp_path / "report" / "matrix.md").read_text()
+    assert "| FAILED |" in md and "N/A" not in md
+    for f in files:
+        if f.suffix == ".png":
+            assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
