@@ -78,7 +78,7 @@ def plan(c, profile=None, cluster=None, json=False, facts="auto", set=None):
             "sync": "first download the model to the head and sync it to nodes that lack it",
             "set": SET}, iterable=["set"])
 @user_errors
-def up(c, profile=None, cluster=None, replace=False, sync=False, set=None):
+def up(c, profile=None, cluster=None, replace=False, set=None, sync=False):
     """Serve a profile across the cluster's nodes; ends with a working OpenAI API or cleans up."""
     from sparkops.lifecycle import up as do_up
     from sparkops.progress import Progress
@@ -110,15 +110,15 @@ def download(c, profile=None, cluster=None, local_dir=None, set=None):
 
 @task(help={"profile": PROFILE, "cluster": CLUSTER, "set": SET,
             "full": "hash every file again on every node (else unchanged files keep their cached hash)",
-            "streams": "parallel rsync streams per worker (default 4)"}, iterable=["set"])
+            "streams": "parallel rsync streams per worker (default: the head's cores, at most 4)"},
+      iterable=["set"])
 @user_errors
-def sync(c, profile=None, cluster=None, full=False, streams=None, set=None):
+def sync(c, profile=None, cluster=None, full=False, set=None, streams=None):
     """Copy the model from the head to every worker over the RoCE link; verify every file."""
-    from sparkops.models.sync import DEFAULT_STREAMS
     from sparkops.models.sync import sync as do_sync
     from sparkops.progress import Progress
     report = do_sync(_config(c, profile, cluster, set), Progress(), full=full,
-                     streams=int(streams or DEFAULT_STREAMS))
+                     streams=int(streams) if streams else None)
     for node in report.nodes:
         print(f"{node.node}: {node.line()}")
     print(f"{report.repo}: {report.source_files} files, {report.source_bytes / 1e9:.2f} GB; "
@@ -159,6 +159,37 @@ def logs(c, cluster=None, node=None, lines=100, follow=False):
     problems = show(_cluster_config(c, cluster), node=node, lines=int(lines), follow=follow)
     if problems:
         print("\n".join(problems), file=sys.stderr)
+
+
+@task(help={"cluster": CLUSTER, "profile": "also check this profile: model on every node, disk for its "
+            "download, memory fit (default: the cluster alone)",
+            "quick": "SSH, GPU, runtime (Docker + NVIDIA runtime, or the virtualenv's vLLM), disk, clock skew",
+            "gpu": "GPU name, driver and memory, and the runtime, on every node",
+            "network": "RoCE link and both twin HCAs, subnet, MTU, speed, ping over RoCE, ports",
+            "nccl": "a real all-reduce across the nodes in the cluster's runtime: bus bandwidth, transport",
+            "logs": "scan the deployment's logs: NCCL transport, timeouts, out of memory, rendezvous",
+            "full": "all of the above, and a report in results/ (JSON and Markdown)",
+            "json": "print the report as JSON", "set": SET}, iterable=["set"])
+@user_errors
+def check(c, cluster=None, profile=None, quick=False, gpu=False, network=False, nccl=False, logs=False,
+          full=False, json=False, set=None):
+    """Diagnose the cluster: ok/warn/fail per node with evidence and a fix; exit 1 on a fail."""
+    import json as jsonlib
+
+    from sparkops.checks.render import table, write_report
+    from sparkops.checks.runner import DEFAULT_GROUPS, GROUPS, run_checks
+    from sparkops.paths import project_root, results_dir
+    from sparkops.progress import Progress
+    cfg = _config(c, profile, cluster, set) if profile else _config(c, "smoke", cluster, set)
+    asked = {"quick": quick, "gpu": gpu, "network": network, "nccl": nccl, "logs": logs}
+    groups = GROUPS if full else [g for g, on in asked.items() if on] or DEFAULT_GROUPS
+    report = run_checks(cfg, groups, profile=profile, progress=Progress())
+    print(jsonlib.dumps(report.to_dict(), indent=1) if json else table(report))
+    if full:
+        for path in write_report(report, results_dir(project_root())):
+            print(f"report: {path}", file=sys.stderr)
+    if report.status == "fail":
+        raise Exit(code=1)
 
 
 @task(help={"cluster": CLUSTER})
@@ -298,7 +329,7 @@ def report(c, results=None, out=None):
     print("\n".join(f"  {f}" for f in files))
 
 
-ns = Collection(profiles, validate, plan, up, switch, down, status, logs, build, download, sync, smoke_model,
+ns = Collection(profiles, validate, plan, up, switch, down, status, logs, check, build, download, sync, smoke_model,
                 install_vllm,
                 setup, sim_up, sim_down,
                 bench, bench_all, report)

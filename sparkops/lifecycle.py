@@ -86,7 +86,7 @@ class UpResult:
     seconds: float
 
 
-def up(cfg: Config, *, replace: bool = False, progress: Progress) -> UpResult:
+def up(cfg: Config, *, replace: bool = False, progress: Progress, sync_model: bool = False) -> UpResult:
     start = time.monotonic()
     needed = [n["name"] for n in cfg.nodes[:nodes_needed(cfg.doc)]]
     group = connect(cfg)
@@ -110,7 +110,15 @@ def up(cfg: Config, *, replace: bool = False, progress: Progress) -> UpResult:
             progress.say("stopping the current deployment first")
             stop(cfg, group, facts, progress)
             facts, down = gather(cfg, group)
-        problems = preflight(cfg, facts, profile_flag=f"--profile {cfg.profile} --cluster {cfg.cluster_name}")
+        if sync_model and any(facts[n].model_present is False for n in needed):
+            from .models.sync import ensure_model
+            ensure_model(cfg, group, facts, progress)
+            facts, down = gather(cfg, group)
+        found = preflight(cfg, facts, profile_flag=f"--profile {cfg.profile} --cluster {cfg.cluster_name}",
+                          group=group)
+        for warning in (c for c in found if c.status == "warn"):
+            progress.say(f"warning: {warning.render()}")
+        problems = [c for c in found if c.status == "fail"]
         if problems:
             raise SparkopsError(f"preflight found {len(problems)} problem(s); nothing was started",
                                 step="preflight",

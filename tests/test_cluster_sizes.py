@@ -59,8 +59,9 @@ def test_sigint_during_up_leaves_nothing_running(sim_cluster, vllm_venv, tmp_pat
     env = {**os.environ, "SPARKOPS_LOCAL": str(override), "SPARKOPS_HOME": str(ROOT)}
     base = [sys.executable, "-m", "invoke"]
     venv = ["--set", f"cluster.venv={json.dumps(str(vllm_venv))}"]
-    subprocess.run(base + ["smoke-model", "--cluster", "sim"], cwd=ROOT, env=env, check=True,
-                   capture_output=True)
+    built = subprocess.run(base + ["smoke-model", "--cluster", "sim"], cwd=ROOT, env=env,
+                           capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
     proc = subprocess.Popen(base + ["up", "--profile", "smoke", "--cluster", "sim", *venv], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     worker = sim_cluster.host("spark-b")

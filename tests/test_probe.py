@@ -99,7 +99,8 @@ def spark_probe_output() -> str:
     """What the probe prints on a DGX Spark. nvidia-smi, ibdev2netdev, ip and meminfo are the
     recordings in tests/data/facts (the 'hutch' Spark and NVIDIA's playbook, port-1 twins Up);
     sysfs-roce is the recorded-values GID-drift case; df is the x86 sandbox recording. The
-    user, clock, ss lines, Docker answers and model path are typical values, not recordings."""
+    user, clock, link speeds, ss lines, Docker answers and model path are typical values, not
+    recordings."""
     return "".join([
         section("hostname", "hutch"),
         section("user", "ubuntu"),
@@ -109,6 +110,8 @@ def spark_probe_output() -> str:
         section("ibdev2netdev", recorded("ibdev2netdev", "spark_port1_twins_up")),
         section("sysfs-roce", recorded("sysfs_roce", "spark_gid_drift_twin_index4")),
         section("ip", recorded("ip_addr", "spark_hutch_constructed")),
+        section("net-speed", "enP2p1s0f0np0 \nenP2p1s0f1np1 200000\nenP7s7 1000\n"
+                             "enp1s0f0np0 \nenp1s0f1np1 200000\nlo \nwlP9s9 "),
         section("meminfo", recorded("meminfo", "spark_nvitop_pr208")),
         section("df", recorded("df", "x86_dev_sandbox_root")),
         section("ports", "LISTEN 0      4096         0.0.0.0:22        0.0.0.0:*\n"
@@ -145,6 +148,7 @@ def test_facts_of_a_spark_from_recorded_output():
     assert facts.gid_index == {"roceP2p1s0f1": 4, "rocep1s0f1": 3}
     assert facts.interfaces["enp1s0f1np1"].ipv4 == (("169.254.127.30", 16),)
     assert facts.interfaces["enp1s0f1np1"].mtu == 9000
+    assert facts.link_speed_mbps == {"enP2p1s0f1np1": 200000, "enP7s7": 1000, "enp1s0f1np1": 200000}
     assert facts.docker_version == "28.5.1"
     assert facts.docker_runtimes == ("io.containerd.runc.v2", "nvidia", "runc")
     assert facts.image_id is None and facts.vllm_version is None

@@ -51,6 +51,7 @@ def facts_from_sections(node: str, sections: dict[str, tuple[int, str]]) -> Node
         gpus=tuple(parsed("nvidia-smi", parsers.parse_nvidia_smi_query, [])),
         roce=tuple(roce or sysfs_links), gid_index=gid_index,
         interfaces=parsed("ip", parsers.parse_ip_addr, {}),
+        link_speed_mbps=parsed("net-speed", parsers.parse_net_speed, {}),
         memory=parsed("meminfo", parsers.parse_meminfo),
         disk=parsed("df", parsers.parse_df),
         docker_version=ok("docker-version"), docker_runtimes=docker_runtimes,

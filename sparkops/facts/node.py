@@ -19,6 +19,7 @@ class NodeFacts:
     roce: tuple[RoceLink, ...] = ()
     gid_index: dict[str, int] = field(default_factory=dict)  # HCA -> RoCE v2 IPv4 GID index
     interfaces: dict[str, Interface] = field(default_factory=dict)
+    link_speed_mbps: dict[str, int] = field(default_factory=dict)  # /sys/class/net/<if>/speed
     memory: MemInfo | None = None
     disk: DiskFree | None = None
     docker_version: str | None = None

@@ -219,6 +219,24 @@ def parse_ip_addr(text: str) -> dict[str, Interface]:
     return interfaces
 
 
+# --- /sys/class/net/<if>/speed ----------------------------------------------------
+
+
+def parse_net_speed(text: str) -> dict[str, int]:
+    """`<ifname> <speed>` lines (the probe's net-speed section) -> Mb/s per interface. Down or
+    virtual links read -1 or nothing: they are left out rather than reported as 0."""
+    speeds = {}
+    for raw in text.splitlines():
+        parts = raw.split()
+        if not parts:
+            continue
+        if len(parts) > 2 or (len(parts) == 2 and not parts[1].lstrip("-").isdigit()):
+            raise ValueError(f"net-speed: unrecognised line {raw!r}")
+        if len(parts) == 2 and int(parts[1]) > 0:
+            speeds[parts[0]] = int(parts[1])
+    return speeds
+
+
 # --- /proc/meminfo ------------------------------------------------------------
 
 

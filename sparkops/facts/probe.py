@@ -21,6 +21,9 @@ _SECTIONS = {
     "ibdev2netdev": "ibdev2netdev",
     "sysfs-roce": shlex.join(["sh", "-c", SYSFS_ROCE_SCRIPT]),
     "ip": shlex.join(IP_ADDR_ARGV),
+    # Link speed in Mb/s per interface (a down link or a virtual one cannot say: left empty).
+    "net-speed": 'for d in /sys/class/net/*; do s=$(cat "$d/speed" 2>/dev/null) || s=; '
+                 'echo "${d##*/} $s"; done',
     "meminfo": "cat /proc/meminfo",
     # df needs an existing path: walk up from the HF cache until one exists.
     "df": 'p=$1; while [ ! -e "$p" ]; do p=$(dirname "$p"); done; df -P -B1 -- "$p"',

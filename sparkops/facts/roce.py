@@ -25,6 +25,12 @@ def is_twin(name: str) -> bool:
     return bool(_TWIN.match(name))
 
 
+def port_key(name: str) -> str:
+    """The same name for both twins of a port: enP2p1s0f1np1 and enp1s0f1np1 -> enp1s0f1np1,
+    roceP2p1s0f1 and rocep1s0f1 -> rocep1s0f1."""
+    return _TWIN.sub(lambda m: m.group(1) + "p", name, count=1)
+
+
 def select_roce(facts: NodeFacts, node: dict, network: dict) -> RoceChoice:
     explicit = node.get("roce_interface") or network.get("interface")
     up_links = [link for link in facts.roce if link.up]

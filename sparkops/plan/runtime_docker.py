@@ -25,30 +25,46 @@ def prepare(ctx: NodeContext) -> list:
 
 
 def run_argv(ctx: NodeContext, service: str, argv: list[str]) -> tuple[str, ...]:
-    cluster, docker = ctx.cfg.cluster, ctx.cfg.cluster["docker"]
-    nvidia = cluster["accelerator"] == "nvidia"
-    multi = nodes_needed(ctx.cfg.doc) > 1
+    cluster = ctx.cfg.cluster
     out = ["docker", "run", "-d", "--name", container(service),
            "--label", "sparkops.managed=1",
            "--label", f"sparkops.profile={ctx.cfg.profile}",
            "--label", f"sparkops.hash={ctx.cfg.config_hash()}",
-           "--network", "host", "--ipc", "host", "--shm-size", docker["shm_size"],
-           *(a for limit in docker["ulimits"] for a in ("--ulimit", limit)),
            # Every variable, secret or not, comes from the 0600 file: nothing in `docker inspect` argv.
-           "--env-file", ctx.env_file(service),
+           *host_flags(ctx, ctx.env_file(service), multi=nodes_needed(ctx.cfg.doc) > 1)]
+    return tuple(out + ["--entrypoint", argv[0], cluster["image"], *argv[1:]])
+
+
+def host_flags(ctx: NodeContext, env_file: str, *, multi: bool) -> list[str]:
+    """What every sparkops container gets, serving or not: host network and IPC, ulimits, the
+    0600 env file, the caches, the GPUs and (multi-node) the RDMA devices."""
+    cluster, docker = ctx.cfg.cluster, ctx.cfg.cluster["docker"]
+    out = ["--network", "host", "--ipc", "host", "--shm-size", docker["shm_size"],
+           *(a for limit in docker["ulimits"] for a in ("--ulimit", limit)),
+           "--env-file", env_file,
            "-v", f"{ctx.hf_home}:{CONTAINER_HF_HOME}",
            "-v", f"{posixpath.join(ctx.cache_dir, 'vllm')}:/root/.cache/vllm",
            "-v", f"{posixpath.join(ctx.cache_dir, 'flashinfer')}:/root/.cache/flashinfer",
            "-v", f"{posixpath.join(ctx.cache_dir, 'triton')}:/root/.triton"]
-    if nvidia:
+    if cluster["accelerator"] == "nvidia":
         out += ["--gpus", "all"]
         if multi:
             out += ["--device", "/dev/infiniband"]
         out += ["--privileged"] if docker["privileged"] else ["--cap-add", "IPC_LOCK"]
     for mount in docker["mounts"]:
         out += ["-v", mount]
-    out += list(docker["extra_args"])
-    return tuple(out + ["--entrypoint", argv[0], cluster["image"], *argv[1:]])
+    return out + list(docker["extra_args"])
+
+
+def oneshot_argv(ctx: NodeContext, name: str, argv: list[str], env_file: str, *, multi: bool,
+                 mounts: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """A foreground `docker run --rm` of the cluster's image with serving's flags (a test that
+    must see what vLLM would see: `inv check --nccl`)."""
+    out = ["docker", "run", "--rm", "--name", name, "--label", "sparkops.managed=1",
+           *host_flags(ctx, env_file, multi=multi)]
+    for mount in mounts:
+        out += ["-v", mount]
+    return tuple(out + ["--entrypoint", argv[0], ctx.cfg.cluster["image"], *argv[1:]])
 
 
 def start(ctx: NodeContext, service: str, argv: list[str]) -> list:

@@ -123,12 +123,14 @@ class NodeConn:
                 return Result(self.name, argv, 127, "", str(exc), time.monotonic() - start)
             return Result(self.name, argv, proc.returncode, proc.stdout, proc.stderr,
                           time.monotonic() - start)
+        if stdin is not None:
+            from .stream import run_piped
+            return run_piped(self, argv, stdin=stdin, timeout=timeout)
         from invoke.exceptions import CommandTimedOut
 
         self.connect()
         try:
-            res = self._fabric.run(shlex.join(argv), hide=True, warn=True, timeout=timeout,
-                                   in_stream=StringIO(stdin) if stdin is not None else False)
+            res = self._fabric.run(shlex.join(argv), hide=True, warn=True, timeout=timeout, in_stream=False)
         except CommandTimedOut as exc:
             raise CommandTimeout(self.name, argv, timeout, exc.result.stdout) from None
         except (OSError, EOFError) as exc:

@@ -204,7 +204,8 @@ def _build(slot: int, count: int, keep: list[str] | tuple[str, ...]) -> SimClust
         env = {"PATH": search_path, "DOCKER_HOST": f"unix://{engine.sock_path(host_dir)}",
                "SPARKOPS_SIM_HOST": name}
         host_key = sshd.write_host_files(
-            host_dir, name, f"{L.mgmt_ip(slot, i)}:22", client_pub, env, keep_paths
+            host_dir, name, f"{L.mgmt_ip(slot, i)}:22", client_pub, env, keep_paths,
+            also_listen=(f"{L.roce_ip(i)}:22",),  # `inv sync` copies over the "cable"
         )
         hosts.append(SimHost(name, i, L.netns_name(slot, i), L.mgmt_ip(slot, i), L.roce_ip(i),
                              22, host_dir, host_key))

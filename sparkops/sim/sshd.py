@@ -30,8 +30,10 @@ def write_host_files(
     client_pub: str,
     env: dict[str, str],
     keep: list[str],
+    also_listen: tuple[str, ...] = (),
 ) -> str:
-    """Prepare a host's home, /tmp, host key and sshd_config; return its public host key."""
+    """Prepare a host's home, /tmp, host key and sshd_config; return its public host key.
+    `also_listen`: more addresses (the RoCE one), as on a Spark whose sshd listens on all."""
     home = host_dir / "home"
     (home / ".ssh").mkdir(parents=True, mode=0o700)
     home.chmod(0o700)  # sshd's StrictModes refuses keys in a group-writable home
@@ -40,10 +42,10 @@ def write_host_files(
     (host_dir / "tmp").chmod(0o1777)  # mkdir's mode is filtered by the umask
     host_pub = keygen(host_dir / "ssh_host_ed25519_key", hostname)
     setenv = " ".join(f'"{k}={v}"' for k, v in env.items())
+    listens = "".join(f"ListenAddress {a}\n" for a in (listen, *also_listen))
     (host_dir / "sshd_config").write_text(
         f"""\
-ListenAddress {listen}
-HostKey {host_dir / 'ssh_host_ed25519_key'}
+{listens}HostKey {host_dir / 'ssh_host_ed25519_key'}
 PidFile none
 PermitRootLogin prohibit-password
 PubkeyAuthentication yes

@@ -1,0 +1,92 @@
+"""How fast `inv build` gives every node the head's image, and how fast it skips.
+
+    sudo python3 benchmarks/image_distribution.py [--mb 512]
+
+On the simulated cluster with a Docker engine per host: an image with a --mb MB layer of
+random bytes is built on the head, then distributed to the worker (`docker save` streamed
+through the controller into `docker load`), then distributed again (skipped: same image ID).
+For comparison, in the same run: the same number of bytes as a plain stream head -> worker
+through the same SSH connections, and `docker save` alone into /dev/null on the head.
+Writes benchmarks/results/image_distribution.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sparkops.config import load_config  # noqa: E402
+from sparkops.images import distribute, image_ids  # noqa: E402
+from sparkops.lifecycle import connect, gather  # noqa: E402
+from sparkops.plan import contexts  # noqa: E402
+from sparkops.progress import Progress  # noqa: E402
+from sparkops.remote.pipe import fan_out  # noqa: E402
+from sparkops.sim.cluster import build  # noqa: E402
+from sparkops.sim.docker import BASE_IMAGE  # noqa: E402
+from sparkops.sim.tasks import write_override  # noqa: E402
+
+IMAGE = "sparkops/bench-distribute:latest"
+
+
+def timed(fn):
+    start = time.monotonic()
+    value = fn()
+    return time.monotonic() - start, value
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=int, default=512)
+    args = parser.parse_args()
+    cluster = build(hosts=2, docker=True, wait=300)
+    try:
+        cluster.import_base_image()
+        override = Path(tempfile.mkdtemp()) / "sparkops.local.toml"
+        os.environ["SPARKOPS_LOCAL"] = str(override)
+        write_override(cluster, override)
+        cfg = load_config("smoke", "sim", environ={},
+                          sets=['cluster.runtime="docker"', f'cluster.image="{IMAGE}"'])
+        head = cluster.hosts[0]
+        dockerfile = (f"FROM {BASE_IMAGE}\nRUN dd if=/dev/urandom of=/blob bs=1M count={args.mb} "
+                      f"2>/dev/null\n")
+        build_s, _ = timed(lambda: head.run(["docker", "-H", f"unix://{head.docker_sock}", "build", "-t",
+                                            IMAGE, "-"], input=dockerfile.encode(), check=True,
+                                           capture_output=True))
+        group = connect(cfg)
+        try:
+            facts, _ = gather(cfg, group)
+            ctxs = contexts(cfg, facts, all_nodes=True)
+            quiet = Progress(quiet=True)
+            first_s, ids = timed(lambda: distribute(group, ctxs, IMAGE, quiet))
+            skip_s, _ = timed(lambda: distribute(group, ctxs, IMAGE, quiet))
+            save_s, (saved, _) = timed(lambda: fan_out(group["spark-a"], ["docker", "save", IMAGE], []))
+            raw_s, (raw, res) = timed(lambda: fan_out(group["spark-a"], ["head", "-c", str(saved), "/dev/zero"],
+                                                      [(group["spark-b"], ["sh", "-c", "cat > /dev/null"])]))
+            same = len(set(image_ids(group, ctxs, IMAGE).values())) == 1
+        finally:
+            group.close()
+    finally:
+        cluster.teardown()
+    mb = saved / 1e6
+    out = {"what": __doc__.strip().splitlines()[0], "command": "python3 benchmarks/image_distribution.py "
+           f"--mb {args.mb}", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "cpus": os.cpu_count(), "image_mb": round(mb, 1), "build_on_head_s": round(build_s, 2),
+           "distribute_s": round(first_s, 2), "distribute_mb_per_s": round(mb / first_s, 1),
+           "skip_s": round(skip_s, 3), "docker_save_to_null_s": round(save_s, 2),
+           "raw_stream_s": round(raw_s, 2), "raw_stream_mb_per_s": round(raw / 1e6 / raw_s, 1),
+           "same_image_id_everywhere": same, "image_id": ids["spark-a"]}
+    path = ROOT / "benchmarks" / "results" / "image_distribution.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

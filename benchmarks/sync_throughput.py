@@ -1,0 +1,167 @@
+"""How fast does `inv sync` move a model, against what the link itself carries?
+
+On the simulated cluster (spark-a -> spark-b over the 169.254 "cable", real sshd, real
+rsync), with a synthetic model shaped like a Hugging Face cache (>= 2 GB, >= 100 files),
+all in one run, each case repeated and alternated, head files in the page cache:
+  raw_null:  the model's bytes as one stream over the same SSH (same ssh options) into
+             /dev/null on the worker: the link's ceiling for one SSH stream (one core's crypto);
+  raw_null_x2: the same bytes as two parallel SSH streams (as sync uses on 2 cores);
+  raw_disk:  the same stream into one file on the worker's disk: the link plus the write;
+  sync_sN:   sparkops sync into an empty worker cache with N rsync streams, end to end
+             (manifest check, copy, verifying hash of every copied byte) and copy phase alone;
+  rsync_a:   plain `rsync -a` of the folder over SSH (same ssh options), for comparison;
+  noop:      a re-sync with nothing to do (100+ files): sync() wall time, and the whole
+             `inv sync` command (Python start-up and config loading included).
+Targets (issue 4): sync >= 80% of the raw stream; no-change re-sync <= 1 s.
+
+    sudo python3 benchmarks/sync_throughput.py [--gb 2.2] [--files 100] [--repeat 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sparkops.config import load_config  # noqa: E402
+from sparkops.facts.gather import model_dir_name  # noqa: E402
+from sparkops.models import transport  # noqa: E402
+from sparkops.models.sync import sync  # noqa: E402
+from sparkops.progress import Silent  # noqa: E402
+from sparkops.sim.cluster import build  # noqa: E402
+from sparkops.sim.model import REPO, make_synthetic_model  # noqa: E402
+from sparkops.sim.tasks import write_override  # noqa: E402
+
+HUB = Path(".cache/huggingface/hub")
+
+
+def timed(fn) -> float:
+    start = time.monotonic()
+    fn()
+    return time.monotonic() - start
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gb", type=float, default=2.2, help="model size in GB (default 2.2)")
+    ap.add_argument("--files", type=int, default=100, help="weight shards (default 100)")
+    ap.add_argument("--repeat", type=int, default=2, help="runs per case (default 2)")
+    ap.add_argument("--streams", default="1,2,4", help="sync stream counts to try")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/sync_throughput.json"))
+    args = ap.parse_args()
+
+    cluster = build(hosts=2, wait=300)
+    workdir = Path(tempfile.mkdtemp(prefix="sparkops-syncbench-"))
+    try:
+        override = workdir / "sparkops.local.toml"
+        os.environ["SPARKOPS_LOCAL"] = str(override)
+        write_override(cluster, override)
+        cfg = load_config("smoke", "sim", environ={}, sets=[f'model.repo="{REPO}"'])
+        head, worker = cluster.host("spark-a"), cluster.host("spark-b")
+        name = model_dir_name(REPO)
+        src_dir, dst_dir = head.home / HUB / name, worker.home / HUB / name
+        t = timed(lambda: make_synthetic_model(src_dir, int(args.gb * 1e9), args.files))
+        total = sum(p.stat().st_size for p in (src_dir / "blobs").iterdir())
+        files = sum(1 for p in src_dir.rglob("*") if p.is_file() or p.is_symlink())
+        print(f"model: {total / 1e9:.2f} GB, {files} entries, made in {t:.1f}s", flush=True)
+
+        wnode = next(n for n in cfg.nodes if n["name"] == "spark-b")
+        ssh = shlex.join(transport.ssh_command(wnode, cfg.cluster["ssh"]))
+        remote = f"{ssh} {worker.roce_ip}"
+        src = f"/root/{HUB}/{name}"
+
+        def on_head(cmd: str) -> None:
+            res = head.run(["sh", "-c", cmd], timeout=1800)
+            if res.returncode:
+                raise RuntimeError(f"{cmd[:200]}: {res.stderr[-500:]}")
+
+        def clear_worker() -> None:
+            shutil.rmtree(dst_dir, ignore_errors=True)
+            (worker.home / "raw.bin").unlink(missing_ok=True)
+
+        blobs = sorted(p.name for p in (src_dir / "blobs").iterdir())
+        halves = [" ".join(f"{src}/blobs/{b}" for b in blobs[i::2]) for i in (0, 1)]
+        cases = {
+            "raw_null": lambda: on_head(f"cat {src}/blobs/* | {remote} 'cat > /dev/null'"),
+            "raw_null_x2": lambda: on_head(" & ".join(f"(cat {h} | {remote} 'cat > /dev/null')" for h in halves)
+                                           + "; wait"),
+            "raw_disk": lambda: on_head(f"cat {src}/blobs/* | {remote} 'cat > /root/raw.bin'"),
+            "rsync_a": lambda: on_head(f"rsync -a --mkpath -e {shlex.quote(ssh)} {src}/ {worker.roce_ip}:{src}/"),
+        }
+        copy_phase: dict[str, list[float]] = {}
+        for n in [int(s) for s in args.streams.split(",")]:
+            def run_sync(n=n):
+                report = sync(cfg, Silent(), streams=n)
+                assert report.nodes[0].verified and report.nodes[0].copied_bytes == report.source_bytes
+                copy_phase.setdefault(f"sync_s{n}", []).append(report.nodes[0].copy_seconds)
+            cases[f"sync_s{n}"] = run_sync
+        runs: dict[str, list[float]] = {k: [] for k in cases}
+        for r in range(args.repeat):
+            for case, fn in cases.items():
+                clear_worker()
+                runs[case].append(timed(fn))
+                print(f"  run {r + 1} {case:<9} {runs[case][-1]:6.2f}s  "
+                      f"{total / runs[case][-1] / 1e6:6.0f} MB/s", flush=True)
+        clear_worker()
+        sync(cfg, Silent())
+        noop = [timed(lambda: sync(cfg, Silent())) for _ in range(5)]
+        env = {**os.environ, "SPARKOPS_LOCAL": str(override)}
+        inv = [timed(lambda: subprocess.run([sys.executable, "-m", "invoke", "sync", "--profile", "smoke",
+                                             "--cluster", "sim", "--set", f'model.repo="{REPO}"'],
+                                            cwd=ROOT, env=env, check=True, capture_output=True))
+               for _ in range(3)]
+        clear_worker()
+
+        def summary(values: list[float]) -> dict:
+            best = statistics.median(values)
+            return {"seconds": values, "median_s": best, "mb_per_s": total / best / 1e6}
+        results = {k: summary(v) for k, v in runs.items()}
+        for k, v in copy_phase.items():
+            results[k]["copy_phase"] = summary(v)
+        raw_null, raw_disk = results["raw_null"]["mb_per_s"], results["raw_disk"]["mb_per_s"]
+        raw_x2 = results["raw_null_x2"]["mb_per_s"]
+        best_sync = max((k for k in results if k.startswith("sync_")), key=lambda k: results[k]["mb_per_s"])
+        doc = {
+            "what": "inv sync throughput on the simulated cluster (spark-a -> spark-b over the veth "
+                    "'cable', MTU 9000), vs a raw SSH stream of the same bytes in the same run",
+            "host": {"python": platform.python_version(), "machine": platform.machine(),
+                     "cpus": os.cpu_count(), "rsync": subprocess.run(["rsync", "--version"], capture_output=True,
+                                                                     text=True).stdout.splitlines()[0],
+                     "ssh": subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip(),
+                     "cipher": transport.CIPHERS.split(",")[0]},
+            "model": {"bytes": total, "entries": files, "shards": args.files},
+            "repeat": args.repeat,
+            "results": results,
+            "noop_resync": {"sync_call_s": noop, "median_s": statistics.median(noop),
+                            "inv_sync_command_s": inv, "inv_median_s": statistics.median(inv)},
+            "ratios": {"best_sync": best_sync,
+                       "best_sync_vs_raw_null": results[best_sync]["mb_per_s"] / raw_null,
+                       "best_sync_vs_raw_null_x2": results[best_sync]["mb_per_s"] / raw_x2,
+                       "best_sync_vs_raw_disk": results[best_sync]["mb_per_s"] / raw_disk,
+                       "best_sync_copy_phase_vs_raw_disk":
+                           results[best_sync]["copy_phase"]["mb_per_s"] / raw_disk,
+                       "rsync_a_vs_raw_disk": results["rsync_a"]["mb_per_s"] / raw_disk},
+        }
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+        print(json.dumps({"ratios": doc["ratios"], "noop_resync": doc["noop_resync"],
+                          **{k: round(v["mb_per_s"]) for k, v in results.items()}}, indent=1))
+        return 0
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        cluster.teardown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""The collective test: node_scripts/allreduce.py on every node at once, one rank per node (or
+per GPU), inside the cluster's runtime, with the network environment `up` gives vLLM. Its
+result is the bus bandwidth per message size and the transport NCCL chose."""
+from __future__ import annotations
+
+import json
+import posixpath
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+
+from ..apply import run_step_on_nodes
+from ..config import Config
+from ..errors import SparkopsError
+from ..facts.nccl_log import parse_nccl_log
+from ..facts.node import NodeFacts
+from ..facts.roce import select_roce
+from ..logtail import hint
+from ..plan import contexts, env_file_text, runtime_docker, runtime_native
+from ..plan.model import Run, Step, WriteFile
+from ..plan.network_env import network_env
+from ..remote.connection import CommandTimeout
+from ..remote.group import NodeGroup
+from .result import CLUSTER, FAIL, OK, WARN, Check
+
+SCRIPT = "allreduce.py"
+CONTAINER = "sparkops-nccl-test"
+MARK = '{"sparkops_allreduce"'
+# Message sizes and repetitions: nccl-tests' habits on GPUs; fewer repetitions for gloo on CPUs.
+SETTINGS = {"nccl": {"min": "1M", "max": "256M", "factor": 4, "iters": 20, "warmup": 5},
+            "gloo": {"min": "1M", "max": "256M", "factor": 4, "iters": 5, "warmup": 2}}
+RENDEZVOUS_TIMEOUT_S = 120
+DEADLINE_S = 600
+# Exports each KEY=VALUE line of the 0600 env file ($0), then runs the program (as service.sh).
+LOAD_ENV = ('while IFS= read -r line || [ -n "$line" ]; do case "$line" in ""|"#"*) ;; '
+            '*) export "$line" ;; esac; done < "$0"; exec "$@"')
+
+
+@dataclass
+class RankRun:
+    node: str
+    rc: int | None  # None: it did not finish (timed out, connection lost)
+    output: str
+    error: str = ""
+
+
+@dataclass
+class AllreduceRun:
+    backend: str
+    world_size: int
+    local_ranks: int
+    master: str
+    env: dict[str, dict[str, str]]
+    argv: dict[str, list[str]]
+    ranks: list[RankRun] = field(default_factory=list)
+    seconds: float = 0.0
+    multi_node: bool = False
+    accelerator: str = "nvidia"
+
+
+def parse_result(text: str) -> dict | None:
+    """allreduce.py's JSON line, wherever it is among NCCL's own output."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith(MARK):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    return None
+
+
+def _env(cfg: Config, choice, backend: str, multi: bool) -> dict[str, str]:
+    """What `up` gives vLLM about the network (and the profile's own env), NCCL_DEBUG=INFO."""
+    env = network_env(choice, accelerator=cfg.cluster["accelerator"], network=cfg.cluster["network"],
+                      backend=cfg.doc["distributed"]["backend"], multi_node=multi)
+    env |= {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.doc.get("env", {}).items()}
+    if backend == "nccl":
+        env["NCCL_DEBUG"] = "INFO"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run(cfg: Config, group: NodeGroup, facts: dict[str, NodeFacts], progress) -> AllreduceRun | Check:
+    """Start every rank and wait for all; a Check when the test cannot start at all."""
+    cluster = cfg.cluster
+    ctxs = contexts(cfg, facts, all_nodes=True)
+    nvidia = cluster["accelerator"] == "nvidia"
+    backend = "nccl" if nvidia else "gloo"
+    local = cluster.get("gpus_per_node", 1) if nvidia else 1
+    if len(ctxs) * local < 2:
+        return Check("nccl.allreduce", "nccl", CLUSTER, OK,
+                     "one node with one GPU: no collective to test", {"nodes": [c.name for c in ctxs]})
+    multi = len(ctxs) > 1
+    picked = {}
+    if multi:
+        for c in ctxs:
+            try:
+                picked[c.name] = select_roce(c.facts, c.node, cluster["network"])
+            except SparkopsError as exc:
+                return Check("nccl.allreduce", "nccl", c.name, FAIL, f"not run: {exc.message}",
+                             {"observed": exc.details}, exc.fix or "")
+    master = picked[ctxs[0].name].ip if multi else "127.0.0.1"
+    port = cluster["ports"]["rendezvous"]
+    s = SETTINGS[backend]
+    source = resources.files("sparkops.node_scripts").joinpath(SCRIPT).read_text()
+    envs, argvs, prepare = {}, {}, {}
+    for c in ctxs:
+        script, env_file = posixpath.join(c.run_dir, SCRIPT), posixpath.join(c.run_dir, "nccl-test.env")
+        envs[c.name] = _env(cfg, picked.get(c.name), backend, multi)
+        args = ["--backend", backend, "--master-addr", master, "--master-port", str(port),
+                "--min-bytes", s["min"], "--max-bytes", s["max"], "--factor", str(s["factor"]),
+                "--iters", str(s["iters"]), "--warmup", str(s["warmup"]),
+                "--timeout", str(RENDEZVOUS_TIMEOUT_S), "--deadline", str(DEADLINE_S)]
+        args += (["--local-ranks", str(local), "--node-rank", str(c.rank), "--nnodes", str(len(ctxs))]
+                 if local > 1 else ["--rank", str(c.rank), "--world-size", str(len(ctxs)), "--local-rank", "0"])
+        if cluster["runtime"] == "docker":
+            argvs[c.name] = list(runtime_docker.oneshot_argv(
+                c, CONTAINER, ["python3", script, *args], env_file, multi=multi,
+                mounts=(f"{c.run_dir}:{c.run_dir}:ro",)))
+        else:
+            python = runtime_native.program(c, ["python"])[0]
+            argvs[c.name] = ["sh", "-c", LOAD_ENV, env_file, python, script, *args]
+        actions = [Run(("mkdir", "-p", c.run_dir), 30), WriteFile(script, source, 0o644),
+                   WriteFile(env_file, env_file_text(envs[c.name]), 0o600)]
+        if cluster["runtime"] == "docker":
+            actions.append(Run(("docker", "rm", "-f", CONTAINER), 60, ok_exit=(0, 1)))
+        prepare[c.name] = tuple(actions)
+    names = [c.name for c in ctxs]
+    nodes = group.subset(names)
+    run_step_on_nodes(nodes, Step("nccl-prepare", "copy the all-reduce test to every node", prepare), progress)
+    progress.say(f"      all-reduce: {len(ctxs) * local} ranks ({backend}) on {', '.join(names)}, "
+                 f"rendezvous {master}:{port}")
+    start = time.monotonic()
+    results = nodes.map(lambda conn: conn.run(argvs[conn.name], timeout=DEADLINE_S + 60))
+    seconds = time.monotonic() - start
+    if cluster["runtime"] == "docker":  # a rank that outlived its SSH session
+        nodes.map(lambda conn: conn.run(("docker", "rm", "-f", CONTAINER), timeout=60))
+    ranks = []
+    for c in ctxs:
+        res = results[c.name]
+        if isinstance(res, CommandTimeout):
+            ranks.append(RankRun(c.name, None, res.partial, f"timed out after {res.timeout:.0f}s"))
+        elif isinstance(res, BaseException):
+            ranks.append(RankRun(c.name, None, "", getattr(res, "message", None) or str(res)))
+        else:
+            ranks.append(RankRun(c.name, res.rc, res.stdout + ("\n" if res.stderr else "") + res.stderr))
+    return AllreduceRun(backend, len(ctxs) * local, local, f"{master}:{port}", envs, argvs, ranks,
+                        seconds, multi, cluster["accelerator"])
+
+
+def checks(cfg: Config, run: AllreduceRun) -> list[Check]:
+    """Bandwidth and transport of a finished run (pure)."""
+    text = "\n".join(r.output for r in run.ranks)
+    result = next((parse_result(r.output) for r in run.ranks if parse_result(r.output)), None)
+    report = parse_nccl_log(text)
+    transport = {"transports": sorted(report.transports), "ib_devices": report.ib_devices,
+                 "socket_ifaces": report.socket_ifaces, "gdr": report.gdr,
+                 "nccl_version": report.nccl_version, "fell_back_to_socket": report.fell_back_to_socket}
+    evidence = {"backend": run.backend, "world_size": run.world_size, "master": run.master,
+                "seconds": round(run.seconds, 1), "env": run.env, "transport": transport}
+    failed = [r for r in run.ranks if r.rc != 0]
+    if failed or result is None:
+        first = failed[0] if failed else run.ranks[0]
+        tail = first.output.rstrip().splitlines()[-20:]
+        why = first.error or (f"exit {first.rc}" if first.rc else "no result line")
+        evidence |= {"node": first.node, "log_tail": tail, "errors": report.errors[:10]}
+        return [Check("nccl.allreduce", "nccl", CLUSTER, FAIL,
+                      f"all-reduce failed on {first.node} ({why})"
+                      + (f": {report.errors[0][:160]}" if report.errors else ""), evidence,
+                      hint("\n".join(tail)) or "see the log tail in the evidence (`--json`); "
+                      "`inv check --network` first")]
+    evidence["results"] = result["results"]
+    evidence |= {k: result.get(k) for k in ("device", "torch", "nccl_version", "rendezvous_s")}
+    out = [_bandwidth(cfg, result, evidence)]
+    out += _transport(run, report, transport)
+    return out
+
+
+def _bandwidth(cfg: Config, result: dict, evidence: dict) -> Check:
+    rows = result["results"]
+    peak = max(r["busbw_gbps"] for r in rows)
+    floor = float(cfg.cluster["network"].get("min_busbw_gbps", 0) or 0)
+    per_size = ", ".join(f"{_size(r['bytes'])} {r['busbw_gbps']:.2f}" for r in rows)
+    text = f"busbw GB/s per size: {per_size} (peak {peak:.2f}, {result['world_size']} ranks, {result['backend']})"
+    evidence |= {"peak_busbw_gbps": peak, "min_busbw_gbps": floor}
+    if not all(r["correct"] for r in rows):
+        return Check("nccl.allreduce", "nccl", CLUSTER, FAIL, "wrong sums: " + text, evidence,
+                     "the collective returned wrong data: check the driver and NCCL version")
+    if peak < floor:
+        return Check("nccl.allreduce", "nccl", CLUSTER, FAIL,
+                     f"peak busbw {peak:.2f} GB/s is under cluster.network.min_busbw_gbps {floor:g}: " + text,
+                     evidence, "check the transport (NET/IB, both twin HCAs in NCCL_IB_HCA), MTU 9000 "
+                     "and the cable (`inv check --network`)")
+    return Check("nccl.allreduce", "nccl", CLUSTER, OK, text, evidence)
+
+
+def _transport(run: AllreduceRun, report, transport: dict) -> list[Check]:
+    if run.backend == "gloo":
+        iface = next((e.get("GLOO_SOCKET_IFNAME") for e in run.env.values() if e.get("GLOO_SOCKET_IFNAME")), None)
+        return [Check("nccl.transport", "nccl", CLUSTER, OK,
+                      f"gloo over TCP{' on ' + iface if iface else ''} (CPU cluster: no NCCL)", transport)]
+    seen = ", ".join(sorted(report.transports)) or "none"
+    if run.multi_node and report.fell_back_to_socket:
+        ifaces = ", ".join(report.socket_ifaces) or "?"
+        return [Check("nccl.transport", "nccl", CLUSTER, FAIL,
+                      f"NCCL fell back to TCP sockets (NET/Socket on {ifaces}), 4-20x slower than RoCE",
+                      transport, "NCCL_IB_HCA must list the Up HCAs (`inv plan` shows it), Docker needs "
+                      "--device /dev/infiniband and an unlimited memlock, `ibdev2netdev` must show both "
+                      "twins Up; then `inv check --nccl` again")]
+    if run.multi_node and "IB" not in report.transports:
+        return [Check("nccl.transport", "nccl", CLUSTER, WARN, f"no NET/IB connection seen (transports: {seen})",
+                      transport, "NCCL_DEBUG=INFO must reach the ranks; look at the log (`--json`)")]
+    where = f"NET/IB over {', '.join(report.ib_devices)}" if report.ib_devices and run.multi_node else seen
+    single = "" if run.multi_node else " (one host: no network used)"
+    return [Check("nccl.transport", "nccl", CLUSTER, OK, f"NCCL {report.nccl_version or ''} transport: "
+                  f"{where}{single}".replace("NCCL  ", "NCCL "), transport)]
+
+
+def _size(nbytes: int) -> str:
+    for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if nbytes >= scale and nbytes % scale == 0:
+            return f"{nbytes // scale}{unit}"
+    return f"{nbytes}B"

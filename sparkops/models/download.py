@@ -1,0 +1,128 @@
+"""`inv download`: the profile's model into the head's Hugging Face cache, once.
+
+Download runs where sparkops runs, which is the head (`host = "local"`, as on spark-pair):
+huggingface_hub's `snapshot_download` with the profile's pinned revision and allow/ignore
+patterns, the token from the config's secrets (the local override file or HF_TOKEN; handed
+over in-process, never on a command line, never printed). The hub resumes interrupted
+files itself (`*.incomplete` blobs). Workers never download: `inv sync` copies to them.
+Without internet, `--local-dir DIR` imports a folder of the model's files instead.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Config
+from ..errors import SparkopsError
+from ..progress import Progress
+from ..remote.connection import LOCAL_HOSTS
+from .hfcache import import_local_dir, repo_dir
+
+HUB = "https://huggingface.co"
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    snapshot: str
+    seconds: float
+    imported: bool
+    bytes: int | None = None
+
+
+def head_hf_home(cfg: Config) -> Path:
+    head = cfg.nodes[0]
+    if head["host"] not in LOCAL_HOSTS:
+        raise SparkopsError(
+            f"download runs on the head, and the head {head['name']} ({head['host']}) is not this machine",
+            step="download",
+            fix=f"run sparkops on {head['name']} (its cluster file names it `host = \"local\"`), or put "
+                "the model into its Hugging Face cache there, then `inv sync`")
+    return Path(os.path.expanduser(cfg.cluster["paths"]["hf_home"]))
+
+
+def download(cfg: Config, *, local_dir: str | None = None, progress: Progress) -> DownloadResult:
+    m = cfg.model
+    hf_home = head_hf_home(cfg)
+    flag = f"--profile {cfg.profile} --cluster {cfg.cluster_name}"
+    start = time.monotonic()
+    if local_dir:
+        progress.say(f"importing {local_dir} as {m['repo']} into {repo_dir(hf_home, m['repo'])}")
+        done = import_local_dir(Path(local_dir), hf_home, m["repo"], m.get("revision"),
+                                m.get("allow_patterns"), m.get("ignore_patterns"), progress)
+        progress.say(f"imported {done.files} files, {done.bytes / 1e9:.2f} GB "
+                     f"({done.copied_bytes / 1e9:.2f} GB new)")
+        return DownloadResult(str(done.snapshot), time.monotonic() - start, True, done.bytes)
+    token = cfg.secrets.get("hf_token") or None
+    page = f"{HUB}/{m['repo']}"
+    if m.get("gated") and not token:
+        raise SparkopsError(f"{m['repo']} is gated: downloading it needs a Hugging Face token",
+                            step="download",
+                            fix=f"accept the license at {page} with your account, create a read token "
+                                f"(https://huggingface.co/settings/tokens) and store it with "
+                                f"`inv setup --hf-token-stdin` (or set HF_TOKEN), then `inv download {flag}`")
+    progress.say(f"downloading {m['repo']}@{m.get('revision') or 'main'} (about {m.get('download_gb', 0):g} GB) "
+                 f"into {hf_home / 'hub'}")
+    from huggingface_hub import snapshot_download
+    try:
+        path = snapshot_download(m["repo"], revision=m.get("revision"), cache_dir=str(hf_home / "hub"),
+                                 allow_patterns=m.get("allow_patterns"), ignore_patterns=m.get("ignore_patterns"),
+                                 token=token)
+    except Exception as exc:  # each hub failure becomes a message with its fix
+        raise download_error(exc, cfg, hf_home) from None
+    return DownloadResult(path, time.monotonic() - start, False)
+
+
+def download_error(exc: Exception, cfg: Config, hf_home: Path) -> Exception:
+    """What a hub failure means for the user, and what to do about it."""
+    from huggingface_hub.utils import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                       RevisionNotFoundError)
+    m, flag = cfg.model, f"--profile {cfg.profile} --cluster {cfg.cluster_name}"
+    page = f"{HUB}/{m['repo']}"
+    if isinstance(exc, GatedRepoError):
+        return SparkopsError(f"{m['repo']} is gated and this token has no access to it (yet)",
+                             step="download", details=[_first_line(exc)],
+                             fix=f"open {page}, accept the license with the account the token belongs "
+                                 f"to, wait for the grant, then `inv download {flag}` again")
+    if isinstance(exc, RevisionNotFoundError):
+        return SparkopsError(f"{m['repo']} has no revision {m.get('revision')!r}", step="download",
+                             fix=f"fix model.revision in the profile (see {page}/commits/main)")
+    if isinstance(exc, RepositoryNotFoundError):
+        return SparkopsError(f"{m['repo']} was not found, or needs a token this config lacks",
+                             step="download", details=[_first_line(exc)],
+                             fix=f"check the name at {page}; for a private or gated model store a token "
+                                 f"with `inv setup --hf-token-stdin` (or HF_TOKEN)")
+    if isinstance(exc, LocalEntryNotFoundError) or _is_network(exc):
+        cause = exc.__cause__ or exc.__context__
+        return SparkopsError(
+            f"cannot reach the Hugging Face hub, and {m['repo']} is not in {hf_home / 'hub'}",
+            step="download", details=[f"{type(cause or exc).__name__}: {_first_line(cause or exc)}"],
+            fix=f"on a machine with internet: `{hf_cli(m)} --local-dir DIR`, bring DIR here, then "
+                f"`inv download {flag} --local-dir DIR` imports it; or pre-seed the cache: copy "
+                f"that machine's ~/.cache/huggingface/hub/{repo_dir(hf_home, m['repo']).name} into {hf_home / 'hub'}")
+    if isinstance(exc, OSError):
+        return SparkopsError(f"download failed: {exc}", step="download",
+                             fix=f"check free space and permissions of {hf_home}; `inv download {flag}` "
+                                 "resumes where it stopped")
+    return SparkopsError(f"download of {m['repo']} failed: {type(exc).__name__}: {_first_line(exc)}",
+                         step="download", fix=f"`inv download {flag}` resumes where it stopped")
+
+
+def hf_cli(m: dict) -> str:
+    """The `hf download` command that fetches what this profile takes."""
+    argv = ["hf", "download", m["repo"]] + (["--revision", m["revision"]] if m.get("revision") else [])
+    argv += [a for p in m.get("allow_patterns") or () for a in ("--include", p)]
+    argv += [a for p in m.get("ignore_patterns") or () for a in ("--exclude", p)]
+    return shlex.join(argv)
+
+
+def _is_network(exc: BaseException) -> bool:
+    names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
+    return bool(names & {"ConnectError", "ConnectTimeout", "ConnectionError", "ReadTimeout", "OfflineModeIsEnabled"})
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -1,0 +1,142 @@
+"""The model manifest (run as the nodes run it: the file's text under a bare python3) and the
+rsync transport's pure parts, on real files in a temporary Hugging Face cache layout."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sparkops.models import manifest, transport
+from sparkops.sim.model import make_synthetic_model
+
+SOURCE = Path(manifest.__file__).read_text()
+
+
+def run_script(*args: str, stdin: dict | list | None = None) -> dict:
+    """Exactly how sync runs it on a node: `python3 -I -S -c <text of manifest.py> ...`."""
+    res = subprocess.run([sys.executable, "-I", "-S", "-c", SOURCE, *args], capture_output=True,
+                         text=True, input=json.dumps(stdin) if stdin is not None else "", check=True)
+    return json.loads(res.stdout)
+
+
+@pytest.fixture
+def pair(tmp_path):
+    head = tmp_path / "head" / "models--sparkops--synthetic"
+    make_synthetic_model(head, 4_000_000, 8)
+    worker = tmp_path / "worker" / "models--sparkops--synthetic"
+    shutil.copytree(head, worker, symlinks=True)
+    expected = run_script("scan", str(head), "--cache", str(tmp_path / "head.json"))
+    return head, worker, expected, tmp_path / "worker.json"
+
+
+def blob_of(root: Path, name: str) -> Path:
+    link = next((root / "snapshots").iterdir()) / name
+    return link.resolve()
+
+
+def test_scan_lists_files_links_and_caches_hashes(pair, tmp_path):
+    head, _, expected, _ = pair
+    assert len(expected["files"]) == 12 and len(expected["links"]) == 11  # 8+3 blobs, refs/main
+    assert expected["problems"] == [] and expected["hashed_bytes"] == expected["bytes"]
+    target = next(iter(expected["links"].values()))
+    assert target.startswith("../../blobs/")
+    again = run_script("scan", str(head), "--cache", str(tmp_path / "head.json"))
+    assert again["hashed_bytes"] == 0 and again["files"] == expected["files"]
+    full = run_script("scan", str(head), "--cache", str(tmp_path / "head.json"), "--full")
+    assert full["hashed_bytes"] == expected["bytes"]
+
+
+def test_check_finds_each_kind_of_damage(pair):
+    head, worker, expected, cache = pair
+    args = ("check", str(worker), "--cache", str(cache))
+    assert run_script(*args, stdin=expected)["verified"]
+
+    flipped = blob_of(worker, "model-00001-of-00008.safetensors")
+    data = bytearray(flipped.read_bytes())
+    data[1000] ^= 0xFF
+    stat = flipped.stat()
+    flipped.write_bytes(bytes(data))
+    os.utime(flipped, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # mtime put back: ctime still tells
+    truncated = blob_of(worker, "model-00002-of-00008.safetensors")
+    with open(truncated, "r+b") as handle:
+        handle.truncate(1234)
+    blob_of(worker, "model-00003-of-00008.safetensors").unlink()
+    snapshot = next((worker / "snapshots").iterdir())
+    (snapshot / "config.json").unlink()
+    (worker / "blobs" / "stray.incomplete").write_bytes(b"x")  # hub's unfinished download: ignored
+    (worker / "leftover").write_bytes(b"x")
+
+    rel = lambda p: str(p.relative_to(worker))  # noqa: E731
+    found = run_script(*args, stdin=expected)
+    assert not found["verified"]
+    assert found["wrong"] == [rel(flipped)]
+    assert found["partial"] == {rel(truncated): 1234}
+    assert found["missing"] == [rel(worker / "blobs" / Path(expected["links"][f"snapshots/{snapshot.name}/"
+                                                                               "model-00003-of-00008.safetensors"]).name)]
+    assert found["links"] == [f"snapshots/{snapshot.name}/config.json"]
+    assert found["extra"] == ["leftover"]
+    size = expected["files"][rel(truncated)][0]
+    assert found["need_bytes"] == (size - 1234) + expected["files"][found["missing"][0]][0]
+    assert found["free_bytes"] > 0 and found["fs_path"]
+
+
+def test_prune_deletes_only_inside_root(pair, tmp_path):
+    _, worker, _, _ = pair
+    outside = tmp_path / "outside"
+    outside.write_text("keep")
+    done = run_script("prune", str(worker), stdin=["refs/main", "../../outside", "blobs"])
+    assert done["deleted"] == ["refs/main"] and outside.exists() and (worker / "blobs").is_dir()
+
+
+def test_head_problems_corrupt_blob_and_dangling_link(pair, tmp_path):
+    head, _, _, _ = pair
+    blob = blob_of(head, "model-00004-of-00008.safetensors")
+    with open(blob, "r+b") as handle:
+        handle.write(b"rot")
+    os.symlink("../../blobs/nothing", next((head / "snapshots").iterdir()) / "dangling.json")
+    problems = run_script("scan", str(head), "--cache", str(tmp_path / "h.json"))["problems"]
+    assert any("does not match its name" in p and blob.name in p for p in problems)
+    assert any("dangling.json" in p for p in problems)
+
+
+def test_split_balances_bytes_across_streams():
+    sizes = {f"f{i}": s for i, s in enumerate([100, 90, 50, 40, 10, 0, 0])}
+    parts = transport.split(sizes, 2)
+    loads = sorted(sum(sizes[p] for p in part) for part in parts)
+    assert loads == [140, 150] and sorted(p for part in parts for p in part) == sorted(sizes)
+    assert transport.split({"a": 1}, 4) == [["a"]]
+
+
+def test_rsync_and_ssh_argv():
+    node = {"name": "spark-2", "host": "spark-2.local", "user": "me", "key": "/k", "port": 2222}
+    ssh = transport.ssh_command(node, {"known_hosts": "/kh", "connect_timeout_s": 5})
+    assert ssh[:1] == ["ssh"] and "HostKeyAlias=spark-2.local" in ssh and "StrictHostKeyChecking=yes" in ssh
+    assert ["-p", "2222"] == ssh[ssh.index("-p"):ssh.index("-p") + 2] and "UserKnownHostsFile=/kh" in ssh
+    whole = transport.rsync_argv(ssh, "/src/m", "169.254.100.2", "rel/m", append=False)
+    assert "--whole-file" in whole and "--append-verify" not in whole and whole[-2:] == ["/src/m/", "169.254.100.2:rel/m/"]
+    assert "--append-verify" in transport.rsync_argv(ssh, "/s", "a", "d", append=True)
+
+
+def test_rsync_output_parsers():
+    stats = "Number of files: 3\nLiteral data: 1,048,576 bytes\nMatched data: 0 bytes\n"
+    assert transport.literal_bytes(stats + stats) == 2 * 1048576
+    assert transport.progress_bytes("    524,288,000  48%  245.12MB/s    0:00:02 (xfr#1, to-chk=3/5)") == 524288000
+    assert transport.progress_bytes("sending incremental file list") is None
+
+
+def test_run_piped_on_this_machine_large_stdin_lines_and_timeout():
+    from sparkops.remote.stream import run_piped
+    from sparkops.remote.connection import CommandTimeout, NodeConn
+    conn = NodeConn({"name": "local", "host": "local"}, {})
+    lines = []
+    res = run_piped(conn, ["sh", "-c", "wc -c; printf 'a\\rb\\n' >&2"], stdin="x" * 300_000, timeout=30,
+                    on_line=lines.append)
+    assert res.ok and res.stdout.strip() == "300000" and res.stderr == "a\rb\n"
+    assert sorted(lines) == ["300000", "a", "b"]
+    with pytest.raises(CommandTimeout):
+        run_piped(conn, ["sleep", "5"], stdin="", timeout=0.5)
