@@ -10,7 +10,6 @@ import shlex
 import subprocess
 import time
 from dataclasses import dataclass
-from io import StringIO
 from pathlib import Path
 
 from ..errors import ConnectError
