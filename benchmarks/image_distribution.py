@@ -3,10 +3,10 @@
     sudo python3 benchmarks/image_distribution.py [--mb 512]
 
 On the simulated cluster with a Docker engine per host: an image with a --mb MB layer of
-random bytes is built on the head, then distributed to the worker (`docker save` streamed
-through the controller into `docker load`), then distributed again (skipped: same image ID).
-For comparison, in the same run: the same number of bytes as a plain stream head -> worker
-through the same SSH connections, and `docker save` alone into /dev/null on the head.
+random bytes is built on the head, then distributed to the worker (`docker save | ssh worker
+docker load`, run on the head over the RoCE veth), then distributed again (skipped: same
+image ID). For comparison, in the same run: the same number of bytes as a plain stream
+head -> worker over the same kind of SSH hop, and `docker save` alone into `wc -c`.
 Writes benchmarks/results/image_distribution.json.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from sparkops.images import distribute, image_ids  # noqa: E402
 from sparkops.lifecycle import connect, gather  # noqa: E402
 from sparkops.plan import contexts  # noqa: E402
 from sparkops.progress import Progress  # noqa: E402
-from sparkops.remote.pipe import fan_out  # noqa: E402
+from sparkops.models import transport  # noqa: E402
 from sparkops.sim.cluster import build  # noqa: E402
 from sparkops.sim.docker import BASE_IMAGE  # noqa: E402
 from sparkops.sim.tasks import write_override  # noqa: E402
@@ -57,18 +57,25 @@ def main() -> int:
         dockerfile = (f"FROM {BASE_IMAGE}\nRUN dd if=/dev/urandom of=/blob bs=1M count={args.mb} "
                       f"2>/dev/null\n")
         build_s, _ = timed(lambda: head.run(["docker", "-H", f"unix://{head.docker_sock}", "build", "-t",
-                                            IMAGE, "-"], input=dockerfile.encode(), check=True,
+                                            IMAGE, "-"], input=dockerfile, check=True,
                                            capture_output=True))
         group = connect(cfg)
         try:
             facts, _ = gather(cfg, group)
             ctxs = contexts(cfg, facts, all_nodes=True)
             quiet = Progress(quiet=True)
-            first_s, ids = timed(lambda: distribute(group, ctxs, IMAGE, quiet))
-            skip_s, _ = timed(lambda: distribute(group, ctxs, IMAGE, quiet))
-            save_s, (saved, _) = timed(lambda: fan_out(group["spark-a"], ["docker", "save", IMAGE], []))
-            raw_s, (raw, res) = timed(lambda: fan_out(group["spark-a"], ["head", "-c", str(saved), "/dev/zero"],
-                                                      [(group["spark-b"], ["sh", "-c", "cat > /dev/null"])]))
+            first_s, ids = timed(lambda: distribute(cfg, group, ctxs, IMAGE, quiet))
+            skip_s, _ = timed(lambda: distribute(cfg, group, ctxs, IMAGE, quiet))
+            save_s, res = timed(lambda: group["spark-a"].run(
+                ["sh", "-c", 'docker save "$1" | wc -c', "save", IMAGE], timeout=600))
+            saved = raw = int(res.stdout.strip())
+            worker = ctxs[1]
+            ssh = transport.ssh_command(worker.node, cfg.cluster["ssh"])
+            address = transport.cable_address(worker.node, worker.facts, cfg.cluster["network"])
+            raw_s, res = timed(lambda: group["spark-a"].run(
+                ["sh", "-c", 'n=$1; shift; head -c "$n" /dev/zero | "$@"', "raw", str(saved), *ssh,
+                 address, "cat > /dev/null"], timeout=600))
+            assert res.ok, res.stderr
             same = len(set(image_ids(group, ctxs, IMAGE).values())) == 1
         finally:
             group.close()

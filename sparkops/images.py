@@ -1,6 +1,7 @@
 """`inv build`: the serving image built on the head (or pulled), then the same image ID on
-every node. Copying is `docker save` on the head streamed into `docker load` on each worker
-that lacks that exact ID; nodes already holding it are skipped."""
+every node. Copying runs on the head: `docker save | ssh WORKER docker load` over the RoCE
+cable, with the same SSH settings and host-key checks as `inv sync`, for every worker that
+lacks that exact ID (in parallel); nodes already holding it are skipped."""
 from __future__ import annotations
 
 import posixpath
@@ -13,7 +14,8 @@ from .lifecycle import connect, gather
 from .paths import project_root
 from .plan import contexts
 from .plan.model import Run, Step, WriteFile
-from .remote.pipe import fan_out
+from .progress import Progress
+from .models import transport
 
 BUILD_TIMEOUT_S = 4 * 3600  # a from-source vLLM build on a Spark takes 30-60 min
 
@@ -67,7 +69,7 @@ def build(cfg: Config, progress, *, no_cache: bool = False) -> dict[str, str]:
             progress.step(number, len(steps) + 1, step.name, step.title)
             run_step_on_nodes(group, step, progress)
         progress.step(len(steps) + 1, len(steps) + 1, "distribute", "same image ID on every node")
-        return distribute(group, ctxs, image, progress)
+        return distribute(cfg, group, ctxs, image, progress)
     finally:
         group.close()
 
@@ -78,30 +80,38 @@ def image_ids(group, ctxs, image: str) -> dict[str, str | None]:
             for name, r in found.items()}
 
 
-def distribute(group, ctxs, image: str, progress) -> dict[str, str]:
+def save_load_argv(image: str, ssh: list[str], address: str) -> list[str]:
+    """argv run on the head; image, ssh options and address arrive as positional parameters."""
+    return ["sh", "-c", 'image=$1; shift; docker save "$image" | "$@"', "sparkops-distribute",
+            image, *ssh, address, "docker", "load"]
+
+
+def distribute(cfg: Config, group, ctxs, image: str, progress) -> dict[str, str]:
     ids = image_ids(group, ctxs, image)
-    head = ctxs[0].name
-    want = ids[head]
+    head = ctxs[0]
+    want = ids[head.name]
     if not want:
-        raise StepError(f"image {image} is not on the head after the build", host=head, step="distribute")
-    stale = [c.name for c in ctxs[1:] if ids[c.name] != want]
+        raise StepError(f"image {image} is not on the head after the build", host=head.name, step="distribute")
+    stale = [c for c in ctxs[1:] if ids[c.name] != want]
     for c in ctxs[1:]:
-        if c.name not in stale:
+        if c not in stale:
             progress.node(c.name, True, 0.0, f"skipped: already holds {want[:19]}")
     if stale:
+        ssh = cfg.cluster["ssh"]
+        step = Step("distribute", f"docker save | docker load of {image}", {head.name: tuple(
+            Run(tuple(save_load_argv(image, transport.ssh_command(c.node, ssh),
+                                     transport.cable_address(c.node, c.facts, cfg.cluster["network"]))),
+                BUILD_TIMEOUT_S) for c in stale)})
         start = time.monotonic()
-        moved, results = fan_out(group[head], ["docker", "save", image],
-                                 [(group[n], ["docker", "load"]) for n in stale])
+        try:
+            run_step_on_nodes(group, step, Progress(quiet=True))
+        except StepError as exc:
+            exc.fix = ("check that the head can SSH to the workers (the same as `inv sync` needs) "
+                       "and that they have free disk (`df -h /var/lib/docker`)")
+            raise
         seconds = time.monotonic() - start
-        failed = {n: r for n, r in results.items() if r[0] != 0}
-        if failed:
-            name, (rc, err) = next(iter(failed.items()))
-            raise StepError(f"copying {image} failed (exit {rc})", host=name.split()[0], step="distribute",
-                            log_tail=err.strip().splitlines()[-10:],
-                            fix="check free disk space on that node (`df -h /var/lib/docker`)")
-        rate = moved / max(seconds, 1e-6) / 1e6
-        for name in stale:
-            progress.node(name, True, seconds, f"loaded {moved / 1e6:.0f} MB ({rate:.0f} MB/s)")
+        for c in stale:
+            progress.node(c.name, True, seconds, "loaded from the head")
         ids = image_ids(group, ctxs, image)
     wrong = {n: i for n, i in ids.items() if i != want}
     if wrong:

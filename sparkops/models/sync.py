@@ -23,7 +23,6 @@ from ..config import Config
 from ..config.memfit import nodes_needed
 from ..errors import SparkopsError, StepError
 from ..facts.gather import model_dir_name
-from ..facts.roce import select_roce
 from ..progress import Progress
 from ..remote.connection import LOCAL_HOSTS, NodeConn
 from . import transport
@@ -238,10 +237,7 @@ def _addresses(cfg: Config, group, workers: list[dict], facts: dict | None) -> d
         if w["host"] in LOCAL_HOSTS:
             raise SparkopsError("a worker cannot be `local`: sync copies from the head over SSH",
                                 host=w["name"], step="sync", fix="give the worker its SSH address")
-        try:
-            out[w["name"]] = select_roce(facts[w["name"]], w, cfg.cluster["network"]).ip
-        except SparkopsError:
-            out[w["name"]] = w["host"]
+        out[w["name"]] = transport.cable_address(w, facts[w["name"]], cfg.cluster["network"])
     return out
 
 

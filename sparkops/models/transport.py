@@ -14,6 +14,8 @@ import os
 import re
 import shlex
 
+from ..errors import SparkopsError
+
 # AES-GCM runs on the CPU's AES instructions (x86 AES-NI, Arm's crypto extension).
 CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com"
 _LITERAL = re.compile(r"Literal data: ([\d,.]+)")
@@ -37,6 +39,16 @@ def ssh_command(node: dict, ssh: dict) -> list[str]:
     if node.get("user"):
         argv += ["-l", node["user"]]
     return argv
+
+
+def cable_address(node: dict, facts, network: dict) -> str:
+    """Where the head reaches a worker for bulk copies: its RoCE address when it has one (the
+    200 Gb/s cable), else the address sparkops knows it by."""
+    from ..facts.roce import select_roce
+    try:
+        return select_roce(facts, node, network).ip
+    except SparkopsError:
+        return node["host"]
 
 
 def rsync_argv(ssh: list[str], src_dir: str, address: str, dest_dir: str, *, append: bool) -> list[str]:
