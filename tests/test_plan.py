@@ -232,6 +232,7 @@ def test_single_node_plan_has_no_rendezvous_and_keeps_nccl_off_ib():
         assert flag not in argv
     env = step(plan, "start-head").env["spark-1"]
     assert env["NCCL_IB_DISABLE"] == "1"
+    assert env["GLOO_SOCKET_IFNAME"] == "lo"  # no hostname lookup (minutes where DNS is absent)
     assert not {"NCCL_IB_HCA", "NCCL_SOCKET_IFNAME", "VLLM_HOST_IP"} & env.keys()
     assert plan.notes == ()
 

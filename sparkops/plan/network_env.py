@@ -7,8 +7,11 @@ from ..facts.roce import RoceChoice
 def network_env(choice: RoceChoice | None, *, accelerator: str, network: dict, backend: str,
                 multi_node: bool) -> dict[str, str]:
     if not multi_node or choice is None:
-        # One node: no socket interface needed; keep NCCL off the IB path it would probe for.
-        return {"NCCL_IB_DISABLE": "1"} if accelerator == "nvidia" else {}
+        # One node: every rank is local. Loopback for Gloo, or it resolves the hostname first,
+        # which stalls for minutes (DNS timeouts) where the name has no address; and keep NCCL
+        # off the IB path it would probe for.
+        env = {"GLOO_SOCKET_IFNAME": "lo"}
+        return env | {"NCCL_IB_DISABLE": "1"} if accelerator == "nvidia" else env
     iface = choice.interface
     env = {
         "VLLM_HOST_IP": choice.ip,
