@@ -338,3 +338,11 @@ def test_memfit_single_node_holds_all_weights(isolated_override):
     # All 8 KV heads on the one rank: twice the TP=2 per-node KV.
     assert fit.kv_one_seq_gib == 2.25
     assert math.isclose(fit.kv_room_gib, 101.15 - 65.3e9 / GIB - 3.0)
+
+
+def test_sparkops_variables_without_a_section_are_not_config_keys():
+    # scripts/test exports SPARKOPS_VLLM_VENV; it once broke every `inv` run under pytest.
+    from sparkops.config.layers import env_layer
+    layer = env_layer({"SPARKOPS_VLLM_VENV": "/opt/x", "SPARKOPS_CLUSTER": "sim",
+                       "SPARKOPS_SERVING__MAX_MODEL_LEN": "4096"})
+    assert layer.data == {"serving": {"max_model_len": 4096}}

@@ -20,8 +20,9 @@ from ..errors import ConfigError
 ENV_PREFIX = "SPARKOPS_"
 # Secrets also come from the variables their own tools read.
 SECRET_ENV = {"HF_TOKEN": ("secrets", "hf_token"), "VLLM_API_KEY": ("secrets", "api_key")}
-# SPARKOPS_* variables that select things rather than set config keys.
-NOT_CONFIG_ENV = {"SPARKOPS_PROFILE", "SPARKOPS_CLUSTER", "SPARKOPS_LOCAL", "SPARKOPS_HOME"}
+# Every config key lives in a section, so a config variable always holds "__"
+# (SPARKOPS_SERVING__MAX_MODEL_LEN); others (SPARKOPS_CLUSTER, SPARKOPS_LOCAL, the test
+# harness's SPARKOPS_VLLM_VENV, ...) select things and are not config.
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def env_layer(environ: Mapping[str, str]) -> Layer:
         if environ.get(name):
             set_path(data, f"{section}.{key}", environ[name], f"${name}")
     for name, raw in sorted(environ.items()):
-        if not name.startswith(ENV_PREFIX) or name in NOT_CONFIG_ENV:
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         dotted = name[len(ENV_PREFIX):].lower().replace("__", ".")
         value = raw if dotted.startswith("secrets.") else parse_value(raw)
