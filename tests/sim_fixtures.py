@@ -1,6 +1,6 @@
 """Fixtures for tests against the simulated cluster (sparkops.sim), for tests/conftest.py:
 
-    from sim_fixtures import sim_cluster, sim_docker, sim_cluster_factory  # noqa: F401
+    from sim_fixtures import monkeypatch_module, sim_cluster, sim_docker, sim_cluster_factory  # noqa: F401
 
 Mark such tests `@pytest.mark.cluster`. Without root or the tools they skip, except under
 CI=true, where the cluster is part of the contract and its absence fails the run.
@@ -49,6 +49,13 @@ def sim_docker(sim_cluster: SimCluster):
     sim_cluster.start_docker()
     sim_cluster.import_base_image()
     return sim_cluster
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    """A MonkeyPatch for module-scoped fixtures (e.g. SPARKOPS_LOCAL pointing at a sim override)."""
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
 
 
 @pytest.fixture

@@ -46,12 +46,6 @@ class Recorder(Progress):
 
 
 @pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as mp:
-        yield mp
-
-
-@pytest.fixture(scope="module")
 def ray_cfg(sim_cluster, vllm_venv, tmp_path_factory, monkeypatch_module):
     if not (vllm_venv / "bin" / "ray").exists():
         pytest.fail(f"no Ray in {vllm_venv}: `python3 -m sparkops.vllm_cpu --venv {vllm_venv} "

@@ -3,12 +3,14 @@
 import json
 import math
 import socket
+import time
 
 import pytest
 
 from sparkops.bench.client import BenchmarkError, arrival_offsets, run_benchmark
 from sparkops.bench.metrics import summarize
 from sparkops.bench.prompts import Prompt
+from sparkops.bench.records import BenchRun
 from sparkops.bench.synthetic_server import ServerConfig, SyntheticServer
 
 # Generous enough for a loaded CI runner (the server shares our process and GIL here);
@@ -40,6 +42,22 @@ def test_measured_ttft_and_itl_match_injected(server):
     assert run.warmup is not None and run.warmup.success
     # vLLM's role-only first chunk (sent with the first token) is a choice event
     assert all(r.text_events[0] is False and len(r.events_s) == 13 for r in run.records)
+
+
+def test_a_client_that_was_held_up_says_so(server):
+    """Chunks that arrive while the client's event loop is blocked are stamped late: the run
+    measures how long that was and warns, instead of reporting client delay as server latency."""
+    def slow_progress(done, total, rec):
+        if done == 1:
+            time.sleep(0.06)  # a 60 ms stall, as when another process hogs the CPU
+    run = run_benchmark(server.base_url, "m", prompts(4, 12), concurrency=2, timeout_s=10,
+                        progress=slow_progress)
+    s = summarize(run)
+    assert s["completed"] == 4
+    assert s["client_max_stall_ms"] >= 50
+    assert s["client_cpu_wait_ms"] is not None  # Linux schedstat
+    assert any("held up for as long as" in w and "client delay" in w for w in s["warnings"])
+    assert BenchRun.from_dict(json.loads(json.dumps(run.to_dict()))).client == run.client
 
 
 def test_role_chunk_sent_early_shows_the_ttft_pitfall(server):

@@ -23,12 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as mp:
-        yield mp
-
-
-@pytest.fixture(scope="module")
 def sim(sim_cluster, tmp_path_factory, monkeypatch_module):
     override = tmp_path_factory.mktemp("sim-check") / "sparkops.local.toml"
     monkeypatch_module.setenv("SPARKOPS_LOCAL", str(override))

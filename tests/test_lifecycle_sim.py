@@ -35,12 +35,6 @@ def sim(sim_cluster, vllm_venv, tmp_path_factory, monkeypatch_module):
     down(make(), progress=Silent())
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as mp:
-        yield mp
-
-
 def vllm_pids(cluster, names=("spark-a", "spark-b")) -> dict[str, list[int]]:
     out = {}
     for host in (cluster.host(n) for n in names):

@@ -29,6 +29,54 @@ TEXT_KEYS = ("content", "reasoning_content", "reasoning", "tool_calls")
 Progress = Callable[[int, int, RequestRecord], None]
 
 
+class StallWatch:
+    """How long the client itself was kept from running during a run.
+
+    A timestamp is only as good as the client's promptness: when the event loop is held up
+    (another process hogging the CPU, a slow callback), chunks wait in the socket buffer and
+    are stamped late, together. On a box where vLLM's spin-waiting threads share the cores
+    with the client this happened one run in three (TTFT x10, TPOT near 0). A 10 ms tick
+    measures the loop's worst delay; the kernel's schedstat (Linux) says how much of it was
+    spent runnable but without a CPU.
+    """
+
+    TICK_S = 0.01
+
+    def __init__(self):
+        self.max_stall_s, self.stalls, self._handle = 0.0, 0, None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wait0 = _cpu_wait_s()
+        self._due = self._loop.time() + self.TICK_S
+        self._handle = self._loop.call_at(self._due, self._tick)
+
+    def _tick(self) -> None:
+        late = self._loop.time() - self._due
+        if late > self.max_stall_s:
+            self.max_stall_s = late
+        self.stalls += late > self.TICK_S
+        self._due = self._loop.time() + self.TICK_S
+        self._handle = self._loop.call_at(self._due, self._tick)
+
+    def stop(self) -> dict:
+        if self._handle is not None:
+            self._handle.cancel()
+        wait1 = _cpu_wait_s()
+        cpu_wait = None if wait1 is None or self._wait0 is None else wait1 - self._wait0
+        return {"max_stall_ms": round(self.max_stall_s * 1000, 3), "stalls_over_10ms": self.stalls,
+                "cpu_wait_ms": None if cpu_wait is None else round(cpu_wait * 1000, 3)}
+
+
+def _cpu_wait_s() -> float | None:
+    """Seconds this thread has spent runnable but not running (Linux schedstat), or None."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class BenchmarkError(RuntimeError):
     """The run could not start (e.g. the warm-up request failed)."""
 
@@ -248,6 +296,8 @@ async def arun_benchmark(
         gc.freeze()
         try:
             started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            watch = StallWatch()
+            watch.start()
             t0 = time.perf_counter()
             tasks = []
             for rec, req, offset in zip(records, reqs, offsets):
@@ -258,12 +308,13 @@ async def arun_benchmark(
                 tasks.append(asyncio.create_task(one(rec, req)))
             await asyncio.gather(*tasks)
             duration = time.perf_counter() - t0
+            client = watch.stop()
         finally:
             gc.unfreeze()
     finally:
         pool.close()
     return BenchRun(settings=settings, records=records, duration_s=duration, t0_perf=t0,
-                    started_at=started_at, warmup=warm_rec)
+                    started_at=started_at, warmup=warm_rec, client=client)
 
 
 def run_benchmark(base_url: str, model: str, prompts: Sequence[Prompt], **kwargs) -> BenchRun:

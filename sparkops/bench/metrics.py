@@ -16,6 +16,9 @@ from typing import Any
 from sparkops.bench.records import BenchRun, RequestRecord
 
 DEFAULT_PERCENTILES = (50, 90, 95, 99)
+# A client event-loop stall this long (or longer) is reported: it delays every timestamp taken
+# meanwhile by up to as much, which is several ITLs on a fast server.
+STALL_WARN_MS = 10.0
 SLO_NAMES = ("ttft", "tpot", "e2el")
 
 
@@ -207,6 +210,9 @@ def summarize(
         # serve.py's names for the same quantity, reported only with a concurrency cap.
         result |= _family("client_queue_time", queue, (99,))
 
+    client = run.client or {}
+    result["client_max_stall_ms"] = client.get("max_stall_ms")
+    result["client_cpu_wait_ms"] = client.get("cpu_wait_ms")
     result["slos_ms"] = slos or None
     result["error_counts"] = dict(Counter(_error_kind(r.error) for r in failed))
     result["errors"] = [f"#{r.index} {r.prompt_id}: {r.error}" for r in failed[:max_errors]]
@@ -220,6 +226,15 @@ def _warnings(run: BenchRun, ok: list[RequestRecord], failed: list[RequestRecord
         notes.append(f"{len(failed)} of {len(run.records)} requests failed; see errors")
     if not ok:
         notes.append("no request succeeded: every latency metric is null")
+    stall = (run.client or {}).get("max_stall_ms")
+    if stall is not None and stall >= STALL_WARN_MS:
+        wait = run.client.get("cpu_wait_ms")
+        why = f" ({wait:.0f} ms in all spent waiting for a CPU)" if wait else ""
+        notes.append(
+            f"the benchmark client was held up for as long as {stall:.0f} ms during the run{why}: "
+            "chunks that arrived meanwhile were timestamped late, so TTFT, ITL and TPOT include "
+            "client delay. Re-run where the client has a CPU core to itself (on a small machine "
+            "the server's spin-waiting threads take them all)")
     no_usage = sum(r.completion_tokens is None for r in ok)
     if no_usage:
         notes.append(

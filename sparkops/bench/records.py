@@ -60,6 +60,9 @@ class BenchRun:
     t0_perf: float = 0.0
     started_at: str = ""
     warmup: RequestRecord | None = None
+    # The client's own health during the run (StallWatch): max_stall_ms, stalls_over_10ms,
+    # cpu_wait_ms. Empty for runs recorded before it existed or by another client.
+    client: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +72,7 @@ class BenchRun:
             "t0_perf": self.t0_perf,
             "started_at": self.started_at,
             "warmup": self.warmup.to_dict() if self.warmup else None,
+            "client": dict(self.client),
         }
 
     @classmethod
@@ -81,4 +85,5 @@ class BenchRun:
             t0_perf=data.get("t0_perf", 0.0),
             started_at=data.get("started_at", ""),
             warmup=RequestRecord.from_dict(warmup) if warmup else None,
+            client=dict(data.get("client") or {}),
         )
