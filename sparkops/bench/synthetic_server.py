@@ -9,6 +9,10 @@ Per-request behaviour comes from a directive anywhere in the prompt text, e.g.
 `[[sparkops: fault=error_event at=3 ttft_ms=20 itl_ms=5 tokens=10 role=immediate]]`;
 faults: http500, error_event, stall (goes silent), drop (closes the socket mid-stream).
 Run `python -m sparkops.bench.synthetic_server --ttft-ms 50 --itl-ms 10` for a standalone one.
+
+`--workers N` forks N processes sharing the port (SO_REUSEPORT; the kernel spreads the
+connections): at hundreds of concurrent streams one Python process is itself late, and its
+lateness would be charged to the client under test. Workers then record to files.
 """
 
 from __future__ import annotations
@@ -19,12 +23,17 @@ import functools
 import json
 import os
 import re
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 DIRECTIVE = re.compile(r"\[\[sparkops:([^\]]*)\]\]")
 FAULTS = ("http500", "error_event", "stall", "drop")
@@ -223,8 +232,9 @@ class _Protocol(asyncio.Protocol):
 
 
 class SyntheticServerCore:
-    def __init__(self, config: ServerConfig):
+    def __init__(self, config: ServerConfig, *, id_prefix: str = "cmpl-", records_file=None):
         self.config, self.records, self.count = config, [], 0
+        self.id_prefix, self.records_file = id_prefix, records_file
 
     def handle(self, proto: _Protocol, method: str, path: str, raw: bytes, now: float) -> None:
         if method == "GET" and path == "/v1/models":
@@ -249,13 +259,17 @@ class SyntheticServerCore:
                 "message": "synthetic server failure", "type": "InternalServerError", "code": 500}})
         proto.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                               b"transfer-encoding: chunked\r\n\r\n")
-        proto.stream = _Stream(proto, cfg, body, chat, f"cmpl-{self.count}", now)
+        proto.stream = _Stream(proto, cfg, body, chat, f"{self.id_prefix}{self.count}", now)
         proto.stream.start(asyncio.get_running_loop())
 
     def done(self, s: _Stream) -> None:
         if s.cfg.record:
-            self.records.append({"id": s.rid, "recv": s.t_recv, "writes": s.writes,
-                                 "ttft_s": s.cfg.ttft_s, "itl_s": s.cfg.itl_s})
+            rec = {"id": s.rid, "recv": s.t_recv, "writes": s.writes,
+                   "ttft_s": s.cfg.ttft_s, "itl_s": s.cfg.itl_s}
+            if self.records_file is not None:
+                self.records_file.write(json.dumps(rec) + "\n")
+            else:
+                self.records.append(rec)
 
 
 class SyntheticServer:
@@ -266,11 +280,14 @@ class SyntheticServer:
     """
 
     def __init__(self, config: ServerConfig | None = None, *, process: bool = False,
-                 cpus: set[int] | None = None):
+                 cpus: set[int] | None = None, workers: int = 1):
+        if workers > 1 and not process:
+            raise ValueError("workers > 1 needs process=True")
         self.config = config or ServerConfig()
-        self.process, self.cpus = process, cpus
+        self.process, self.cpus, self.workers = process, cpus, workers
         self.port = 0
-        self._loop = self._thread = self._proc = self._core = None
+        self._loop = self._thread = self._proc = self._core = self._records_dir = None
+        self._read: dict[Path, int] = {}  # records file -> bytes already returned
 
     @property
     def base_url(self) -> str:
@@ -287,7 +304,11 @@ class SyntheticServer:
         if self.process:
             cmd = [sys.executable, "-m", "sparkops.bench.synthetic_server", "--port", "0",
                    "--config-json", json.dumps(asdict(self.config))]
-            self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+            if self.workers > 1:
+                self._records_dir = tempfile.mkdtemp(prefix="synthetic-records-")
+                cmd += ["--workers", str(self.workers), "--records-dir", self._records_dir]
+            # Its own session: stop() signals the workers too.
+            self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
             if self.cpus:
                 os.sched_setaffinity(self._proc.pid, self.cpus)
             line = self._proc.stdout.readline()
@@ -316,14 +337,30 @@ class SyntheticServer:
 
     def records(self) -> list[dict]:
         """Server-side timings of completed streams since the last call (then cleared)."""
+        if self._records_dir is not None:
+            out = []
+            for path in sorted(Path(self._records_dir).glob("*.jsonl")):
+                with open(path, "rb") as f:  # each worker appends whole lines to its own file
+                    f.seek(self._read.get(path, 0))
+                    data = f.read()
+                done = data.rfind(b"\n") + 1
+                self._read[path] = self._read.get(path, 0) + done
+                out += [json.loads(line) for line in data[:done].splitlines() if line]
+            return out
         with urllib.request.urlopen(self.base_url + "/sparkops/records", timeout=30) as r:
             return json.load(r)
 
     def stop(self) -> None:
         if self._proc is not None:
-            self._proc.terminate()
+            try:
+                os.killpg(self._proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
             self._proc.wait(timeout=10)
             self._proc = None
+        if self._records_dir is not None:
+            shutil.rmtree(self._records_dir, ignore_errors=True)
+            self._records_dir = None
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
@@ -336,6 +373,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ttft-ms", type=float, help="time to first token")
     ap.add_argument("--itl-ms", type=float, help="gap between tokens")
     ap.add_argument("--config-json", help="a full ServerConfig as JSON")
+    ap.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    ap.add_argument("--records-dir", help="with --workers: where each worker appends its records")
     args = ap.parse_args(argv)
     cfg = ServerConfig(**json.loads(args.config_json)) if args.config_json else ServerConfig()
     if args.ttft_ms is not None:
@@ -343,11 +382,28 @@ def main(argv: list[str] | None = None) -> None:
     if args.itl_ms is not None:
         cfg = replace(cfg, itl_s=args.itl_ms / 1000)
 
+    port, worker, reuse = args.port, 0, args.workers > 1
+    if reuse:
+        # Reserve a port for all workers; this socket never listens, so gets no connections.
+        holder = socket.socket()
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", port))
+        port = holder.getsockname()[1]
+        for i in range(1, args.workers):
+            if os.fork() == 0:
+                worker = i
+                break
+    records = None
+    if reuse and args.records_dir:
+        records = open(Path(args.records_dir) / f"{worker}.jsonl", "a", buffering=1)  # noqa: SIM115
+
     async def serve():
-        core = SyntheticServerCore(cfg)
+        core = SyntheticServerCore(cfg, id_prefix=f"cmpl-{worker}-" if reuse else "cmpl-",
+                                   records_file=records)
         srv = await asyncio.get_running_loop().create_server(
-            lambda: _Protocol(core), "127.0.0.1", args.port, backlog=4096)
-        print(f"PORT {srv.sockets[0].getsockname()[1]}", flush=True)
+            lambda: _Protocol(core), "127.0.0.1", port, backlog=4096, reuse_port=reuse or None)
+        if worker == 0:
+            print(f"PORT {srv.sockets[0].getsockname()[1]}", flush=True)
         await srv.serve_forever()
 
     try:
