@@ -3,8 +3,9 @@
 Why not aiohttp (which vLLM's client uses): there a chunk is timestamped only when the
 request's task resumes, after every task woken earlier has parsed its JSON. With 256 streams
 receiving a token in the same engine step, the last one is stamped ~9 ms late on one core.
-Here `data_received` stamps the bytes as the event loop reads them, before any parsing, and
-keeps only the raw `data:` payloads; JSON is parsed after the stream ends.
+Here `data_received` only stamps the bytes as the event loop reads them and queues them; HTTP
+framing and SSE lines are parsed in a callback after every socket of that poll is stamped, and
+the `data:` payloads go to the caller, which parses the JSON.
 Supports http and https, keep-alive, chunked and Content-Length bodies; no proxies.
 """
 
@@ -42,13 +43,16 @@ class _Conn(asyncio.Protocol):
         self.res, self.fut = res, fut
         self.buf, self.lines = bytearray(), bytearray()
         self.pending: list[tuple[float, bytes]] = []
+        self.inbox: list[tuple[float, bytes]] = []
         self.state, self.left, self.keep_alive = "head", 0, True
 
     def connection_made(self, transport):
         self.transport = transport
+        self.inbox = []
 
     def connection_lost(self, exc):
         self.closed = True
+        self._drain()
         if self.res is not None:
             if self.state == "until_close":
                 self._finish()
@@ -57,16 +61,29 @@ class _Conn(asyncio.Protocol):
                 self._finish(f"connection dropped: mid-response ({why})")
 
     def data_received(self, data):
-        now = time.perf_counter()
-        if self.res is None:
-            return
-        self.res.received += len(data)
-        self.buf += data
-        try:
-            self._parse(now)
-        except ValueError as e:
-            self.transport.abort()
-            self._finish(f"bad HTTP response: {e}")
+        # Only stamp and keep: the event loop calls this for every socket that was readable
+        # in one poll, in turn, so any work here delays the stamps of the sockets after it
+        # (256 streams receiving a token in the same engine step). Parsing runs in _drain,
+        # after every socket of this poll has been stamped.
+        self.inbox.append((time.perf_counter(), data))
+        if len(self.inbox) == 1:
+            asyncio.get_running_loop().call_soon(self._drain)
+
+    def _drain(self) -> None:
+        inbox, self.inbox = self.inbox, []
+        for now, data in inbox:
+            if self.res is None:
+                return
+            self.res.received += len(data)
+            self.buf += data
+            try:
+                self._parse(now)
+            except ValueError as e:
+                self.transport.abort()
+                self._finish(f"bad HTTP response: {e}")
+                return
+        if self.res is not None:
+            self._flush(self.res)
 
     def _parse(self, now: float) -> None:
         buf = self.buf
@@ -144,12 +161,9 @@ class _Conn(asyncio.Protocol):
             return
         *complete, rest = self.lines.split(b"\n")
         self.lines = bytearray(rest)
-        had = bool(self.pending)
         for line in complete:
             if line.startswith(b"data:"):
                 self.pending.append((now, bytes(line[5:]).strip()))
-        if self.pending and not had:
-            asyncio.get_running_loop().call_soon(self._flush, res)
 
     def _flush(self, res: Response) -> None:
         if res is self.res and self.pending:
