@@ -313,6 +313,9 @@ async def arun_benchmark(
             gc.unfreeze()
     finally:
         pool.close()
+    # Kernel receive times (the norm on Linux over http) are immune to the client's own
+    # delays; event-loop stamps are not, which is when StallWatch's warning matters most.
+    client["timestamps"] = pool.stamp_source()
     return BenchRun(settings=settings, records=records, duration_s=duration, t0_perf=t0,
                     started_at=started_at, warmup=warm_rec, client=client)
 

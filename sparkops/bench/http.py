@@ -1,24 +1,48 @@
-"""A minimal HTTP/1.1 client for streaming POSTs, built on asyncio protocols.
+"""A minimal HTTP/1.1 client for streaming POSTs, built on asyncio.
 
 Why not aiohttp (which vLLM's client uses): there a chunk is timestamped only when the
 request's task resumes, after every task woken earlier has parsed its JSON. With 256 streams
 receiving a token in the same engine step, the last one is stamped ~9 ms late on one core.
-Here `data_received` only stamps the bytes as the event loop reads them and queues them; HTTP
-framing and SSE lines are parsed in a callback after every socket of that poll is stamped, and
-the `data:` payloads go to the caller, which parses the JSON.
+
+Here, on plain http and Linux, every read comes with the kernel's receive timestamp
+(SO_TIMESTAMPNS via recvmsg): when the last skb of that read arrived, whatever the event loop
+was doing, however many sockets it served first. Elsewhere (https, or no timestamp)
+`data_received` stamps the bytes as the loop reads them. Either way HTTP framing and SSE lines
+are parsed in a callback after every socket of that poll is stamped, and the `data:` payloads
+go to the caller, which parses the JSON.
 Supports http and https, keep-alive, chunked and Content-Length bodies; no proxies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
+import struct
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 MAX_ERROR_BODY = 4096
+# asm-generic value (x86-64, arm64); Python's socket module does not name it. The cmsg carries
+# a struct timespec of CLOCK_REALTIME (two longs on 64-bit Linux).
+SO_TIMESTAMPNS = 35
+_TS_ANC = socket.CMSG_SPACE(16)
+READ_SIZE = 256 * 1024
+
+
+def _realtime_offset() -> float:
+    """time.time() - time.perf_counter(), from the closest of a few paired readings."""
+    best = None
+    for _ in range(5):
+        a = time.perf_counter()
+        r = time.time()
+        b = time.perf_counter()
+        if best is None or b - a < best[0]:
+            best = (b - a, r - (a + b) / 2)
+    return best[1]
 
 
 @dataclass
@@ -60,12 +84,12 @@ class _Conn(asyncio.Protocol):
                 why = f"{type(exc).__name__}: {exc}" if exc else "closed by server"
                 self._finish(f"connection dropped: mid-response ({why})")
 
-    def data_received(self, data):
+    def data_received(self, data, stamp: float | None = None):
         # Only stamp and keep: the event loop calls this for every socket that was readable
         # in one poll, in turn, so any work here delays the stamps of the sockets after it
         # (256 streams receiving a token in the same engine step). Parsing runs in _drain,
         # after every socket of this poll has been stamped.
-        self.inbox.append((time.perf_counter(), data))
+        self.inbox.append((stamp or time.perf_counter(), data))
         if len(self.inbox) == 1:
             asyncio.get_running_loop().call_soon(self._drain)
 
@@ -185,6 +209,91 @@ class _Conn(asyncio.Protocol):
             self.transport.close()
 
 
+class _StampedSocket:
+    """The part of asyncio.Transport that _Conn uses, over a non-blocking TCP socket read with
+    recvmsg, so that each read carries the kernel's receive time (see the module doc)."""
+
+    def __init__(self, loop, sock: socket.socket, conn: _Conn, offset: float):
+        self.loop, self.sock, self.conn, self.offset = loop, sock, conn, offset
+        self.out = bytearray()
+        self.kernel_stamps = self.reads = 0
+        self._closing = False
+        loop.add_reader(sock.fileno(), self._read_ready)
+
+    def _read_ready(self) -> None:
+        try:
+            data, anc, _flags, _addr = self.sock.recvmsg(READ_SIZE, _TS_ANC)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lose(exc)
+            return
+        if not data:
+            self._lose(None)
+            return
+        now = time.perf_counter()
+        stamp = now
+        for level, kind, payload in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= 16:
+                sec, nsec = struct.unpack("qq", payload[:16])
+                kernel = sec + nsec / 1e9 - self.offset
+                if now - 5.0 < kernel <= now:  # a wall-clock step since the offset: use ours
+                    stamp = kernel
+                    self.kernel_stamps += 1
+        self.reads += 1
+        self.conn.data_received(data, stamp)
+
+    def write(self, data: bytes) -> None:
+        if self._closing:
+            return
+        if not self.out:
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self._lose(exc)
+                return
+            data = data[sent:]
+            if not data:
+                return
+            self.loop.add_writer(self.sock.fileno(), self._write_ready)
+        self.out += data
+
+    def _write_ready(self) -> None:
+        try:
+            sent = self.sock.send(self.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lose(exc)
+            return
+        del self.out[:sent]
+        if not self.out:
+            self.loop.remove_writer(self.sock.fileno())
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        self._lose(None)
+
+    def abort(self) -> None:
+        self._lose(None)
+
+    def _lose(self, exc) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self.conn.closed = True  # at once: the pool must not hand out a closing connection
+        self.conn.pool.kernel_stamps += self.kernel_stamps
+        self.conn.pool.reads += self.reads
+        self.loop.remove_reader(self.sock.fileno())
+        self.loop.remove_writer(self.sock.fileno())
+        self.sock.close()
+        self.loop.call_soon(self.conn.connection_lost, exc)
+
+
 class Pool:
     """Keep-alive connections to one origin. Unbounded: callers cap concurrency."""
 
@@ -199,6 +308,9 @@ class Pool:
         self.host_header = self.host if default else f"{self.host}:{self.port}"
         self.prefix = u.path.rstrip("/")
         self.idle: list[_Conn] = []
+        # Reads that carried a kernel receive timestamp, of all reads (closed connections).
+        self.kernel_stamps = self.reads = 0
+        self._offset = _realtime_offset()
 
     async def prewarm(self, n: int) -> None:
         """Open up to n idle connections now, so that a burst of requests does not pay for
@@ -210,9 +322,30 @@ class Pool:
 
     async def _connect(self) -> _Conn:
         loop = asyncio.get_running_loop()
+        if self.ssl is None and sys.platform == "linux":
+            return await self._connect_stamped(loop)
         _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port,
                                                ssl=self.ssl)
         return conn
+
+    async def _connect_stamped(self, loop) -> _Conn:
+        infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        err: OSError | None = None
+        for family, type_, proto, _, addr in infos:
+            sock = socket.socket(family, type_, proto)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                await loop.sock_connect(sock, addr)
+            except OSError as exc:
+                sock.close()
+                err = exc
+                continue
+            conn = _Conn(self)
+            conn.connection_made(_StampedSocket(loop, sock, conn, self._offset))
+            return conn
+        raise err or OSError(f"cannot resolve {self.host}")
 
     def release(self, conn: _Conn) -> None:
         self.idle.append(conn)
@@ -262,6 +395,13 @@ class Pool:
             if not conn.closed:
                 conn.transport.close()
         self.idle.clear()
+
+    def stamp_source(self) -> str:
+        """What timestamped the chunks: "kernel" (every read carried the receive time),
+        "event loop", or "mixed" (some reads had none). Call after close()."""
+        if self.reads and self.kernel_stamps == self.reads:
+            return "kernel"
+        return "mixed" if self.kernel_stamps else "event loop"
 
 
 def _expire(fut: asyncio.Future) -> None:

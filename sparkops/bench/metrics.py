@@ -230,11 +230,16 @@ def _warnings(run: BenchRun, ok: list[RequestRecord], failed: list[RequestRecord
     if stall is not None and stall >= STALL_WARN_MS:
         wait = run.client.get("cpu_wait_ms")
         why = f" ({wait:.0f} ms in all spent waiting for a CPU)" if wait else ""
+        if run.client.get("timestamps") == "kernel":
+            effect = ("chunk times come from the kernel and are unaffected, but requests were "
+                      "sent late meanwhile, so throughput may be understated")
+        else:
+            effect = ("chunks that arrived meanwhile were timestamped late, so TTFT, ITL and "
+                      "TPOT include client delay, and throughput may be understated")
         notes.append(
             f"the benchmark client was held up for as long as {stall:.0f} ms during the run{why}: "
-            "chunks that arrived meanwhile were timestamped late, so TTFT, ITL and TPOT include "
-            "client delay. Re-run where the client has a CPU core to itself (on a small machine "
-            "the server's spin-waiting threads take them all)")
+            f"{effect}. Re-run where the client has a CPU core to itself (on a small machine "
+            "the server's spin-waiting threads can take them all)")
     no_usage = sum(r.completion_tokens is None for r in ok)
     if no_usage:
         notes.append(
