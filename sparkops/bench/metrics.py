@@ -213,6 +213,7 @@ def summarize(
     client = run.client or {}
     result["client_max_stall_ms"] = client.get("max_stall_ms")
     result["client_cpu_wait_ms"] = client.get("cpu_wait_ms")
+    result["client_timestamps"] = client.get("timestamps")  # "kernel", "event loop", "mixed"
     result["slos_ms"] = slos or None
     result["error_counts"] = dict(Counter(_error_kind(r.error) for r in failed))
     result["errors"] = [f"#{r.index} {r.prompt_id}: {r.error}" for r in failed[:max_errors]]
