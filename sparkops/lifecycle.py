@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from .apply import apply, run_step_on_nodes
 from .config import Config
+from .checks.deploy import model_problem
 from .config.memfit import nodes_needed
 from .errors import ConnectError, SparkopsError
 from .facts.gather import facts_from_sections, model_dir_name
@@ -110,7 +111,9 @@ def up(cfg: Config, *, replace: bool = False, progress: Progress, sync_model: bo
             progress.say("stopping the current deployment first")
             stop(cfg, group, facts, progress)
             facts, down = gather(cfg, group)
-        if sync_model and any(facts[n].model_present is False for n in needed):
+        if sync_model and any(facts[n].model_present is False
+                              or model_problem(facts[n], facts[needed[0]], n == needed[0])
+                              for n in needed):
             from .models.sync import ensure_model
             ensure_model(cfg, group, facts, progress)
             facts, down = gather(cfg, group)

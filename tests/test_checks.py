@@ -18,6 +18,7 @@ import pytest
 from sparkops.checks import deploy, logs, nccl, network, quick, reach
 from sparkops.checks.render import markdown, table, write_report
 from sparkops.checks.result import CLUSTER, Check, worst
+from sparkops.facts.types import ModelBlobs
 from sparkops.checks.runner import CheckReport
 from sparkops.config import load_config
 from sparkops.errors import ConnectError
@@ -309,6 +310,31 @@ def test_model_missing_on_the_worker_suggests_sync():
                           "--profile gpt-oss-120b")
     missing = only(checks, "model", "spark-2")
     assert missing.status == "fail" and missing.fix.startswith("`inv sync --profile gpt-oss-120b`")
+
+
+def test_partly_synced_worker_and_unfinished_download_fail_with_their_fix():
+    """config.json alone is not a whole model: a sync cut short leaves fewer bytes on the worker
+    than on the head, a download cut short leaves `*.incomplete` files."""
+    cfg = configure()
+    whole = ModelBlobs(files=19, bytes=65_250_000_000, incomplete=0)
+    facts = spark_facts(cfg, **{"spark-1": {"model_blobs": whole},
+                                "spark-2": {"model_blobs": ModelBlobs(12, 41_000_000_000, 0)}})
+    checks = deploy.model(cfg, ctxs_of(cfg, facts), "--profile gpt-oss-120b")
+    assert only(checks, "model", "spark-1").status == "ok"
+    partial = only(checks, "model", "spark-2")
+    assert partial.status == "fail" and "only partly synced: 41.00 GB of the head's 65.25 GB (12 of 19 files)" in partial.message
+    assert partial.fix.startswith("`inv sync --profile gpt-oss-120b`")
+
+    facts = spark_facts(cfg, **{"spark-1": {"model_blobs": ModelBlobs(19, 60_000_000_000, 2)},
+                                "spark-2": {"model_blobs": whole}})
+    checks = deploy.model(cfg, ctxs_of(cfg, facts), "--profile gpt-oss-120b")
+    unfinished = only(checks, "model", "spark-1")
+    assert unfinished.status == "fail" and "download is unfinished: 2 partial file(s)" in unfinished.message
+    assert unfinished.fix == "`inv download --profile gpt-oss-120b`"
+    assert only(checks, "model", "spark-2").status == "ok"  # more bytes than the head: not partial
+
+    facts = spark_facts(cfg, **{"spark-1": {"model_blobs": whole}, "spark-2": {"model_blobs": whole}})
+    assert all(c.status == "ok" for c in deploy.model(cfg, ctxs_of(cfg, facts), "--profile x"))
 
 
 def test_preflight_uses_the_same_checks_and_reports_warn_and_fail():

@@ -16,7 +16,9 @@ from conftest import skip_or_fail
 from sparkops.config import load_config
 from sparkops.errors import SparkopsError
 from sparkops.facts.gather import model_dir_name
-from sparkops.lifecycle import down, up
+from sparkops.checks import deploy
+from sparkops.lifecycle import connect, down, gather, up
+from sparkops.plan import contexts
 from sparkops.models.sync import sync
 from sparkops.progress import Silent
 from sparkops.sim.model import REPO, make_synthetic_model
@@ -105,6 +107,33 @@ def test_flipped_byte_truncation_and_deletion_are_repaired_exactly(sim, sim_clus
     assert node.sent_bytes < size // 2 + deleted.stat().st_size + 1  # the truncated one resumed
     assert link.is_symlink() and link.resolve().is_file()
     assert sync(sim(), Silent(), full=True).nodes[0].copied_files == 0  # every byte re-hashed: equal
+
+
+def test_preflight_fails_a_partly_synced_worker_before_vllm_would(sim, sim_cluster):
+    """config.json is there, a shard is cut short: the size fact read before every `up` says
+    so (names the node and the sizes, suggests sync); after a sync the check passes."""
+    cfg = sim()
+    sync(cfg, Silent())
+    truncated = blob(sim_cluster, "model-00021-of-00100.safetensors")
+    size = truncated.stat().st_size
+    with open(truncated, "r+b") as handle:
+        handle.truncate(size - 1000)
+
+    def model_checks():
+        group = connect(cfg)
+        try:
+            facts, down_ = gather(cfg, group)
+        finally:
+            group.close()
+        assert not down_
+        return {c.node: c for c in deploy.model(cfg, contexts(cfg, facts, all_nodes=True), "--profile smoke")}
+    found = model_checks()
+    assert found["spark-a"].status == "ok"
+    assert found["spark-b"].status == "fail" and "only partly synced" in found["spark-b"].message
+    assert found["spark-b"].evidence["blob_bytes"] == found["spark-a"].evidence["blob_bytes"] - 1000
+    assert found["spark-b"].fix.startswith("`inv sync --profile smoke`")
+    sync(cfg, Silent())
+    assert model_checks()["spark-b"].status == "ok"
 
 
 def test_interrupted_copy_resumes_and_ends_verified(sim, sim_cluster):

@@ -19,6 +19,7 @@ from sparkops.facts import probe
 from sparkops.facts.gather import facts_from_sections, model_dir_name, parse_ss_listen
 from sparkops.facts.parsers import parse_meminfo
 from sparkops.facts.roce import select_roce
+from sparkops.facts.types import ModelBlobs
 
 DATA = Path(__file__).parent / "data" / "facts"
 
@@ -35,6 +36,10 @@ def local_probe(tmp_path):
     snapshot = hf_home / "hub" / model_dir_name("example/tiny") / "snapshots" / "0123abc"
     snapshot.mkdir(parents=True)
     (snapshot / "config.json").write_text("{}")
+    blobs = snapshot.parent.parent / "blobs"
+    blobs.mkdir()
+    (blobs / "aaa").write_bytes(b"x" * 1000)
+    (blobs / "bbb.incomplete").write_bytes(b"x" * 24)  # a download cut short
     with socket.socket() as listener:  # a port the probe must report as in use
         listener.bind(("127.0.0.1", 0))
         listener.listen()
@@ -71,6 +76,7 @@ def test_facts_from_the_local_probe(local_probe):
     assert 0 < facts.memory.available_bytes <= facts.memory.total_bytes
     assert facts.disk.total_bytes > 0  # df walked up from the hf_home/hub path
     assert facts.model_present is True
+    assert facts.model_blobs == ModelBlobs(files=2, bytes=1024, incomplete=1)
     assert port in facts.ports_in_use
     assert abs(facts.clock - time.time()) < 60
     assert not {"hostname", "ip", "meminfo"} & facts.errors.keys()
@@ -123,6 +129,7 @@ def spark_probe_output() -> str:
         section("vllm", "", 1),
         section("model", "/home/ubuntu/.cache/huggingface/hub/models--openai--gpt-oss-120b/"
                          "snapshots/b5c939de8f754692c1647ca79fbf85e8c1e70f8a/config.json"),
+        section("model-blobs", "24 65264381036 0"),
     ])
 
 
@@ -153,6 +160,7 @@ def test_facts_of_a_spark_from_recorded_output():
     assert facts.docker_runtimes == ("io.containerd.runc.v2", "nvidia", "runc")
     assert facts.image_id is None and facts.vllm_version is None
     assert facts.model_present is True
+    assert facts.model_blobs == ModelBlobs(files=24, bytes=65264381036, incomplete=0)
     assert facts.ports_in_use == (22,)
     assert facts.clock == 1778000000.25
     # And the planner's choice from them: the plain interface, both twins, no common GID index.

@@ -8,20 +8,46 @@ from ..plan.context import NodeContext
 from .result import CLUSTER, FAIL, OK, WARN, Check
 
 
+def model_problem(facts, head_facts, is_head: bool) -> str | None:
+    """Why a node's copy of the model, though its config.json is there, is not whole: partial
+    downloads on the head, or fewer bytes on a worker than on the head (a sync cut short).
+    None when whole or when the facts cannot tell. `sync` verifies content; this is the cheap
+    size check that runs before every `up`."""
+    blobs = facts.model_blobs
+    if not facts.model_present or blobs is None:
+        return None
+    if blobs.incomplete:
+        what = "download" if is_head else "copy"
+        return f"its {what} is unfinished: {blobs.incomplete} partial file(s) in blobs/"
+    head = head_facts.model_blobs if head_facts is not None else None
+    if not is_head and head is not None and blobs.bytes < head.bytes:
+        return (f"it is only partly synced: {_size(blobs.bytes)} of the head's {_size(head.bytes)} "
+                f"({blobs.files} of {head.files} files)")
+    return None
+
+
 def model(cfg: Config, ctxs: list[NodeContext], profile_flag: str) -> list[Check]:
     repo = cfg.model["repo"]
+    head = next((c.facts for c in ctxs if c.is_head), None)
     out = []
     for c in ctxs:
         present = c.facts.model_present
-        if present is False:
+        evidence = {"repo": repo, "hf_home": c.hf_home}
+        if c.facts.model_blobs is not None:
+            evidence |= {"blob_files": c.facts.model_blobs.files, "blob_bytes": c.facts.model_blobs.bytes}
+        problem = model_problem(c.facts, head, c.is_head)
+        if present is False or problem:
             fix = (f"`inv sync {profile_flag}` copies it from the head (`inv download {profile_flag}` "
                    "first if the head lacks it too)" if not c.is_head else f"`inv download {profile_flag}`")
-            out.append(Check("model", "deploy", c.name, FAIL, f"model {repo} is not in {c.hf_home}",
-                             {"repo": repo, "hf_home": c.hf_home}, fix))
+            text = f"model {repo} is not in {c.hf_home}" if present is False else f"model {repo}: {problem}"
+            out.append(Check("model", "deploy", c.name, FAIL, text, evidence, fix))
         elif present:
-            out.append(Check("model", "deploy", c.name, OK, f"{repo} is in {c.hf_home}",
-                             {"repo": repo, "hf_home": c.hf_home}))
+            out.append(Check("model", "deploy", c.name, OK, f"{repo} is in {c.hf_home}", evidence))
     return out
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def memory_fit(cfg: Config, ctxs: list[NodeContext]) -> list[Check]:

@@ -57,5 +57,6 @@ def facts_from_sections(node: str, sections: dict[str, tuple[int, str]]) -> Node
         docker_version=ok("docker-version"), docker_runtimes=docker_runtimes,
         vllm_version=ok("vllm"), image_id=ok("image-id"),
         model_present=sections.get("model", (1, ""))[0] == 0,
+        model_blobs=parsed("model-blobs", parsers.parse_model_blobs),
         ports_in_use=parsed("ports", parse_ss_listen, ()),
         clock=parsed("clock", float), errors=errors)

@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .types import DiskFree, Gpu, Interface, MemInfo, RoceLink
+from .types import DiskFree, Gpu, Interface, MemInfo, ModelBlobs, RoceLink
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class NodeFacts:
     vllm_version: str | None = None  # native runtime: vLLM in the cluster's virtualenv
     image_id: str | None = None
     model_present: bool | None = None
+    model_blobs: ModelBlobs | None = None
     ports_in_use: tuple[int, ...] = ()
     clock: float | None = None  # the node's epoch time when facts were read
     errors: dict[str, str] = field(default_factory=dict)  # fact name -> why it could not be read
@@ -47,6 +48,8 @@ class NodeFacts:
             data["memory"] = MemInfo(**data["memory"])
         if data.get("disk"):
             data["disk"] = DiskFree(**data["disk"])
+        if data.get("model_blobs"):
+            data["model_blobs"] = ModelBlobs(**data["model_blobs"])
         for key in ("docker_runtimes", "ports_in_use"):
             data[key] = tuple(data.get(key, ()))
         return cls(**data)

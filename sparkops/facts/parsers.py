@@ -12,7 +12,7 @@ import ipaddress
 import json
 import re
 
-from sparkops.facts.types import DiskFree, Gpu, Interface, MemInfo, RoceLink
+from sparkops.facts.types import DiskFree, Gpu, Interface, MemInfo, ModelBlobs, RoceLink
 
 # --- nvidia-smi -------------------------------------------------------------
 
@@ -265,6 +265,15 @@ def df_argv(path: str) -> list[str]:
 
 
 _DF_LINE = re.compile(r"^(.*?)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+%|-)\s+(.+)$")
+
+
+def parse_model_blobs(text: str) -> ModelBlobs:
+    """Parse the probe's `FILES BYTES INCOMPLETE` line for the model's blobs/ folder."""
+    parts = text.split()
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"model blobs: expected 'files bytes incomplete', got {text.strip()[:80]!r}")
+    files, size, incomplete = map(int, parts)
+    return ModelBlobs(files=files, bytes=size, incomplete=incomplete)
 
 
 def parse_df(text: str) -> DiskFree:

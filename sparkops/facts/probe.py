@@ -34,6 +34,10 @@ _SECTIONS = {
     "vllm": '[ "$5" = native ] && "$3/bin/python" -c '
             '"import importlib.metadata as m; print(m.version(\'vllm\'))"',
     "model": 'ls -d "$1/hub/$2"/snapshots/*/config.json',
+    # Files, bytes and partial downloads under blobs/: a worker with fewer bytes than the
+    # head is partly synced, though its config.json is there.
+    "model-blobs": 'd="$1/hub/$2/blobs"; [ -d "$d" ] || exit 1; find "$d" -type f -printf "%s %f\\n" '
+                   '| awk \'{n++; s+=$1} /[.]incomplete$/ {p++} END {print n+0, s+0, p+0}\'',
 }
 
 

@@ -46,6 +46,14 @@ class DiskFree:
 
 
 @dataclass(frozen=True)
+class ModelBlobs:
+    """The model's `blobs/` folder in a node's HF cache: what a sync or download left there."""
+    files: int
+    bytes: int
+    incomplete: int  # huggingface_hub's `*.incomplete` partial downloads
+
+
+@dataclass(frozen=True)
 class NcclReport:
     transports: set[str] = field(default_factory=set)
     ib_devices: list[str] = field(default_factory=list)
