@@ -33,18 +33,6 @@ _TS_ANC = socket.CMSG_SPACE(16)
 READ_SIZE = 256 * 1024
 
 
-def _realtime_offset() -> float:
-    """time.time() - time.perf_counter(), from the closest of a few paired readings."""
-    best = None
-    for _ in range(5):
-        a = time.perf_counter()
-        r = time.time()
-        b = time.perf_counter()
-        if best is None or b - a < best[0]:
-            best = (b - a, r - (a + b) / 2)
-    return best[1]
-
-
 @dataclass
 class Response:
     status: int | None = None
@@ -213,8 +201,8 @@ class _StampedSocket:
     """The part of asyncio.Transport that _Conn uses, over a non-blocking TCP socket read with
     recvmsg, so that each read carries the kernel's receive time (see the module doc)."""
 
-    def __init__(self, loop, sock: socket.socket, conn: _Conn, offset: float):
-        self.loop, self.sock, self.conn, self.offset = loop, sock, conn, offset
+    def __init__(self, loop, sock: socket.socket, conn: _Conn):
+        self.loop, self.sock, self.conn = loop, sock, conn
         self.out = bytearray()
         self.kernel_stamps = self.reads = 0
         self._closing = False
@@ -236,7 +224,9 @@ class _StampedSocket:
         for level, kind, payload in anc:
             if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= 16:
                 sec, nsec = struct.unpack("qq", payload[:16])
-                kernel = sec + nsec / 1e9 - self.offset
+                # The wall clock's offset read now, not once: NTP slews it against
+                # perf_counter by up to 0.5 ms a second.
+                kernel = sec + nsec / 1e9 - (time.time() - now)
                 if now - 5.0 < kernel <= now:  # a wall-clock step since the offset: use ours
                     stamp = kernel
                     self.kernel_stamps += 1
@@ -310,7 +300,6 @@ class Pool:
         self.idle: list[_Conn] = []
         # Reads that carried a kernel receive timestamp, of all reads (closed connections).
         self.kernel_stamps = self.reads = 0
-        self._offset = _realtime_offset()
 
     async def prewarm(self, n: int) -> None:
         """Open up to n idle connections now, so that a burst of requests does not pay for
@@ -343,7 +332,7 @@ class Pool:
                 err = exc
                 continue
             conn = _Conn(self)
-            conn.connection_made(_StampedSocket(loop, sock, conn, self._offset))
+            conn.connection_made(_StampedSocket(loop, sock, conn))
             return conn
         raise err or OSError(f"cannot resolve {self.host}")
 
