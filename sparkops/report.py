@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from sparkops.bench.results import load_results
+from sparkops.bench.metrics import STALL_WARN_MS
 from sparkops.errors import SparkopsError
 
 # (column, where in a result document it comes from)
@@ -24,6 +25,7 @@ METRICS = [
       for m in ("ttft", "ttft_content", "tpot", "itl", "e2el") for s in ("mean", "median", "p99")],
     ("single_decode_tok_s", ("single", "decode_tok_s")),
     ("single_ttft_ms", ("single", "ttft_ms")),
+    ("client_max_stall_ms", ("metrics", "client_max_stall_ms")),
 ]
 COLUMNS = ["model", "profile", "cluster", "mode", "engine", "nodes", "tp", "pp", "status", "reason",
            "completed", "failed", *[c for c, _ in METRICS], "vllm_version", "config_hash", "date", "file"]
@@ -41,6 +43,11 @@ def row(path: Path, doc: dict) -> dict:
     reason = doc.get("reason")
     if doc["status"] == "ok" and m.get("failed"):
         reason = f"{m['failed']} requests failed: " + "; ".join(m.get("errors", [])[:1])
+    stall = m.get("client_max_stall_ms")
+    if doc["status"] == "ok" and isinstance(stall, (int, float)) and stall >= STALL_WARN_MS:
+        # An ok run the client could not keep up with: say so where the numbers are read.
+        note = f"benchmark client held up {stall:.0f} ms (see the result's warnings)"
+        reason = f"{reason}; {note}" if reason else note
     out = {"model": p.get("model") or p.get("served_model_name"), "profile": p.get("profile") or p.get("api_url"),
            "cluster": p.get("cluster"), "mode": doc["mode"], "engine": doc["engine"],
            "nodes": len(p.get("nodes") or []) or None, "tp": p.get("tensor_parallel"),
@@ -90,7 +97,8 @@ def to_markdown(df: pd.DataFrame) -> str:
     notes = ["", "Latencies in ms, throughputs per second of the run. TTFT/TPOT/ITL/E2EL follow "
              "`vllm bench serve`; `ttft_content` is TTFT to the first content token (sparkops engine "
              "only). `single_decode_tok_s` comes from the single-request run. Rows with status FAILED "
-             "or SKIPPED give the reason in the last column."]
+             "or SKIPPED give the reason in the last column; so does an ok row whose benchmark client "
+             "was held up (its latencies or throughput may be off)."]
     return "\n".join(lines + notes) + "\n"
 
 

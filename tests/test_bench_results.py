@@ -138,14 +138,19 @@ def test_result_schema_rejects_bad_documents():
 
 def test_report_from_results(server, tmp_path):
     results = tmp_path / "results"
-    run_bench(server.base_url, tmp_path, quick=True, profile=None, max_tokens=8)
+    quick, _ = run_bench(server.base_url, tmp_path, quick=True, profile=None, max_tokens=8)
     run_bench(server.base_url, tmp_path, single=True, max_tokens=8)
+    stalled = json.loads(json.dumps(quick))
+    stalled["id"] += "-stalled"
+    stalled["provenance"]["profile"] = "stalled"
+    stalled["metrics"]["client_max_stall_ms"] = 120.0
+    write_result(stalled, results)
     write_result(_failed_doc("broken", "failed", "up failed: vLLM exited"), results)
     write_result(_failed_doc("gated-one", "skipped", "gated model needs a Hugging Face token"), results)
     (results / "corrupt.json").write_text('{"kind": "sparkops-bench-result", ')
     (results / "other.json").write_text('{"hello": 1}')
     found, warnings = load_results(results)
-    assert len(found) == 4
+    assert len(found) == 5
     df, files, warnings = report(results, tmp_path / "report")
     assert any("corrupt.json" in w for w in warnings) and any("other.json" in w for w in warnings)
     names = {f.name for f in files}
@@ -158,8 +163,11 @@ def test_report_from_results(server, tmp_path):
                 "mean_ttft_ms", "median_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "median_itl_ms",
                 "p99_e2el_ms", "single_decode_tok_s", "date"):
         assert col in csv.columns
-    assert len(csv) == 4
+    assert len(csv) == 5
     rows = {(r.profile, r.mode): r for r in csv.itertuples()}
+    assert rows[("stalled", "quick")].status == "ok"
+    assert "benchmark client held up 120 ms" in rows[("stalled", "quick")].reason
+    assert rows[("stalled", "quick")].client_max_stall_ms == 120.0
     assert rows[("broken", "quick")].status == "failed" and "vLLM exited" in rows[("broken", "quick")].reason
     assert rows[("gated-one", "quick")].status == "skipped"
     assert rows[(server.base_url, "quick")].output_tok_s > 0
