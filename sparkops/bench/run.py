@@ -138,6 +138,9 @@ def render(doc: dict, path: Path | None = None) -> str:
             if m.get(f"mean_{name}_ms") is not None or name != "ttft_content":
                 out.append(f"  {label + ' (ms):':<22} mean {f(f'mean_{name}_ms')}  median "
                            f"{f(f'median_{name}_ms')}  p99 {f(f'p99_{name}_ms')}")
+        if m.get("client_timestamps"):
+            out.append(f"  client: {m['client_timestamps']} timestamps, longest event-loop stall "
+                       f"{f('client_max_stall_ms', ' ms')}")
         for e in m.get("errors", []):
             out.append(f"  error: {e}")
     if doc.get("single"):
