@@ -28,20 +28,20 @@ def sim(sim_cluster, vllm_venv, tmp_path_factory, monkeypatch_module):
 
     def make(profile="smoke", cluster="sim", sets=()):
         return load_config(profile, cluster or "sim", sets=[venv, *sets], environ={})
+    make.sets = [venv]
     build_everywhere(make(), Silent())
     yield make
     down(make(), progress=Silent())
 
 
-def test_engines_agree_across_two_hosts(sim):
+def test_engines_agree_across_two_hosts(sim, tmp_path):
     """The agreement of test_bench_vllm_local, with the server split over two hosts (TP=2 over
     the simulated cable) and `vllm bench serve` running on the head, as on a pair of Sparks."""
-    load = lambda p: sim(p, sets=SERVER_SETS)  # noqa: E731
-    cfg = load("smoke")
+    cfg = sim("smoke", sets=SERVER_SETS)
     assert cfg.serving["tensor_parallel"] == 2
     up(cfg, replace=True, progress=Silent())
     assert calm_vllm_servers()
-    out = compare_engines(load, cfg, n=32, c=4, m=32)
+    out = compare_engines(cfg, [*sim.sets, *SERVER_SETS], tmp_path, n=32, c=4, m=32)
     assert_same_work(out["docs"], n=32, m=32)
     assert all(g <= AGREE for g in out["gaps"].values()), out["gaps"]
     prov = out["docs"]["vllm"][0]["provenance"]
