@@ -1,6 +1,7 @@
 """Fixtures for tests against the simulated cluster (sparkops.sim), for tests/conftest.py:
 
-    from sim_fixtures import monkeypatch_module, sim_cluster, sim_docker, sim_cluster_factory  # noqa: F401
+    from sim_fixtures import (monkeypatch_module, sim_cluster, sim_cluster_factory,  # noqa: F401
+                              sim_docker, sim_vllm)
 
 Mark such tests `@pytest.mark.cluster`. Without root or the tools they skip, except under
 CI=true, where the cluster is part of the contract and its absence fails the run.
@@ -56,6 +57,32 @@ def monkeypatch_module():
     """A MonkeyPatch for module-scoped fixtures (e.g. SPARKOPS_LOCAL pointing at a sim override)."""
     with pytest.MonkeyPatch.context() as mp:
         yield mp
+
+
+@pytest.fixture(scope="module")
+def sim_vllm(sim_cluster, vllm_venv, tmp_path_factory, monkeypatch_module):
+    """Configs for the two-host `sim` cluster serving with the test vLLM venv (the smoke model
+    built on every host): `sim_vllm(profile="smoke", cluster="sim", sets=())`; `.sets` holds the
+    --set values for an `inv` subprocess. Whatever the module left serving is stopped after."""
+    import json
+
+    from sparkops.config import load_config
+    from sparkops.lifecycle import down
+    from sparkops.progress import Silent
+    from sparkops.sim.tasks import write_override
+    from sparkops.smoke import build_everywhere
+
+    override = tmp_path_factory.mktemp("sim") / "sparkops.local.toml"
+    monkeypatch_module.setenv("SPARKOPS_LOCAL", str(override))
+    write_override(sim_cluster, override)
+    venv = f"cluster.venv={json.dumps(str(vllm_venv))}"
+
+    def make(profile="smoke", cluster="sim", sets=()):
+        return load_config(profile, cluster or "sim", sets=[venv, *sets], environ={})
+    make.sets = [venv]
+    build_everywhere(make(), Silent())
+    yield make
+    down(make(), progress=Silent())
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import pytest
 from sparkops.apply import CHECKS
 from sparkops.config import load_config
 from sparkops.errors import SparkopsError
-from sparkops.lifecycle import connect, down, gather, up
+from sparkops.facts.sources import facts_for_plan
+from sparkops.lifecycle import down, up
 from sparkops.plan import plan_up
 from sparkops.progress import Progress
 from sparkops.sim.tasks import write_override
@@ -93,12 +94,7 @@ def test_ray_cluster_forms_serve_is_issued_cpu_refuses_and_nothing_is_left(ray_c
         seen["env"] = dict(item.split("=", 1) for item in environ.split("\0") if "=" in item)
 
     # What `up` will run, from the same planner and the same live facts.
-    group = connect(cfg)
-    try:
-        facts, unreachable = gather(cfg, group)
-    finally:
-        group.close()
-    assert not unreachable
+    facts, _ = facts_for_plan(cfg, "live")
     plan = plan_up(cfg, facts)
     serve = next(s for s in plan.steps if s.name == "start-vllm")
     assert serve.env["spark-a"]["RAY_ADDRESS"] == address

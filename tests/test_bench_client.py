@@ -2,11 +2,13 @@
 
 import json
 import math
+import os
 import socket
 import time
 
 import pytest
 
+from sparkops.bench import http
 from sparkops.bench.client import BenchmarkError, arrival_offsets, run_benchmark
 from sparkops.bench.metrics import summarize
 from sparkops.bench.prompts import Prompt
@@ -28,7 +30,10 @@ def server():
         yield srv
 
 
-def test_measured_ttft_and_itl_match_injected(server):
+@pytest.mark.parametrize("stamps", ["kernel", "event loop"])
+def test_measured_ttft_and_itl_match_injected(server, stamps, monkeypatch):
+    # https and non-Linux hosts stamp in the event loop: the same numbers either way.
+    monkeypatch.setattr(http, "KERNEL_STAMPS", stamps == "kernel")
     run = run_benchmark(server.base_url, "m", prompts(8, 12), concurrency=4, timeout_s=10)
     s = summarize(run)
     assert (s["completed"], s["failed"]) == (8, 0)
@@ -40,6 +45,7 @@ def test_measured_ttft_and_itl_match_injected(server):
     assert s["total_output_tokens"] == 8 * 12  # from usage, not from chunk counts
     assert s["total_input_tokens"] == 8 * 2
     assert run.warmup is not None and run.warmup.success
+    assert s["client_timestamps"] == stamps
     # vLLM's role-only first chunk (sent with the first token) is a choice event
     assert all(r.text_events[0] is False and len(r.events_s) == 13 for r in run.records)
 
@@ -61,6 +67,24 @@ def test_a_client_that_was_held_up_says_so(server):
     # kernel receive times: the stall does not show up as latency
     assert s["p99_ttft_ms"] <= 50 + TOL_MS and s["p99_itl_content_ms"] <= 10 + TOL_MS
     assert BenchRun.from_dict(json.loads(json.dumps(run.to_dict()))).client == run.client
+
+
+def test_server_workers_share_the_port_and_report_every_stream():
+    """benchmarks/client_overhead.py runs the server as several processes: every stream the
+    client saw must come back from one of them, with ids that do not collide, and stop()
+    ends them all."""
+    cfg = ServerConfig(ttft_s=0.02, itl_s=0.005, output_tokens=6)
+    with SyntheticServer(cfg, process=True, workers=3) as srv:
+        run = run_benchmark(srv.base_url, "m", prompts(24, 6), concurrency=12, timeout_s=10)
+        recs = srv.records()
+        assert srv.records() == []  # returned once
+        pgid = srv._proc.pid
+    assert sum(r.success for r in run.records) == 24
+    assert {r.response_id for r in run.records} <= {r["id"] for r in recs}
+    assert len(recs) == len({r["id"] for r in recs}) == 25  # and the warm-up
+    assert all(r["id"].startswith(("cmpl-0-", "cmpl-1-", "cmpl-2-")) for r in recs)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)
 
 
 def test_role_chunk_sent_early_shows_the_ttft_pitfall(server):

@@ -2,46 +2,27 @@
 spark-a and spark-b, `vllm bench serve` run on the head over SSH, `bench-all` then `report`."""
 from __future__ import annotations
 
-import json
 
 import pytest
 from bench_compare import AGREE, SERVER_SETS, assert_same_work, calm_vllm_servers, compare_engines
 
 from sparkops.bench.all import bench_all
 from sparkops.bench.results import load_results
-from sparkops.config import load_config
-from sparkops.lifecycle import down, up
+from sparkops.lifecycle import up
 from sparkops.progress import Silent
 from sparkops.report import report
-from sparkops.sim.tasks import write_override
-from sparkops.smoke import build_everywhere
 
 pytestmark = [pytest.mark.cluster, pytest.mark.vllm, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def sim(sim_cluster, vllm_venv, tmp_path_factory, monkeypatch_module):
-    override = tmp_path_factory.mktemp("sim-bench") / "sparkops.local.toml"
-    monkeypatch_module.setenv("SPARKOPS_LOCAL", str(override))
-    write_override(sim_cluster, override)
-    venv = f"cluster.venv={json.dumps(str(vllm_venv))}"
-
-    def make(profile="smoke", cluster="sim", sets=()):
-        return load_config(profile, cluster or "sim", sets=[venv, *sets], environ={})
-    make.sets = [venv]
-    build_everywhere(make(), Silent())
-    yield make
-    down(make(), progress=Silent())
-
-
-def test_engines_agree_across_two_hosts(sim, tmp_path):
+def test_engines_agree_across_two_hosts(sim_vllm, tmp_path):
     """The agreement of test_bench_vllm_local, with the server split over two hosts (TP=2 over
     the simulated cable) and `vllm bench serve` running on the head, as on a pair of Sparks."""
-    cfg = sim("smoke", sets=SERVER_SETS)
+    cfg = sim_vllm("smoke", sets=SERVER_SETS)
     assert cfg.serving["tensor_parallel"] == 2
     up(cfg, replace=True, progress=Silent())
     assert calm_vllm_servers()
-    out = compare_engines(cfg, [*sim.sets, *SERVER_SETS], tmp_path, n=32, c=4, m=32)
+    out = compare_engines(cfg, [*sim_vllm.sets, *SERVER_SETS], tmp_path, n=32, c=4, m=32)
     assert_same_work(out["docs"], n=32, m=32)
     assert all(g <= AGREE for g in out["gaps"].values()), out["gaps"]
     prov = out["docs"]["vllm"][0]["provenance"]
@@ -49,7 +30,7 @@ def test_engines_agree_across_two_hosts(sim, tmp_path):
     assert out["docs"]["vllm"][0]["engine_detail"]["host"] == "spark-a"
 
 
-def test_bench_all_skip_token_then_report(sim, tmp_path):
+def test_bench_all_skip_token_then_report(sim_vllm, tmp_path):
     """`inv bench-all --skip-token` over two smoke profiles, one that cannot start and one that
     needs a token, then `inv report`: ok, ok, failed (with its reason), skipped."""
     results = tmp_path / "results"
@@ -59,7 +40,7 @@ def test_bench_all_skip_token_then_report(sim, tmp_path):
         # cannot start does in a real run. The memory override only lets the real models' configs
         # load on these small "nodes" (otherwise they are skipped as not fitting).
         extra = [] if name.startswith("smoke") else ["cluster.node_memory_gib=64"]
-        return sim(name, cluster, sets=[*sets, *extra])
+        return sim_vllm(name, cluster, sets=[*sets, *extra])
 
     profiles = ["smoke", "smoke-long", "qwen2.5-7b-instruct", "llama-3.1-8b-instruct"]
     outcomes = bench_all(profiles=profiles, cluster="sim", sets=[], mode="quick", skip_token=True,

@@ -9,30 +9,13 @@ import time
 import pytest
 import requests
 
-from sparkops.config import load_config
 from sparkops.errors import SparkopsError
 from sparkops.lifecycle import down, up
 from sparkops.logs import show
 from sparkops.progress import Silent
-from sparkops.sim.tasks import write_override
-from sparkops.smoke import build_everywhere
 from sparkops.status import collect
 
 pytestmark = [pytest.mark.cluster, pytest.mark.vllm, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def sim(sim_cluster, vllm_venv, tmp_path_factory, monkeypatch_module):
-    override = tmp_path_factory.mktemp("sim") / "sparkops.local.toml"
-    monkeypatch_module.setenv("SPARKOPS_LOCAL", str(override))
-    write_override(sim_cluster, override)
-
-    def make(profile="smoke", extra=()):
-        return load_config(profile, "sim", sets=[f"cluster.venv={json.dumps(str(vllm_venv))}", *extra],
-                           environ={})
-    build_everywhere(make(), Silent())
-    yield make
-    down(make(), progress=Silent())
 
 
 def vllm_pids(cluster, names=("spark-a", "spark-b")) -> dict[str, list[int]]:
@@ -43,8 +26,8 @@ def vllm_pids(cluster, names=("spark-a", "spark-b")) -> dict[str, list[int]]:
     return out
 
 
-def test_up_tp2_across_two_hosts_chat_status_logs_down(sim, sim_cluster, capsys):
-    cfg = sim()
+def test_up_tp2_across_two_hosts_chat_status_logs_down(sim_vllm, sim_cluster, capsys):
+    cfg = sim_vllm()
     result = up(cfg, progress=Silent())
     assert result.url.startswith("http://10.77.")
     with requests.post(f"{result.url}/v1/chat/completions", stream=True, timeout=120, json={
@@ -68,8 +51,8 @@ def test_up_tp2_across_two_hosts_chat_status_logs_down(sim, sim_cluster, capsys)
     assert vllm_pids(sim_cluster) == {"spark-a": [], "spark-b": []}
 
 
-def test_worker_sshd_killed_during_up_rolls_back_and_names_the_worker(sim, sim_cluster):
-    cfg = sim()
+def test_worker_sshd_killed_during_up_rolls_back_and_names_the_worker(sim_vllm, sim_cluster):
+    cfg = sim_vllm()
     worker = sim_cluster.host("spark-b")
 
     def kill_later():
@@ -88,8 +71,8 @@ def test_worker_sshd_killed_during_up_rolls_back_and_names_the_worker(sim, sim_c
         sim_cluster.heal()
 
 
-def test_down_with_one_host_unreachable_cleans_the_other(sim, sim_cluster):
-    cfg = sim()
+def test_down_with_one_host_unreachable_cleans_the_other(sim_vllm, sim_cluster):
+    cfg = sim_vllm()
     up(cfg, progress=Silent())
     sim_cluster.host("spark-b").kill_sshd()
     try:

@@ -17,7 +17,8 @@ from sparkops.config import load_config
 from sparkops.errors import SparkopsError
 from sparkops.facts.gather import model_dir_name
 from sparkops.checks import deploy
-from sparkops.lifecycle import connect, down, gather, up
+from sparkops.facts.sources import facts_for_plan
+from sparkops.lifecycle import down, up
 from sparkops.plan import contexts
 from sparkops.models.sync import sync
 from sparkops.progress import Silent
@@ -120,12 +121,7 @@ def test_preflight_fails_a_partly_synced_worker_before_vllm_would(sim, sim_clust
         handle.truncate(size - 1000)
 
     def model_checks():
-        group = connect(cfg)
-        try:
-            facts, down_ = gather(cfg, group)
-        finally:
-            group.close()
-        assert not down_
+        facts, _ = facts_for_plan(cfg, "live")  # live facts from every node, as `up` reads them
         return {c.node: c for c in deploy.model(cfg, contexts(cfg, facts, all_nodes=True), "--profile smoke")}
     found = model_checks()
     assert found["spark-a"].status == "ok"

@@ -32,18 +32,18 @@ Progress = Callable[[int, int, RequestRecord], None]
 class StallWatch:
     """How long the client itself was kept from running during a run.
 
-    A timestamp is only as good as the client's promptness: when the event loop is held up
-    (another process hogging the CPU, a slow callback), chunks wait in the socket buffer and
-    are stamped late, together. On a box where vLLM's spin-waiting threads share the cores
-    with the client this happened one run in three (TTFT x10, TPOT near 0). A 10 ms tick
-    measures the loop's worst delay; the kernel's schedstat (Linux) says how much of it was
-    spent runnable but without a CPU.
+    While the event loop is held up (another process hogging the CPU, a slow callback),
+    requests go out late, and where chunks are stamped by the loop rather than the kernel they
+    wait in the socket and are stamped late, together. On a box where vLLM's spin-waiting
+    threads share the cores with the client this happened one run in three (TTFT x10, TPOT
+    near 0). A 10 ms tick measures the loop's worst delay; the kernel's schedstat (Linux) says
+    how much of the run it spent runnable but without a CPU.
     """
 
     TICK_S = 0.01
 
     def __init__(self):
-        self.max_stall_s, self.stalls, self._handle = 0.0, 0, None
+        self.max_stall_s, self._handle = 0.0, None
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -53,9 +53,7 @@ class StallWatch:
 
     def _tick(self) -> None:
         late = self._loop.time() - self._due
-        if late > self.max_stall_s:
-            self.max_stall_s = late
-        self.stalls += late > self.TICK_S
+        self.max_stall_s = max(self.max_stall_s, late)
         self._due = self._loop.time() + self.TICK_S
         self._handle = self._loop.call_at(self._due, self._tick)
 
@@ -64,7 +62,7 @@ class StallWatch:
             self._handle.cancel()
         wait1 = _cpu_wait_s()
         cpu_wait = None if wait1 is None or self._wait0 is None else wait1 - self._wait0
-        return {"max_stall_ms": round(self.max_stall_s * 1000, 3), "stalls_over_10ms": self.stalls,
+        return {"max_stall_ms": round(self.max_stall_s * 1000, 3),
                 "cpu_wait_ms": None if cpu_wait is None else round(cpu_wait * 1000, 3)}
 
 

@@ -16,6 +16,7 @@ Supports http and https, keep-alive, chunked and Content-Length bodies; no proxi
 from __future__ import annotations
 
 import asyncio
+import platform
 import socket
 import ssl
 import struct
@@ -26,9 +27,10 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 MAX_ERROR_BODY = 4096
-# asm-generic value (x86-64, arm64); Python's socket module does not name it. The cmsg carries
-# a struct timespec of CLOCK_REALTIME (two longs on 64-bit Linux).
+# asm-generic value; Python's socket module does not name it, and other architectures (mips,
+# sparc, ...) number it differently. The cmsg carries a struct timespec of CLOCK_REALTIME.
 SO_TIMESTAMPNS = 35
+KERNEL_STAMPS = sys.platform == "linux" and platform.machine() in ("x86_64", "aarch64")
 _TS_ANC = socket.CMSG_SPACE(16)
 READ_SIZE = 256 * 1024
 
@@ -227,7 +229,7 @@ class _StampedSocket:
                 # The wall clock's offset read now, not once: NTP slews it against
                 # perf_counter by up to 0.5 ms a second.
                 kernel = sec + nsec / 1e9 - (time.time() - now)
-                if now - 5.0 < kernel <= now:  # a wall-clock step since the offset: use ours
+                if now - 5.0 < kernel <= now:  # else the wall clock stepped meanwhile: use ours
                     stamp = kernel
                     self.kernel_stamps += 1
         self.reads += 1
@@ -311,7 +313,7 @@ class Pool:
 
     async def _connect(self) -> _Conn:
         loop = asyncio.get_running_loop()
-        if self.ssl is None and sys.platform == "linux":
+        if self.ssl is None and KERNEL_STAMPS:
             return await self._connect_stamped(loop)
         _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port,
                                                ssl=self.ssl)

@@ -60,8 +60,8 @@ class BenchRun:
     t0_perf: float = 0.0
     started_at: str = ""
     warmup: RequestRecord | None = None
-    # The client's own health during the run (StallWatch): max_stall_ms, stalls_over_10ms,
-    # cpu_wait_ms. Empty for runs recorded before it existed or by another client.
+    # The client's own health during the run: max_stall_ms, cpu_wait_ms (StallWatch) and
+    # timestamps ("kernel" or "event loop"). Empty for runs recorded before it existed or by another client.
     client: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

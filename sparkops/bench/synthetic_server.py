@@ -352,19 +352,33 @@ class SyntheticServer:
 
     def stop(self) -> None:
         if self._proc is not None:
+            group = self._proc.pid
             try:
-                os.killpg(self._proc.pid, signal.SIGTERM)
+                os.killpg(group, signal.SIGTERM)
             except ProcessLookupError:
                 pass
             self._proc.wait(timeout=10)
             self._proc = None
+            _wait_group_gone(group)
         if self._records_dir is not None:
             shutil.rmtree(self._records_dir, ignore_errors=True)
             self._records_dir = None
+            self._read.clear()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
             self._loop = None
+
+
+def _wait_group_gone(group: int, timeout_s: float = 5.0) -> None:
+    """Until no process of the server's group (its forked workers) is left; SIGKILL at the end."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline + timeout_s:
+        try:
+            os.killpg(group, signal.SIGKILL if time.monotonic() > deadline else 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.01)
 
 
 def main(argv: list[str] | None = None) -> None:

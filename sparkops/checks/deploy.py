@@ -5,23 +5,20 @@ from __future__ import annotations
 from ..config import Config
 from ..config.memfit import estimate
 from ..plan.context import NodeContext
+from ..units import gb
 from .result import CLUSTER, FAIL, OK, WARN, Check
 
 
 def model_problem(facts, head_facts, is_head: bool) -> str | None:
-    """Why a node's copy of the model, though its config.json is there, is not whole: partial
-    downloads on the head, or fewer bytes on a worker than on the head (a sync cut short).
-    None when whole or when the facts cannot tell. `sync` verifies content; this is the cheap
-    size check that runs before every `up`."""
+    """Why a worker's copy of the model, though its config.json is there, is not whole: fewer
+    bytes than on the head (a sync cut short). None when whole or when the facts cannot tell.
+    `sync` verifies content; this is the cheap size check that runs before every `up`."""
     blobs = facts.model_blobs
-    if not facts.model_present or blobs is None:
-        return None
-    if blobs.incomplete:
-        what = "download" if is_head else "copy"
-        return f"its {what} is unfinished: {blobs.incomplete} partial file(s) in blobs/"
     head = head_facts.model_blobs if head_facts is not None else None
-    if not is_head and head is not None and blobs.bytes < head.bytes:
-        return (f"it is only partly synced: {_size(blobs.bytes)} of the head's {_size(head.bytes)} "
+    if is_head or not facts.model_present or blobs is None or head is None:
+        return None
+    if blobs.bytes < head.bytes:
+        return (f"it is only partly synced: {gb(blobs.bytes)} of the head's {gb(head.bytes)} "
                 f"({blobs.files} of {head.files} files)")
     return None
 
@@ -41,13 +38,15 @@ def model(cfg: Config, ctxs: list[NodeContext], profile_flag: str) -> list[Check
                    "first if the head lacks it too)" if not c.is_head else f"`inv download {profile_flag}`")
             text = f"model {repo} is not in {c.hf_home}" if present is False else f"model {repo}: {problem}"
             out.append(Check("model", "deploy", c.name, FAIL, text, evidence, fix))
+        elif present and c.facts.model_blobs is not None and c.facts.model_blobs.incomplete:
+            # A warning only: huggingface_hub leaves these behind for files it no longer
+            # wants too; an unfinished file of this revision has no snapshot link yet.
+            out.append(Check("model", "deploy", c.name, WARN, f"{repo}: {c.facts.model_blobs.incomplete} "
+                             "unfinished download(s) in blobs/", evidence, f"`inv download {profile_flag}` "
+                             "resumes them if this revision needs them"))
         elif present:
             out.append(Check("model", "deploy", c.name, OK, f"{repo} is in {c.hf_home}", evidence))
     return out
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def memory_fit(cfg: Config, ctxs: list[NodeContext]) -> list[Check]:

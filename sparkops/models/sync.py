@@ -24,6 +24,7 @@ from ..config.memfit import nodes_needed
 from ..errors import SparkopsError, StepError
 from ..facts.gather import model_dir_name
 from ..progress import Progress
+from ..units import gb
 from ..remote.connection import LOCAL_HOSTS, NodeConn
 from . import transport
 from ..remote.stream import run_piped
@@ -51,7 +52,7 @@ class NodeSync:
             return f"verified, nothing to copy ({self.seconds:.1f}s)"
         rate = self.copied_bytes / self.copy_seconds / 1e6 if self.copy_seconds else 0
         return (f"{'verified' if self.verified else 'NOT verified'}: copied {self.copied_files} file(s), "
-                f"{_gb(self.copied_bytes)} in {self.copy_seconds:.1f}s ({rate:.0f} MB/s) via {self.address}")
+                f"{gb(self.copied_bytes)} in {self.copy_seconds:.1f}s ({rate:.0f} MB/s) via {self.address}")
 
 
 @dataclass
@@ -150,7 +151,7 @@ def _scan_head(cfg: Config, conn: NodeConn, head: dict, full: bool, progress: Pr
                             host=conn.name, step="sync", details=manifest["problems"][:20],
                             fix=f"delete the broken files and run `inv download {flag}` again")
     progress.say(f"[{conn.name}] {len(manifest['files'])} files, {len(manifest['links'])} links, "
-                 f"{_gb(manifest['bytes'])}; hashed {_gb(manifest['hashed_bytes'])} in "
+                 f"{gb(manifest['bytes'])}; hashed {gb(manifest['hashed_bytes'])} in "
                  f"{time.monotonic() - t0:.1f}s")
     return manifest
 
@@ -174,8 +175,8 @@ def _refuse_if_short(cfg: Config, checks: dict[str, dict]) -> None:
     for node, c in checks.items():
         reserve = min(RESERVE_BYTES, c["total_bytes"] // 50)
         if c["need_bytes"] > c["free_bytes"] - reserve:
-            short.append(f"[{node}] needs {_gb(c['need_bytes'])}, {_gb(c['free_bytes'])} free on "
-                         f"{c['fs_path'] if c['fs_path'].startswith('/') else '~/' + c['fs_path']} (of {_gb(c['total_bytes'])}; {_gb(reserve)} kept in reserve)")
+            short.append(f"[{node}] needs {gb(c['need_bytes'])}, {gb(c['free_bytes'])} free on "
+                         f"{c['fs_path'] if c['fs_path'].startswith('/') else '~/' + c['fs_path']} (of {gb(c['total_bytes'])}; {gb(reserve)} kept in reserve)")
     if short:
         raise SparkopsError(f"not enough disk space for {cfg.model['repo']} on {len(short)} node(s); "
                             "nothing was copied", step="sync", details=short,
@@ -195,7 +196,7 @@ def _sync_one(cfg, head_conn: NodeConn, head: dict, conn: NodeConn, address: str
             break
         out.repaired += [r for r in check["wrong"] if r not in out.repaired]
         progress.say(f"[{conn.name}] copying {len(todo)} of {len(manifest['files']) + len(manifest['links'])} "
-                     f"entries ({_gb(check['need_bytes'])}) from {head_conn.name} to {address}"
+                     f"entries ({gb(check['need_bytes'])}) from {head_conn.name} to {address}"
                      + (f" (attempt {attempt})" if attempt > 1 else ""))
         if check["wrong"]:
             script(conn, "prune", cfg, stdin=json.dumps(check["wrong"]))
@@ -303,13 +304,9 @@ class _Meter:
                 if now - self.last >= self.every:
                     self.last = now
                     got = sum(self.done.values())
-                    self.progress.say(f"      {self.node:<12} {_gb(got)} of {_gb(self.total)} "
+                    self.progress.say(f"      {self.node:<12} {gb(got)} of {gb(self.total)} "
                                       f"({got / max(now - self.start, 1e-9) / 1e6:.0f} MB/s)")
         return on_line
-
-
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def ensure_model(cfg: Config, group, facts: dict, progress: Progress) -> None:
