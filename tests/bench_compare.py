@@ -5,13 +5,18 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import requests
+
+from sparkops.plan import api_url
 
 AGREE = 0.10  # the issue's bar: TTFT, TPOT and output throughput within 10%
 KEYS = ("mean_ttft_ms", "mean_tpot_ms", "output_throughput")
 ROOT = Path(__file__).resolve().parent.parent
 # Server-side queueing makes TTFT a server quantity: with 2 sequences in flight and the clients
-# keeping 4 busy, every TTFT includes waiting for a slot (~100 ms on the smoke model). Without
+# keeping more busy, every TTFT includes waiting for a slot (~100 ms on the smoke model). Without
 # it TTFT is ~10 ms, and vLLM's aiohttp client alone adds 2-3 ms to each (benchmarks/
 # client_overhead.py measures that against known timings): a 25% gap that is the clients' own.
 SERVER_SETS = ("serving.max_num_seqs=2",)
@@ -48,31 +53,87 @@ def gap(a: float, b: float) -> float:
     return abs(a - b) / max(abs(a), abs(b))
 
 
-def compare_engines(cfg, sets: list[str], workdir: Path, *, n: int, c: int, m: int, pairs: int = 3,
-                    url: str | None = None) -> dict:
-    """`inv bench` with sparkops' client and with `--engine vllm`, `pairs` times each, alternating
-    who goes first, on the same server, prompts, concurrency and max_tokens; compare means.
+def _bench_argv(cfg, sets, engine, out, n, c, m, url):
+    argv = [sys.executable, "-m", "invoke", "bench", "--profile", cfg.profile, "--cluster", cfg.cluster_name,
+            "-n", str(n), "-c", str(c), "-m", str(m), "--engine", engine, "--output", str(out),
+            *(["--url", url] if url else [])]
+    for s in sets:
+        argv += ["--set", s]
+    return argv
 
-    Both run as `inv bench` processes, as a user runs them: one engine in-process and the
-    other in a fresh process would differ in what else shares the client's process."""
+
+def _finish(proc: subprocess.Popen, argv: list[str]) -> None:
+    try:
+        out, err = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, (argv, out[-2000:], err[-3000:])
+
+
+def served_requests(api: str) -> float:
+    """vLLM's count of finished requests (its Prometheus counter, every finish reason)."""
+    text = requests.get(f"{api}/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("vllm:request_success_total"))
+
+
+def _run_together(cfg, sets, workdir: Path, i: int, n: int, c: int, m: int) -> dict[str, Path]:
+    """Both engines at once, each with its own `c` requests in flight: `vllm bench serve`
+    first (it spends ~15 s importing vLLM), and ours from the moment its single test request
+    has finished, when its measured run begins."""
+    api = api_url(cfg)
+    outs = {e: workdir / f"{e}-{i}.json" for e in ("vllm", "sparkops")}
+    argvs = {e: _bench_argv(cfg, sets, e, outs[e], n, c, m, None) for e in outs}
+    before = served_requests(api)
+    theirs = subprocess.Popen(argvs["vllm"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while served_requests(api) < before + 1:
+            if theirs.poll() is not None or time.monotonic() > deadline:
+                _finish(theirs, argvs["vllm"])
+                raise AssertionError("vllm bench serve finished no request within 300 s")
+            time.sleep(0.02)
+        _finish(subprocess.Popen(argvs["sparkops"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True), argvs["sparkops"])
+    except BaseException:
+        theirs.kill()
+        raise
+    _finish(theirs, argvs["vllm"])
+    return outs
+
+
+def compare_engines(cfg, sets: list[str], workdir: Path, *, n: int, c: int, m: int, rounds: int = 2,
+                    url: str | None = None, together: bool = False) -> dict:
+    """`inv bench` with sparkops' client and with `--engine vllm`, `rounds` times each, on the
+    same server, prompts, concurrency and max_tokens; compare means. Both run as `inv bench`
+    processes, as a user runs them.
+
+    In turn (alternating who goes first) against a server of fixed speed (the synthetic one).
+    `together` against real vLLM: on this 2-CPU VM the server's own speed moves by +-10% from
+    one run to the next with what the hypervisor takes (a run with 2 s of steal time in 12 s
+    had a 30% longer TPOT), so runs in turn would compare two different servers. Run at once,
+    both clients measure the same server at the same moments."""
     docs = {"sparkops": [], "vllm": []}
-    for i in range(pairs):
-        for engine in (("sparkops", "vllm") if i % 2 == 0 else ("vllm", "sparkops")):
-            out = workdir / f"{engine}-{i}.json"
-            argv = [sys.executable, "-m", "invoke", "bench", "--profile", cfg.profile, "--cluster",
-                    cfg.cluster_name, "-n", str(n), "-c", str(c), "-m", str(m), "--engine", engine,
-                    "--output", str(out), *(["--url", url] if url else [])]
-            for s in sets:
-                argv += ["--set", s]
-            done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
-            assert done.returncode == 0, (argv, done.stdout[-2000:], done.stderr[-3000:])
+    for i in range(rounds):
+        if together:
+            outs = _run_together(cfg, sets, workdir, i, n, c, m)
+        else:
+            outs = {}
+            for engine in (("sparkops", "vllm") if i % 2 == 0 else ("vllm", "sparkops")):
+                outs[engine] = workdir / f"{engine}-{i}.json"
+                argv = _bench_argv(cfg, sets, engine, outs[engine], n, c, m, url)
+                _finish(subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         text=True), argv)
+        for engine, out in outs.items():
             docs[engine].append(json.loads(out.read_text()))
     means = {e: {k: statistics.mean(d["metrics"][k] for d in ds) for k in KEYS + ("mean_ttft_content_ms",)
                  if all(d["metrics"].get(k) is not None for d in ds)}
              for e, ds in docs.items()}
     gaps = {k: gap(means["sparkops"][k], means["vllm"][k]) for k in KEYS}
     runs = {e: [{k: round(d["metrics"][k], 2) for k in KEYS} for d in ds] for e, ds in docs.items()}
-    print(f"engines on {url or 'the cluster'}: runs {runs}; means {means}; gaps {gaps}")
+    print(f"engines on {url or 'the cluster'}{' together' if together else ''}: runs {runs}; "
+          f"means {means}; gaps {gaps}")
     return {"docs": docs, "means": means, "gaps": gaps}
 
 

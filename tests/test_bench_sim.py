@@ -2,6 +2,8 @@
 spark-a and spark-b, `vllm bench serve` run on the head over SSH, `bench-all` then `report`."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
 
 import pytest
 from bench_compare import AGREE, SERVER_SETS, assert_same_work, calm_vllm_servers, compare_engines
@@ -15,15 +17,27 @@ from sparkops.report import report
 pytestmark = [pytest.mark.cluster, pytest.mark.vllm, pytest.mark.slow]
 
 
+def _comm(proc: Path) -> str:
+    try:
+        return (proc / "comm").read_text()
+    except OSError:  # gone meanwhile
+        return ""
+
+
 def test_engines_agree_across_two_hosts(sim_vllm, tmp_path):
-    """The agreement of test_bench_vllm_local, with the server split over two hosts (TP=2 over
-    the simulated cable) and `vllm bench serve` running on the head, as on a pair of Sparks."""
+    """The agreement of test_bench_vllm_local (both clients at once, 10%), with the server split
+    over two hosts (TP=2 over the simulated cable) and `vllm bench serve` running on the head, as
+    on a pair of Sparks."""
     cfg = sim_vllm("smoke", sets=SERVER_SETS)
     assert cfg.serving["tensor_parallel"] == 2
     up(cfg, replace=True, progress=Silent())
     assert calm_vllm_servers()
-    out = compare_engines(cfg, [*sim_vllm.sets, *SERVER_SETS], tmp_path, n=32, c=4, m=32)
-    assert_same_work(out["docs"], n=32, m=32)
+    # each host's rank on a CPU of its own (the node env the sim cluster writes), not both on one
+    ranks = [os.sched_getaffinity(int(p.name)) for p in Path("/proc").iterdir()
+             if p.name.isdigit() and _comm(p).startswith("VLLM::Worker")]
+    assert len(ranks) == 2 and ranks[0] != ranks[1], ranks
+    out = compare_engines(cfg, [*sim_vllm.sets, *SERVER_SETS], tmp_path, n=64, c=4, m=32, together=True)
+    assert_same_work(out["docs"], n=64, m=32)
     assert all(g <= AGREE for g in out["gaps"].values()), out["gaps"]
     prov = out["docs"]["vllm"][0]["provenance"]
     assert prov["nodes"] == ["spark-a", "spark-b"] and prov["tensor_parallel"] == 2

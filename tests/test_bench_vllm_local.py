@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from bench_compare import AGREE, SERVER_SETS, assert_same_work, calm_vllm_servers, compare_engines, gap
+from bench_compare import AGREE, SERVER_SETS, assert_same_work, calm_vllm_servers, compare_engines
 from conftest import free_port
 
 from sparkops.bench.all import bench_all
@@ -38,46 +38,37 @@ def local(vllm_venv, tmp_path_factory):
 
 
 def test_engines_agree_on_a_server_with_known_timings(local, tmp_path):
-    """Both clients against the synthetic server (its own process; 50 ms TTFT, 10 ms ITL): what
-    differs is only the client and the metric code. `vllm bench serve` runs in the head's
-    runtime (the local virtualenv) as in production."""
+    """Both clients against the synthetic server (its own process; 100 ms TTFT, 10 ms ITL):
+    what differs is only the client and the metric code. `vllm bench serve` runs in the head's
+    runtime (the local virtualenv) as in production. Its aiohttp client adds 2-5 ms to every
+    TTFT on a 2-vCPU VM (sparkops' kernel-stamped one 0.3 ms): the injected TTFT is long enough
+    that this overhead stays a small part of what is compared."""
     cfg = local()
     up(cfg, replace=True, progress=Silent())
-    with SyntheticServer(ServerConfig(ttft_s=0.05, itl_s=0.01), process=True) as srv:
-        out = compare_engines(cfg, local.sets, tmp_path, n=32, c=4, m=24, pairs=1, url=srv.base_url)
+    with SyntheticServer(ServerConfig(ttft_s=0.1, itl_s=0.01), process=True) as srv:
+        out = compare_engines(cfg, local.sets, tmp_path, n=32, c=4, m=24, rounds=1, url=srv.base_url)
     assert_same_work(out["docs"], n=32, m=24)
     assert all(g <= AGREE for g in out["gaps"].values()), out["gaps"]
     ours, theirs = out["means"]["sparkops"], out["means"]["vllm"]
-    assert ours["mean_ttft_ms"] == pytest.approx(50, abs=8) and theirs["mean_ttft_ms"] == pytest.approx(50, abs=8)
-    assert ours["mean_tpot_ms"] == pytest.approx(10, abs=1) and theirs["mean_tpot_ms"] == pytest.approx(10, abs=1)
+    assert ours["mean_ttft_ms"] == pytest.approx(100, abs=2) and theirs["mean_ttft_ms"] == pytest.approx(100, abs=10)
+    assert ours["mean_tpot_ms"] == pytest.approx(10, abs=0.5) and theirs["mean_tpot_ms"] == pytest.approx(10, abs=1)
     vdoc = out["docs"]["vllm"][0]
     assert "vllm bench serve" in vdoc["engine_detail"]["command"]
     assert vdoc["provenance"]["venv_vllm_version"] and vdoc["provenance"]["config_hash"] == cfg.config_hash()
 
 
 def test_engines_agree_on_real_vllm(local, tmp_path):
-    """Same server (vLLM CPU, the smoke model), prompts, max_tokens and concurrency: the same
-    completed count and output tokens, and the same measurements (means of three runs each,
-    alternating who goes first). Both TTFTs are printed, and ours to the first content token too.
-
-    This server's own speed differs between runs by up to ~15% on a 2-core box (seen in TPOT,
-    which both clients stamp exactly: when the raw gaps are large, TPOT moves by the same
-    amount). So what is asserted at the issue's 10% is speed-free: TTFT in units of TPOT (here
-    TTFT is queueing behind a running request) and throughput x TPOT; the raw values must agree
-    within 20%. The raw 10% bar is asserted on the steadier `sim` server (test_bench_sim.py)."""
+    """Same server (vLLM CPU, the smoke model), prompts, max_tokens and concurrency, both
+    clients at once (see compare_engines): the same completed count and output tokens, and the
+    same TTFT, TPOT and output throughput within 10% (means of two rounds). Both TTFTs are
+    printed, and ours to the first content token too."""
     cfg = local("smoke", sets_=SERVER_SETS)
     up(cfg, replace=True, progress=Silent())
     assert calm_vllm_servers()
-    out = compare_engines(cfg, [*local.sets, *SERVER_SETS], tmp_path, n=64, c=4, m=48)
+    out = compare_engines(cfg, [*local.sets, *SERVER_SETS], tmp_path, n=64, c=4, m=48, together=True)
     assert_same_work(out["docs"], n=64, m=48)
-    ours, theirs = out["means"]["sparkops"], out["means"]["vllm"]
-    free = {"ttft_in_tpots": gap(ours["mean_ttft_ms"] / ours["mean_tpot_ms"],
-                                 theirs["mean_ttft_ms"] / theirs["mean_tpot_ms"]),
-            "throughput_x_tpot": gap(ours["output_throughput"] * ours["mean_tpot_ms"],
-                                     theirs["output_throughput"] * theirs["mean_tpot_ms"])}
-    print(f"speed-free gaps {free}")
-    assert all(g <= AGREE for g in free.values()), (free, out["gaps"])
-    assert all(g <= 2 * AGREE for g in out["gaps"].values()), out["gaps"]
+    assert all(g <= AGREE for g in out["gaps"].values()), out["gaps"]
+    ours = out["means"]["sparkops"]
     assert ours["mean_ttft_content_ms"] >= ours["mean_ttft_ms"]
     assert out["docs"]["vllm"][0]["provenance"]["vllm_version"]
 

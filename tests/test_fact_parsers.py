@@ -60,9 +60,8 @@ def jsonable(value):
     return value
 
 
-def recorded_cases():
-    for path in sorted(DATA.glob("*/*.txt")):
-        yield pytest.param(path, id=f"{path.parent.name}/{path.stem}")
+def recorded_cases() -> list:
+    return [pytest.param(path, id=f"{path.parent.name}/{path.stem}") for path in sorted(DATA.glob("*/*.txt"))]
 
 
 @pytest.mark.parametrize("path", recorded_cases())

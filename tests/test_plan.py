@@ -367,3 +367,14 @@ def test_gid_index_differing_between_hcas_is_left_to_nccl():
     # A configured index wins over the facts.
     _, pinned = plan_for("cluster.network.gid_index=3", facts=facts)
     assert step(pinned, "start-head").env["spark-1"]["NCCL_IB_GID_INDEX"] == "3"
+
+
+def test_a_node_env_reaches_only_that_node_over_the_global_env(isolated_override):
+    isolated_override.write_text(
+        '[clusters.spark-pair]\n'
+        'nodes = [{name = "spark-1", host = "local"},\n'
+        '         {name = "spark-2", host = "spark-2.local", env = {NCCL_DEBUG = "TRACE", SPARK_SIDE = 2}}]\n')
+    _, plan = plan_for("env.NCCL_DEBUG=\"WARN\"")
+    head, worker = env_from_file(env_file(plan, "spark-1")), env_from_file(env_file(plan, "spark-2"))
+    assert head["NCCL_DEBUG"] == "WARN" and "SPARK_SIDE" not in head
+    assert worker["NCCL_DEBUG"] == "TRACE" and worker["SPARK_SIDE"] == "2"

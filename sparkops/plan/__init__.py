@@ -43,13 +43,18 @@ def service_env(cfg: Config, ctx: NodeContext, net: dict[str, str], runtime) -> 
     env |= runtime.service_env(ctx)
     # Workers must never download on their own: models arrive through `inv sync`.
     env["HF_HUB_OFFLINE"] = "1"
-    env |= {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.doc.get("env", {}).items()}
+    env |= _env_strings(cfg.doc.get("env", {}))
+    env |= _env_strings(ctx.node.get("env", {}))  # a node's own entries win: they are the specific ones
     if cfg.secrets.get("api_key"):
         env["VLLM_API_KEY"] = cfg.secrets["api_key"]
     for key, value in env.items():
         if "\n" in value or "\r" in value:
             raise ConfigError(f"env.{key}: values cannot hold line breaks")
     return env
+
+
+def _env_strings(table: dict) -> dict[str, str]:
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in table.items()}
 
 
 def env_file_text(env: dict[str, str]) -> str:
