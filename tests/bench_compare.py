@@ -90,9 +90,10 @@ def _run_together(cfg, sets, workdir: Path, i: int, n: int, c: int, m: int) -> d
     try:
         deadline = time.monotonic() + 300
         while served_requests(api) < before + 1:
-            if theirs.poll() is not None or time.monotonic() > deadline:
-                _finish(theirs, argvs["vllm"])
-                raise AssertionError("vllm bench serve finished no request within 300 s")
+            if theirs.poll() is not None:
+                _finish(theirs, argvs["vllm"])  # a failure: its exit status and output say why
+                raise AssertionError("vllm bench serve ended before its measured run")
+            assert time.monotonic() < deadline, "vllm bench serve finished no request within 300 s"
             time.sleep(0.02)
         _finish(subprocess.Popen(argvs["sparkops"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True), argvs["sparkops"])
@@ -111,7 +112,7 @@ def compare_engines(cfg, sets: list[str], workdir: Path, *, n: int, c: int, m: i
 
     In turn (alternating who goes first) against a server of fixed speed (the synthetic one).
     `together` against real vLLM: on this 2-CPU VM the server's own speed moves by +-10% from
-    one run to the next with what the hypervisor takes (a run with 2 s of steal time in 12 s
+    one run to the next with what the hypervisor takes (a run with 2 s of steal time in 13 s
     had a 30% longer TPOT), so runs in turn would compare two different servers. Run at once,
     both clients measure the same server at the same moments."""
     docs = {"sparkops": [], "vllm": []}
