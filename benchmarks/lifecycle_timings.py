@@ -22,12 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sparkops.base.progress import Progress, step_seconds  # noqa: E402
 from sparkops.config import load_config  # noqa: E402
-from sparkops.lifecycle import down, up  # noqa: E402
-from sparkops.progress import Progress, step_seconds  # noqa: E402
+from sparkops.deploy.down import down  # noqa: E402
+from sparkops.deploy.up import up  # noqa: E402
+from sparkops.models.smoke import build_everywhere  # noqa: E402
 from sparkops.sim.cluster import build  # noqa: E402
 from sparkops.sim.tasks import write_override  # noqa: E402
-from sparkops.smoke import build_everywhere  # noqa: E402
 
 
 def one_round(cfg) -> dict:

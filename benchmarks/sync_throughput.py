@@ -34,13 +34,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sparkops.base.progress import Silent  # noqa: E402
 from sparkops.config import load_config  # noqa: E402
-from sparkops.facts.gather import model_dir_name  # noqa: E402
-from sparkops.models import transport  # noqa: E402
 from sparkops.models.sync import sync  # noqa: E402
-from sparkops.progress import Silent  # noqa: E402
+from sparkops.node_scripts.hf_cache import repo_folder  # noqa: E402
+from sparkops.remote import openssh  # noqa: E402
 from sparkops.sim.cluster import build  # noqa: E402
-from sparkops.sim.model import REPO, make_synthetic_model  # noqa: E402
+from sparkops.sim.synthetic_model import REPO, make_synthetic_model  # noqa: E402
 from sparkops.sim.tasks import write_override  # noqa: E402
 
 HUB = Path(".cache/huggingface/hub")
@@ -69,7 +69,7 @@ def main() -> int:
         write_override(cluster, override)
         cfg = load_config("smoke", "sim", environ={}, sets=[f'model.repo="{REPO}"'])
         head, worker = cluster.host("spark-a"), cluster.host("spark-b")
-        name = model_dir_name(REPO)
+        name = repo_folder(REPO)
         src_dir, dst_dir = head.home / HUB / name, worker.home / HUB / name
         t = timed(lambda: make_synthetic_model(src_dir, int(args.gb * 1e9), args.files))
         total = sum(p.stat().st_size for p in (src_dir / "blobs").iterdir())
@@ -77,7 +77,7 @@ def main() -> int:
         print(f"model: {total / 1e9:.2f} GB, {files} entries, made in {t:.1f}s", flush=True)
 
         wnode = next(n for n in cfg.nodes if n["name"] == "spark-b")
-        ssh = shlex.join(transport.ssh_command(wnode, cfg.cluster["ssh"]))
+        ssh = shlex.join(openssh.ssh_command(wnode, cfg.cluster["ssh"]))
         remote = f"{ssh} {worker.roce_ip}"
         src = f"/root/{HUB}/{name}"
 
@@ -139,7 +139,7 @@ def main() -> int:
                      "cpus": os.cpu_count(), "rsync": subprocess.run(["rsync", "--version"], capture_output=True,
                                                                      text=True).stdout.splitlines()[0],
                      "ssh": subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip(),
-                     "cipher": transport.CIPHERS.split(",")[0]},
+                     "cipher": openssh.CIPHERS.split(",")[0]},
             "model": {"bytes": total, "entries": files, "shards": args.files},
             "repeat": args.repeat,
             "results": results,

@@ -66,11 +66,11 @@ def sim_vllm(sim_cluster, vllm_venv, tmp_path_factory, monkeypatch_module):
     --set values for an `inv` subprocess. Whatever the module left serving is stopped after."""
     import json
 
+    from sparkops.base.progress import Silent
     from sparkops.config import load_config
-    from sparkops.lifecycle import down
-    from sparkops.progress import Silent
+    from sparkops.deploy.down import down
+    from sparkops.models.smoke import build_everywhere
     from sparkops.sim.tasks import write_override
-    from sparkops.smoke import build_everywhere
 
     override = tmp_path_factory.mktemp("sim") / "sparkops.local.toml"
     monkeypatch_module.setenv("SPARKOPS_LOCAL", str(override))

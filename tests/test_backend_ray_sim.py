@@ -9,16 +9,17 @@ import re
 
 import pytest
 
-from sparkops.apply import CHECKS
+from sparkops.apply.run import CHECKS
+from sparkops.base.errors import SparkopsError
+from sparkops.base.progress import Progress
 from sparkops.config import load_config
-from sparkops.errors import SparkopsError
-from sparkops.facts.sources import facts_for_plan
-from sparkops.lifecycle import down, up
+from sparkops.deploy.down import down
+from sparkops.deploy.status import collect, render
+from sparkops.deploy.up import up
+from sparkops.facts.recorded import facts_for_plan
+from sparkops.models.smoke import build_everywhere
 from sparkops.plan import plan_up
-from sparkops.progress import Progress
 from sparkops.sim.tasks import write_override
-from sparkops.smoke import build_everywhere
-from sparkops.status import collect, render
 
 pytestmark = [pytest.mark.cluster, pytest.mark.vllm, pytest.mark.slow]
 
@@ -49,7 +50,7 @@ class Recorder(Progress):
 @pytest.fixture(scope="module")
 def ray_cfg(sim_cluster, vllm_venv, tmp_path_factory, monkeypatch_module):
     if not (vllm_venv / "bin" / "ray").exists():
-        pytest.fail(f"no Ray in {vllm_venv}: `python3 -m sparkops.vllm_cpu --venv {vllm_venv} "
+        pytest.fail(f"no Ray in {vllm_venv}: `python3 -m sparkops.node_scripts.vllm_cpu --venv {vllm_venv} "
                     "--with-ray` (scripts/test does)", pytrace=False)
     override = tmp_path_factory.mktemp("sim-ray") / "sparkops.local.toml"
     monkeypatch_module.setenv("SPARKOPS_LOCAL", str(override))

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from sparkops.bench.command import bench
+from sparkops.base.errors import SparkopsError
+from sparkops.bench.bench import bench
 from sparkops.bench.datasets import as_sharegpt, load_dataset
+from sparkops.bench.report import COLUMNS, report
 from sparkops.bench.results import ResultError, load_results, new_result, validate, write_result
 from sparkops.bench.synthetic_server import ServerConfig, SyntheticServer
 from sparkops.bench.vllm_engine import convert
-from sparkops.errors import SparkopsError
-from sparkops.report import COLUMNS, report
 
 DATA = Path(__file__).parent / "data" / "bench"
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from bench_compare import AGREE, SERVER_SETS, assert_same_work, calm_vllm_servers, compare_engines
 
-from sparkops.bench.all import bench_all
+from sparkops.base.progress import Silent
+from sparkops.bench.bench_all import bench_all
+from sparkops.bench.report import report
 from sparkops.bench.results import load_results
-from sparkops.lifecycle import up
-from sparkops.progress import Silent
-from sparkops.report import report
+from sparkops.deploy.up import up
 
 pytestmark = [pytest.mark.cluster, pytest.mark.vllm, pytest.mark.slow]
 

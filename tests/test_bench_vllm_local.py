@@ -8,14 +8,15 @@ import pytest
 from bench_compare import AGREE, SERVER_SETS, assert_same_work, calm_vllm_servers, compare_engines
 from conftest import free_port
 
-from sparkops.bench.all import bench_all
+from sparkops.base.progress import Silent
+from sparkops.bench.bench_all import bench_all
+from sparkops.bench.report import report
 from sparkops.bench.results import load_results
 from sparkops.bench.synthetic_server import ServerConfig, SyntheticServer
 from sparkops.config import load_config
-from sparkops.lifecycle import down, up
-from sparkops.progress import Silent
-from sparkops.report import report
-from sparkops.smoke import build_everywhere
+from sparkops.deploy.down import down
+from sparkops.deploy.up import up
+from sparkops.models.smoke import build_everywhere
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

@@ -15,18 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from sparkops.checks import deploy, logs, nccl, network, quick, reach
+from sparkops.base.errors import ConnectError
+from sparkops.checks import logs, nccl, network, profile, quick, reach
+from sparkops.checks.preflight import preflight
 from sparkops.checks.render import markdown, table, write_report
-from sparkops.checks.result import CLUSTER, Check, worst
-from sparkops.facts.types import ModelBlobs
-from sparkops.checks.runner import CheckReport
+from sparkops.checks.result import CLUSTER, Check, CheckReport, worst
 from sparkops.config import load_config
-from sparkops.errors import ConnectError
-from sparkops.facts.sources import recorded_facts
-from sparkops.facts.types import DiskFree, Interface, RoceLink
+from sparkops.facts.recorded import recorded_facts
+from sparkops.facts.types import DiskFree, Interface, ModelBlobs, RoceLink
 from sparkops.node_scripts import allreduce
-from sparkops.plan import contexts
-from sparkops.preflight import preflight
+from sparkops.plan.context import contexts
 
 ROOT = Path(__file__).resolve().parent.parent
 NCCL_LOGS = ROOT / "tests" / "data" / "facts" / "nccl_log"
@@ -306,7 +304,7 @@ def test_reach_inputs_are_parameters_not_script_text(tmp_path):
 
 def test_model_missing_on_the_worker_suggests_sync():
     cfg = configure()
-    checks = deploy.model(cfg, ctxs_of(cfg, spark_facts(cfg, **{"spark-2": {"model_present": False}})),
+    checks = profile.model(cfg, ctxs_of(cfg, spark_facts(cfg, **{"spark-2": {"model_present": False}})),
                           "--profile gpt-oss-120b")
     missing = only(checks, "model", "spark-2")
     assert missing.status == "fail" and missing.fix.startswith("`inv sync --profile gpt-oss-120b`")
@@ -320,24 +318,25 @@ def test_partly_synced_worker_fails_and_unfinished_downloads_warn():
     whole = ModelBlobs(files=19, bytes=65_250_000_000, incomplete=0)
     facts = spark_facts(cfg, **{"spark-1": {"model_blobs": whole},
                                 "spark-2": {"model_blobs": ModelBlobs(12, 41_000_000_000, 0)}})
-    checks = deploy.model(cfg, ctxs_of(cfg, facts), "--profile gpt-oss-120b")
+    checks = profile.model(cfg, ctxs_of(cfg, facts), "--profile gpt-oss-120b")
     assert only(checks, "model", "spark-1").status == "ok"
     partial = only(checks, "model", "spark-2")
-    assert partial.status == "fail" and "only partly synced: 41.00 GB of the head's 65.25 GB (12 of 19 files)" in partial.message
+    assert partial.status == "fail"
+    assert "only partly synced: 41.00 GB of the head's 65.25 GB (12 of 19 files)" in partial.message
     assert partial.fix.startswith("`inv sync --profile gpt-oss-120b`")
-    assert deploy.model_problem(facts["spark-2"], facts["spark-1"], is_head=False)
-    assert deploy.model_problem(facts["spark-1"], facts["spark-1"], is_head=True) is None
+    assert profile.model_problem(facts["spark-2"], facts["spark-1"], is_head=False)
+    assert profile.model_problem(facts["spark-1"], facts["spark-1"], is_head=True) is None
 
     facts = spark_facts(cfg, **{"spark-1": {"model_blobs": ModelBlobs(19, 60_000_000_000, 2)},
                                 "spark-2": {"model_blobs": whole}})
-    checks = deploy.model(cfg, ctxs_of(cfg, facts), "--profile gpt-oss-120b")
+    checks = profile.model(cfg, ctxs_of(cfg, facts), "--profile gpt-oss-120b")
     unfinished = only(checks, "model", "spark-1")
     assert unfinished.status == "warn" and "2 unfinished download(s)" in unfinished.message
     assert unfinished.fix.startswith("`inv download --profile gpt-oss-120b`")
     assert only(checks, "model", "spark-2").status == "ok"  # more bytes than the head: not partial
 
     facts = spark_facts(cfg, **{"spark-1": {"model_blobs": whole}, "spark-2": {"model_blobs": whole}})
-    assert all(c.status == "ok" for c in deploy.model(cfg, ctxs_of(cfg, facts), "--profile x"))
+    assert all(c.status == "ok" for c in profile.model(cfg, ctxs_of(cfg, facts), "--profile x"))
 
 
 def test_preflight_uses_the_same_checks_and_reports_warn_and_fail():
@@ -345,7 +344,8 @@ def test_preflight_uses_the_same_checks_and_reports_warn_and_fail():
     facts = spark_facts(cfg, **{n: {"image_id": "sha256:" + "a" * 64, "disk": DiskFree("/", 900 * GIB, 800 * GIB),
                                     "clock": 5.0} for n in ("spark-1", "spark-2")})
     assert preflight(cfg, facts, profile_flag="--profile gpt-oss-120b") == []
-    facts["spark-2"] = dataclasses.replace(facts["spark-2"], interfaces=with_iface(mtu=1500)(facts["spark-2"].interfaces),
+    facts["spark-2"] = dataclasses.replace(facts["spark-2"],
+                                           interfaces=with_iface(mtu=1500)(facts["spark-2"].interfaces),
                                            roce=tuple(dataclasses.replace(link, up=False) if link.hca == "roceP2p1s0f1"
                                                       else link for link in facts["spark-2"].roce),
                                            ports_in_use=(29501,))
@@ -502,6 +502,6 @@ def test_recorded_facts_have_the_fields_checks_need():
 
 def test_up_readiness_error_on_a_socket_fallback_suggests_check_nccl():
     """`up` explains a dead or never-ready service from its log: NET/Socket points here."""
-    from sparkops.logtail import explain
+    from sparkops.facts.service_log import explain
     found = explain((NCCL_LOGS / "spark_socket_enP7s7_nccl2297.txt").read_text())
     assert found["fix"] == "NCCL fell back to TCP sockets: run `inv check --nccl`"

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from sparkops.base.errors import SparkopsError
+from sparkops.base.progress import Silent
 from sparkops.checks.runner import run_checks
 from sparkops.config import load_config
-from sparkops.errors import SparkopsError
-from sparkops.lifecycle import up
-from sparkops.progress import Silent
+from sparkops.deploy.up import up
 from sparkops.sim.tasks import write_override
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -125,7 +125,7 @@ def test_gloo_allreduce_across_the_two_hosts(sim, sim_cluster, vllm_venv):
 def test_gloo_allreduce_in_containers(sim, sim_docker, vllm_venv):
     """The docker runtime: each rank is `docker run --rm` of the cluster's image with the
     serving flags, the script mounted read-only from the node's run directory."""
-    from sparkops.images import build
+    from sparkops.runtimes.build import build
     cfg = sim('cluster.runtime="docker"')
     build(cfg, Silent())
     report = run_checks(cfg, ["nccl"], profile=None, progress=Silent())

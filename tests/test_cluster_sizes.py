@@ -11,14 +11,14 @@ import time
 import pytest
 from conftest import ROOT
 
+from sparkops.base.errors import SparkopsError
+from sparkops.base.progress import Silent
 from sparkops.config import load_config
-from sparkops.errors import SparkopsError
-from sparkops.facts.sources import facts_for_plan
-from sparkops.lifecycle import down
+from sparkops.deploy.down import down
+from sparkops.deploy.status import collect
+from sparkops.facts.recorded import facts_for_plan
 from sparkops.plan import plan_up
-from sparkops.progress import Silent
 from sparkops.sim.tasks import write_override
-from sparkops.status import collect
 
 pytestmark = [pytest.mark.cluster]
 

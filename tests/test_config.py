@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from sparkops.catalog import profile_names
+from sparkops.base.errors import ConfigError
 from sparkops.config import MASK, load_config
+from sparkops.config.catalog import profile_names
 from sparkops.config.memfit import GIB, estimate, nodes_needed
-from sparkops.errors import ConfigError
-from sparkops.facts.sources import recorded_facts
+from sparkops.facts.recorded import recorded_facts
 from sparkops.plan import plan_up
 from sparkops.plan.render import plan_json
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from sparkops.base.errors import ConfigError
 from sparkops.config import load_config
-from sparkops.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(__file__).parent / "config_corpus"
@@ -77,7 +77,7 @@ def test_corpus_is_big_enough():
 @pytest.mark.parametrize("case", cases())
 def test_broken_config_is_refused_with_a_helpful_message(case: Path, tmp_path, monkeypatch):
     root = project_for(case, tmp_path)
-    monkeypatch.setenv("SPARKOPS_LOCAL", str(root / "sparkops.local.toml"))  # read by paths.local_override
+    monkeypatch.setenv("SPARKOPS_LOCAL", str(root / "sparkops.local.toml"))  # read by paths.local_override_path
     with pytest.raises(ConfigError) as caught:
         load_case(case, root)
     text = caught.value.render()

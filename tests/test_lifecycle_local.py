@@ -9,12 +9,13 @@ import pytest
 import requests
 from conftest import free_port
 
+from sparkops.base.errors import SparkopsError
+from sparkops.base.progress import Silent
 from sparkops.config import load_config
-from sparkops.errors import SparkopsError
-from sparkops.lifecycle import down, up
-from sparkops.progress import Silent
-from sparkops.smoke import build_everywhere
-from sparkops.status import collect
+from sparkops.deploy.down import down
+from sparkops.deploy.status import collect
+from sparkops.deploy.up import up
+from sparkops.models.smoke import build_everywhere
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

@@ -9,11 +9,12 @@ import time
 import pytest
 import requests
 
-from sparkops.errors import SparkopsError
-from sparkops.lifecycle import down, up
-from sparkops.logs import show
-from sparkops.progress import Silent
-from sparkops.status import collect
+from sparkops.base.errors import SparkopsError
+from sparkops.base.progress import Silent
+from sparkops.deploy.down import down
+from sparkops.deploy.logs import show
+from sparkops.deploy.status import collect
+from sparkops.deploy.up import up
 
 pytestmark = [pytest.mark.cluster, pytest.mark.vllm, pytest.mark.slow]
 

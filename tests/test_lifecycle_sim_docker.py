@@ -7,16 +7,17 @@ import json
 import pytest
 import requests
 
+from sparkops.base.errors import SparkopsError
+from sparkops.base.progress import Progress, Silent
 from sparkops.config import load_config
-from sparkops.errors import SparkopsError
-from sparkops.images import build
-from sparkops.lifecycle import down, up
-from sparkops.logs import show
-from sparkops.progress import Progress, Silent
+from sparkops.deploy.down import down
+from sparkops.deploy.logs import show
+from sparkops.deploy.status import collect
+from sparkops.deploy.up import up
+from sparkops.models.smoke import build_everywhere
+from sparkops.runtimes.build import build
 from sparkops.sim.docker import BASE_IMAGE
 from sparkops.sim.tasks import write_override
-from sparkops.smoke import build_everywhere
-from sparkops.status import collect
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from sparkops.base.errors import SparkopsError
+from sparkops.base.progress import Silent
 from sparkops.config import load_config
-from sparkops.errors import SparkopsError
 from sparkops.models.download import download
-from sparkops.progress import Silent
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from sparkops.models import manifest, transport
-from sparkops.sim.model import make_synthetic_model
+from sparkops.models import transport
+from sparkops.node_scripts import manifest
+from sparkops.remote import openssh
+from sparkops.sim.synthetic_model import make_synthetic_model
 
 SOURCE = Path(manifest.__file__).read_text()
 
@@ -114,11 +116,12 @@ def test_split_balances_bytes_across_streams():
 
 def test_rsync_and_ssh_argv():
     node = {"name": "spark-2", "host": "spark-2.local", "user": "me", "key": "/k", "port": 2222}
-    ssh = transport.ssh_command(node, {"known_hosts": "/kh", "connect_timeout_s": 5})
+    ssh = openssh.ssh_command(node, {"known_hosts": "/kh", "connect_timeout_s": 5})
     assert ssh[:1] == ["ssh"] and "HostKeyAlias=spark-2.local" in ssh and "StrictHostKeyChecking=yes" in ssh
     assert ["-p", "2222"] == ssh[ssh.index("-p"):ssh.index("-p") + 2] and "UserKnownHostsFile=/kh" in ssh
     whole = transport.rsync_argv(ssh, "/src/m", "169.254.100.2", "rel/m", append=False)
-    assert "--whole-file" in whole and "--append-verify" not in whole and whole[-2:] == ["/src/m/", "169.254.100.2:rel/m/"]
+    assert "--whole-file" in whole and "--append-verify" not in whole
+    assert whole[-2:] == ["/src/m/", "169.254.100.2:rel/m/"]
     assert "--append-verify" in transport.rsync_argv(ssh, "/s", "a", "d", append=True)
 
 
@@ -130,13 +133,13 @@ def test_rsync_output_parsers():
 
 
 def test_run_piped_on_this_machine_large_stdin_lines_and_timeout():
-    from sparkops.remote.stream import run_piped
-    from sparkops.remote.connection import CommandTimeout, NodeConn
+    from sparkops.remote.connection import NodeConn
+    from sparkops.remote.result import CommandTimeout
     conn = NodeConn({"name": "local", "host": "local"}, {})
     lines = []
-    res = run_piped(conn, ["sh", "-c", "wc -c; printf 'a\\rb\\n' >&2"], stdin="x" * 300_000, timeout=30,
-                    on_line=lines.append)
+    res = conn.run_piped(["sh", "-c", "wc -c; printf 'a\\rb\\n' >&2"], stdin="x" * 300_000, timeout=30,
+                         on_line=lines.append)
     assert res.ok and res.stdout.strip() == "300000" and res.stderr == "a\rb\n"
     assert sorted(lines) == ["300000", "a", "b"]
-    with pytest.raises(CommandTimeout):
-        run_piped(conn, ["sleep", "5"], stdin="", timeout=0.5)
+    with pytest.raises(CommandTimeout):  # silent and never ending: killed at its timeout
+        conn.run_piped(["sleep", "5"], stdin="", timeout=0.5)

@@ -13,19 +13,20 @@ import pytest
 import requests
 from conftest import skip_or_fail
 
+from sparkops.base.errors import SparkopsError
+from sparkops.base.progress import Silent
+from sparkops.checks import profile
 from sparkops.config import load_config
-from sparkops.errors import SparkopsError
-from sparkops.facts.gather import model_dir_name
-from sparkops.checks import deploy
-from sparkops.facts.sources import facts_for_plan
-from sparkops.lifecycle import down, up
-from sparkops.plan import contexts
+from sparkops.deploy.down import down
+from sparkops.deploy.up import up
+from sparkops.facts.recorded import facts_for_plan
+from sparkops.models.smoke import REPO_ID as SMOKE_REPO
 from sparkops.models.sync import sync
-from sparkops.progress import Silent
-from sparkops.sim.model import REPO, make_synthetic_model
+from sparkops.node_scripts.hf_cache import repo_folder
+from sparkops.node_scripts.smoke_model import build_command
+from sparkops.plan.context import contexts
+from sparkops.sim.synthetic_model import REPO, make_synthetic_model
 from sparkops.sim.tasks import write_override
-from sparkops.smoke import REPO_ID as SMOKE_REPO
-from sparkops.smoke_model import build_command
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -41,17 +42,17 @@ def sim(sim_cluster, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SPARKOPS_LOCAL", str(override))
         write_override(sim_cluster, override)
-        head = sim_cluster.host("spark-a").home / HUB / model_dir_name(REPO)
+        head = sim_cluster.host("spark-a").home / HUB / repo_folder(REPO)
         make_synthetic_model(head, SIZE, SHARDS)
         yield lambda *sets, repo=REPO: load_config(
             "smoke", "sim", environ={}, sets=[f'model.repo="{repo}"', *sets])
         for host in sim_cluster.hosts:
-            shutil.rmtree(host.home / HUB / model_dir_name(REPO), ignore_errors=True)
+            shutil.rmtree(host.home / HUB / repo_folder(REPO), ignore_errors=True)
 
 
 def worker_dir(cluster, repo=REPO) -> Path:
     """The worker's copy, as the controller sees the worker's private home."""
-    return cluster.host("spark-b").home / HUB / model_dir_name(repo)
+    return cluster.host("spark-b").home / HUB / repo_folder(repo)
 
 
 def blob(cluster, name: str) -> Path:
@@ -72,7 +73,7 @@ def test_sync_copies_a_valid_cache_then_has_nothing_to_do(sim, sim_cluster):
     assert node.verified and node.address == "169.254.100.12"  # the cable, not the LAN
     assert report.source_files == SHARDS + 4 and node.copied_bytes == report.source_bytes
     # Inside the worker: every snapshot link resolves to a blob (relative links kept).
-    root = f"/root/{HUB}/{model_dir_name(REPO)}"
+    root = f"/root/{HUB}/{repo_folder(REPO)}"
     listing = in_worker(sim_cluster, "sh", "-c", f'for l in {root}/snapshots/*/*; do readlink -e "$l"; done')
     assert len(listing.split()) == SHARDS + 3 and all(f"{root}/blobs/" in p for p in listing.split())
 
@@ -122,7 +123,7 @@ def test_preflight_fails_a_partly_synced_worker_before_vllm_would(sim, sim_clust
 
     def model_checks():
         facts, _ = facts_for_plan(cfg, "live")  # live facts from every node, as `up` reads them
-        return {c.node: c for c in deploy.model(cfg, contexts(cfg, facts, all_nodes=True), "--profile smoke")}
+        return {c.node: c for c in profile.model(cfg, contexts(cfg, facts, all_nodes=True), "--profile smoke")}
     found = model_checks()
     assert found["spark-a"].status == "ok"
     assert found["spark-b"].status == "fail" and "only partly synced" in found["spark-b"].message
@@ -166,7 +167,7 @@ def test_interrupted_copy_resumes_and_ends_verified(sim, sim_cluster):
 
 
 def test_too_small_target_disk_is_refused_before_copying(sim, sim_cluster):
-    target = f"/root/{HUB}/{model_dir_name(REPO)}"
+    target = f"/root/{HUB}/{repo_folder(REPO)}"
     in_worker(sim_cluster, "mkdir", "-p", target)
     in_worker(sim_cluster, "mount", "-t", "tmpfs", "-o", "size=64m", "sparkops-test-small", target)
     try:

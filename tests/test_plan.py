@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from sparkops.base.errors import SparkopsError
 from sparkops.config import MASK, load_config
-from sparkops.errors import SparkopsError
 from sparkops.facts.node import load_recorded
-from sparkops.facts.sources import recorded_facts
+from sparkops.facts.recorded import recorded_facts
 from sparkops.plan import plan_down, plan_up
-from sparkops.plan.model import Poll, Run, WriteFile
 from sparkops.plan.render import plan_json, plan_text
+from sparkops.plan.steps import Poll, Run, WriteFile
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).parent / "golden" / "plan-gpt-oss-120b-spark-pair.json"

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from sparkops.facts import probe
-from sparkops.facts.gather import facts_from_sections, model_dir_name, parse_ss_listen
+from sparkops.facts.gather import facts_from_sections, parse_ss_listen
 from sparkops.facts.parsers import parse_meminfo
 from sparkops.facts.roce import select_roce
 from sparkops.facts.types import ModelBlobs
+from sparkops.node_scripts.hf_cache import repo_folder
 
 DATA = Path(__file__).parent / "data" / "facts"
 
@@ -33,7 +34,7 @@ def local_probe(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     hf_home = tmp_path / "hf"
-    snapshot = hf_home / "hub" / model_dir_name("example/tiny") / "snapshots" / "0123abc"
+    snapshot = hf_home / "hub" / repo_folder("example/tiny") / "snapshots" / "0123abc"
     snapshot.mkdir(parents=True)
     (snapshot / "config.json").write_text("{}")
     blobs = snapshot.parent.parent / "blobs"
@@ -43,7 +44,7 @@ def local_probe(tmp_path):
     with socket.socket() as listener:  # a port the probe must report as in use
         listener.bind(("127.0.0.1", 0))
         listener.listen()
-        argv = probe.argv(str(hf_home), model_dir_name("example/tiny"), str(tmp_path / "no-venv"),
+        argv = probe.argv(str(hf_home), repo_folder("example/tiny"), str(tmp_path / "no-venv"),
                           "sparkops/none:latest", "native")
         done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=30,
                               env={**os.environ, "HOME": str(home)})

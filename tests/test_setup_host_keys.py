@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
+
+from sparkops.base.errors import ConnectError
 from sparkops.config import load_config
-from sparkops.errors import ConnectError
 from sparkops.remote.connection import NodeConn
 
 pytestmark = [pytest.mark.cluster]

@@ -1,4 +1,4 @@
-"""sparkops.smoke_model: cache layout with the controller's Python, the real build in the venv."""
+"""sparkops.node_scripts.smoke_model: cache layout with the controller's Python, the real build in the venv."""
 
 import json
 import os
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sparkops import smoke_model
+from sparkops.node_scripts import hf_cache, smoke_model
 
 
 def _fake_build(model_dir: Path) -> None:
@@ -16,7 +16,7 @@ def _fake_build(model_dir: Path) -> None:
     model_dir.mkdir(parents=True)
     (model_dir / "config.json").write_text('{"model_type": "llama"}')
     (model_dir / "model.safetensors").write_bytes(b"\0" * 64)
-    files = {p.name: smoke_model._sha256(p) for p in sorted(model_dir.iterdir())}
+    files = {p.name: hf_cache.sha256_file(p) for p in sorted(model_dir.iterdir())}
     manifest = {"recipe": smoke_model.RECIPE_VERSION, "files": files}
     (model_dir / smoke_model.MANIFEST).write_text(json.dumps(manifest))
 
@@ -37,7 +37,7 @@ def test_hf_cache_layout(tmp_path):
     assert snapshot == repo / "snapshots" / rev and len(rev) == 40
     for name in ("config.json", "model.safetensors"):
         link = snapshot / name
-        digest = smoke_model._sha256(tmp_path / "m" / name)
+        digest = hf_cache.sha256_file(tmp_path / "m" / name)
         assert os.readlink(link) == f"../../blobs/{digest}"
         assert link.read_bytes() == (tmp_path / "m" / name).read_bytes()
     assert not (snapshot / smoke_model.MANIFEST).exists()

@@ -1,4 +1,4 @@
-"""sparkops.vllm_cpu: the local fix wheels for real, and the installed venv for real."""
+"""sparkops.node_scripts.vllm_cpu: the local fix wheels for real, and the installed venv for real."""
 
 import json
 import os
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
-from sparkops import smoke_model, vllm_cpu
+from sparkops.node_scripts import smoke_model, vllm_cpu
 
 
 def test_fix_wheels_are_valid(tmp_path):

@@ -19,8 +19,8 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from sparkops.base.errors import SparkopsError
 from sparkops.bench.prompts import DEFAULT_SET, Prompt, default_prompts_path, load_jsonl, load_sharegpt
-from sparkops.errors import SparkopsError
 
 SHAREGPT_REPO = "anon8231489123/ShareGPT_Vicuna_unfiltered"
 SHAREGPT_FILE = "ShareGPT_V3_unfiltered_cleaned_split.json"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -14,6 +13,7 @@ from pathlib import Path
 import jsonschema
 
 from sparkops import __version__
+from sparkops.base.files import atomic_write
 
 KIND = "sparkops-bench-result"
 SCHEMA_VERSION = 1
@@ -104,15 +104,7 @@ def write_result(doc: dict, target: Path) -> Path:
         while path.exists():
             path = target / f"{doc['id']}-{n}.json"
             n += 1
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, json.dumps(doc, indent=1) + "\n", fsync=True)
 
 
 def load_results(folder: Path) -> tuple[list[tuple[Path, dict]], list[str]]:

@@ -10,13 +10,18 @@ from dataclasses import dataclass, field
 
 import requests
 
+from sparkops.apply.ready import headers
+from sparkops.apply.record import read_record
+from sparkops.base.errors import SparkopsError
 from sparkops.bench.results import empty_provenance
 from sparkops.config import Config
-from sparkops.errors import SparkopsError
 from sparkops.facts.nccl_log import parse_nccl_log
-from sparkops.lifecycle import connect, gather, read_state
-from sparkops.plan import RUNTIMES, contexts
-from sparkops.readiness import headers
+from sparkops.facts.node import NodeFacts
+from sparkops.facts.session import cluster_session
+from sparkops.plan import RUNTIMES
+from sparkops.plan.context import NodeContext, contexts
+from sparkops.plan.interfaces import Runtime
+from sparkops.remote.connection import NodeConn
 
 NCCL_LOG_LINES = 5000
 
@@ -29,8 +34,8 @@ class Target:
     provenance: dict
     cfg: Config | None = None  # the profile that is serving, when known
     state: dict | None = None
-    head: object | None = None  # NodeContext of the head, for engines that run there
-    conn: object | None = None  # the head's NodeConn
+    head: NodeContext | None = None  # the head, for engines that run there
+    conn: NodeConn | None = None  # the head's connection
     warnings: list[str] = field(default_factory=list)
 
 
@@ -64,13 +69,9 @@ def open_target(load: Callable[[str], Config], cluster_cfg: Config | None, *, pr
         api_key = cfg.secrets.get("api_key") if cfg else None
         yield _url_only(url, cfg, api_key)
         return
-    group = connect(cluster_cfg)
-    try:
-        facts, down = gather(cluster_cfg, group)
-        head_name = cluster_cfg.nodes[0]["name"]
-        if head_name not in facts:
-            raise down[head_name]
-        state = read_state(cluster_cfg, group, facts)
+    with cluster_session(cluster_cfg) as session:
+        session.require([session.head_name])
+        state = read_record(session)
         if state is None:
             if url is None:
                 raise SparkopsError(f"nothing is serving on cluster {cluster_cfg.cluster_name!r} "
@@ -87,17 +88,14 @@ def open_target(load: Callable[[str], Config], cluster_cfg: Config | None, *, pr
         cfg = load(state["profile"])
         api_key = cfg.secrets.get("api_key")
         target_url = (url or state["api_url"]).rstrip("/")
-        head = contexts(cfg, facts, all_nodes=True)[0]
-        prov = _provenance(cfg, state, target_url, api_key, facts, group, head)
-        t = Target(target_url, state["served_model_name"], api_key, prov, cfg, state, head,
-                   group[head.name])
+        head = contexts(cfg, session.facts, all_nodes=True)[0]
+        prov = _provenance(cfg, state, target_url, api_key, session.facts, session.head, head)
+        t = Target(target_url, state["served_model_name"], api_key, prov, cfg, state, head, session.head)
         if cfg.config_hash() != state.get("hash"):
             t.warnings.append(f"the deployment's config hash {state.get('hash')} differs from profile "
                               f"{state['profile']!r} as loaded now ({cfg.config_hash()}): it was started "
                               "with other overrides; the result records the deployment's hash")
         yield t
-    finally:
-        group.close()
 
 
 def _url_only(url: str | None, cfg: Config | None, api_key: str | None) -> Target:
@@ -118,7 +116,8 @@ def _url_only(url: str | None, cfg: Config | None, api_key: str | None) -> Targe
     return Target(url, model, api_key, prov, cfg)
 
 
-def _provenance(cfg: Config, state: dict, url: str, api_key: str | None, facts, group, head) -> dict:
+def _provenance(cfg: Config, state: dict, url: str, api_key: str | None, facts: dict[str, NodeFacts],
+                head_conn: NodeConn, head: NodeContext) -> dict:
     runtime = RUNTIMES[state.get("runtime") or cfg.cluster["runtime"]]
     hf = facts[head.name]
     prov = empty_provenance() | {
@@ -138,25 +137,26 @@ def _provenance(cfg: Config, state: dict, url: str, api_key: str | None, facts, 
         f = facts.get(name)
         gpus = f.gpus if f else ()
         hardware.append({"node": name,
-                         "gpu": ", ".join(g.name for g in gpus) or (f"none ({cfg.cluster['accelerator']})" if f else None),
+                         "gpu": (", ".join(g.name for g in gpus)
+                                 or (f"none ({cfg.cluster['accelerator']})" if f else None)),
                          "driver": (gpus[0].driver or None) if gpus else None,
                          "memory_gib": round(f.memory_gib, 1) if f and f.memory_gib else None})
     prov["hardware"] = hardware
-    prov["nccl"], prov["nccl_note"] = _nccl(group, head, runtime)
+    prov["nccl"], prov["nccl_note"] = _nccl(head_conn, head, runtime)
     return prov
 
 
-def _nccl(group, head, runtime) -> tuple[dict | None, str]:
+def _nccl(head_conn: NodeConn, head: NodeContext, runtime: Runtime) -> tuple[dict | None, str]:
     try:
-        res = group[head.name].run(runtime.log_argv(head, "vllm", NCCL_LOG_LINES), timeout=60)
+        res = head_conn.run(runtime.log_argv(head, "vllm", NCCL_LOG_LINES), timeout=60)
     except Exception as exc:  # a log we cannot read must not stop the benchmark
         return None, f"could not read the head's log: {type(exc).__name__}: {exc}"
     text = res.stdout + res.stderr
     if not res.ok:
         return None, f"could not read the head's log (exit {res.rc})"
     if not re.search(r"\bNCCL\b", text):
-        return None, ("no NCCL lines in the last {} lines of the head's vLLM log (single node or "
-                      "CPU: no NCCL; or NCCL_DEBUG is not INFO)").format(NCCL_LOG_LINES)
+        return None, (f"no NCCL lines in the last {NCCL_LOG_LINES} lines of the head's vLLM log (single node or "
+                      "CPU: no NCCL; or NCCL_DEBUG is not INFO)")
     rep = parse_nccl_log(text)
     note = "from the head's vLLM log"
     if rep.fell_back_to_socket:

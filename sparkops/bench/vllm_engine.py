@@ -14,13 +14,13 @@ import re
 import shlex
 import uuid
 
+from sparkops.base.errors import SparkopsError
 from sparkops.bench.client import ENDPOINTS
 from sparkops.bench.datasets import Dataset, as_sharegpt
 from sparkops.bench.target import Target
-from sparkops.errors import SparkopsError
 from sparkops.plan import RUNTIMES
 from sparkops.plan.context import CONTAINER_HF_HOME
-from sparkops.remote.connection import CommandTimeout
+from sparkops.remote.result import CommandTimeout
 
 PERCENTILES = "50,90,95,99"
 METRIC_KEY = re.compile(r"^(mean|median|std|p\d+(\.\d+)?)_(ttft|tpot|itl|e2el)_ms$")
@@ -81,7 +81,8 @@ def _runtime_argv(target: Target, argv: list[str], *, env: dict[str, str] | None
     return out
 
 
-def run_vllm_bench(target: Target, dataset: Dataset, settings: dict, timeout_s: float) -> tuple[dict, dict | None, dict]:
+def run_vllm_bench(target: Target, dataset: Dataset, settings: dict,
+                   timeout_s: float) -> tuple[dict, dict | None, dict]:
     """-> (metrics, single-request view of the first request, engine_detail)."""
     if target.head is None or target.cfg is None:
         raise SparkopsError("--engine vllm needs the cluster's head (a running deployment)", step="bench")

@@ -3,6 +3,6 @@ fail), the evidence and a fix. Pure check functions over (config, node facts) in
 network.py and deploy.py; the ones that run something on the nodes in reach.py (ping over
 RoCE), logs.py (the deployment's logs) and nccl.py (the all-reduce test); runner.py puts
 them together and render.py prints and saves the report."""
-from .result import CLUSTER, FAIL, OK, WARN, Check
+from sparkops.checks.result import CLUSTER, FAIL, OK, WARN, Check
 
 __all__ = ["CLUSTER", "FAIL", "OK", "WARN", "Check"]

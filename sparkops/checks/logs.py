@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 
-from ..config import Config
-from ..facts.nccl_log import parse_nccl_log
-from ..facts.node import NodeFacts
-from ..logtail import hint
-from ..plan import ALL_SERVICES, RUNTIMES, contexts
-from ..remote.group import NodeGroup
-from .result import CLUSTER, FAIL, OK, WARN, Check
+from sparkops.checks.result import CLUSTER, FAIL, OK, WARN, Check
+from sparkops.config import Config
+from sparkops.facts.nccl_log import parse_nccl_log
+from sparkops.facts.service_log import hint
+from sparkops.facts.session import ClusterSession
+from sparkops.plan import ALL_SERVICES, RUNTIMES
+from sparkops.plan.context import contexts
+from sparkops.remote.connection import NodeConn
 
 LINES = 5000
 # (label, status, pattern, fix when logtail has no better hint)
@@ -29,14 +30,14 @@ SIGNATURES = [
 ]
 
 
-def collect(cfg: Config, group: NodeGroup, facts: dict[str, NodeFacts], state: dict | None
-            ) -> dict[tuple[str, str], str]:
+def collect(session: ClusterSession, state: dict | None) -> dict[tuple[str, str], str]:
     """{(node, service): its last LINES log lines} for every service that has a log, through
     the runtime's own log command (docker logs, or the native log file)."""
+    cfg = session.cfg
     runtime = RUNTIMES[(state or {}).get("runtime") or cfg.cluster["runtime"]]
-    ctxs = {c.name: c for c in contexts(cfg, facts, all_nodes=True)}
+    ctxs = {c.name: c for c in contexts(cfg, session.facts, all_nodes=True)}
 
-    def one(conn):
+    def one(conn: NodeConn) -> dict[str, str]:
         found = {}
         for service in ALL_SERVICES:
             res = conn.run(runtime.log_argv(ctxs[conn.name], service, LINES), timeout=60)
@@ -45,10 +46,9 @@ def collect(cfg: Config, group: NodeGroup, facts: dict[str, NodeFacts], state: d
                 found[service] = text
         return found
 
-    out = {}
-    for node, result in group.subset(ctxs).map(one).items():
-        if isinstance(result, dict):
-            out |= {(node, service): text for service, text in result.items()}
+    out: dict[tuple[str, str], str] = {}
+    for node, found in session.group.subset(ctxs).map(one).succeeded.items():
+        out |= {(node, service): text for service, text in found.items()}
     return out
 
 

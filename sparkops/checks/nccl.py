@@ -1,34 +1,39 @@
 """The collective test: node_scripts/allreduce.py on every node at once, one rank per node (or
-per GPU), inside the cluster's runtime, with the network environment `up` gives vLLM. Its
-result is the bus bandwidth per message size and the transport NCCL chose."""
+per GPU), inside the cluster's runtime, with the environment `up` gives vLLM (the planner's
+own `serving_env`, less the API key). Its result is the bus bandwidth per message size, the
+transport NCCL chose, and every rank's proof that it saw that environment."""
 from __future__ import annotations
 
 import json
 import posixpath
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 
-from ..apply import run_step_on_nodes
-from ..config import Config
-from ..errors import SparkopsError
-from ..facts.nccl_log import parse_nccl_log
-from ..facts.node import NodeFacts
-from ..facts.roce import select_roce
-from ..logtail import hint
-from ..plan import contexts, env_file_text, runtime_docker, runtime_native
-from ..plan.model import Run, Step, WriteFile
-from ..plan.network_env import network_env
-from ..remote.connection import CommandTimeout
-from ..remote.group import NodeGroup
-from .result import CLUSTER, FAIL, OK, WARN, Check
+from sparkops.apply.run import run_step_on_nodes
+from sparkops.base.errors import SparkopsError
+from sparkops.base.progress import Progress
+from sparkops.checks.result import CLUSTER, FAIL, OK, WARN, Check
+from sparkops.config import Config
+from sparkops.facts.nccl_log import parse_nccl_log
+from sparkops.facts.node import NodeFacts
+from sparkops.facts.roce import RoceChoice, select_roce
+from sparkops.facts.service_log import hint
+from sparkops.node_scripts import source
+from sparkops.plan import RUNTIMES, runtime_docker, runtime_native
+from sparkops.plan.context import contexts
+from sparkops.plan.env import env_file_text, serving_env
+from sparkops.plan.steps import Action, Run, Step, WriteFile
+from sparkops.remote.connection import NodeConn
+from sparkops.remote.group import NodeGroup
+from sparkops.remote.result import CommandTimeout, Result
 
 SCRIPT = "allreduce.py"
 CONTAINER = "sparkops-nccl-test"
 MARK = '{"sparkops_allreduce"'
+ENV_MARK = '{"sparkops_allreduce_env"'
 # Message sizes and repetitions: nccl-tests' habits on GPUs; fewer repetitions for gloo on CPUs.
-SETTINGS = {"nccl": {"min": "1M", "max": "256M", "factor": 4, "iters": 20, "warmup": 5},
-            "gloo": {"min": "1M", "max": "256M", "factor": 4, "iters": 5, "warmup": 2}}
+SETTINGS = {"nccl": {"min": "1M", "max": "256M", "factor": "4", "iters": "20", "warmup": "5"},
+            "gloo": {"min": "1M", "max": "256M", "factor": "4", "iters": "5", "warmup": "2"}}
 RENDEZVOUS_TIMEOUT_S = 120
 DEADLINE_S = 600
 # Exports each KEY=VALUE line of the 0600 env file ($0), then runs the program (as service.sh).
@@ -70,18 +75,20 @@ def parse_result(text: str) -> dict | None:
     return None
 
 
-def _env(cfg: Config, choice, backend: str, multi: bool) -> dict[str, str]:
-    """What `up` gives vLLM about the network (and the profile's own env), NCCL_DEBUG=INFO."""
-    env = network_env(choice, accelerator=cfg.cluster["accelerator"], network=cfg.cluster["network"],
-                      backend=cfg.doc["distributed"]["backend"], multi_node=multi)
-    env |= {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.doc.get("env", {}).items()}
-    if backend == "nccl":
-        env["NCCL_DEBUG"] = "INFO"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+def parse_env_lines(text: str) -> list[dict]:
+    """Every rank's report of the environment it saw, from one node's output."""
+    found = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith(ENV_MARK):
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                continue
+    return found
 
 
-def run(cfg: Config, group: NodeGroup, facts: dict[str, NodeFacts], progress) -> AllreduceRun | Check:
+def run(cfg: Config, group: NodeGroup, facts: dict[str, NodeFacts], progress: Progress) -> AllreduceRun | Check:
     """Start every rank and wait for all; a Check when the test cannot start at all."""
     cluster = cfg.cluster
     ctxs = contexts(cfg, facts, all_nodes=True)
@@ -92,7 +99,7 @@ def run(cfg: Config, group: NodeGroup, facts: dict[str, NodeFacts], progress) ->
         return Check("nccl.allreduce", "nccl", CLUSTER, OK,
                      "one node with one GPU: no collective to test", {"nodes": [c.name for c in ctxs]})
     multi = len(ctxs) > 1
-    picked = {}
+    picked: dict[str, RoceChoice] = {}
     if multi:
         for c in ctxs:
             try:
@@ -103,14 +110,19 @@ def run(cfg: Config, group: NodeGroup, facts: dict[str, NodeFacts], progress) ->
     master = picked[ctxs[0].name].ip if multi else "127.0.0.1"
     port = cluster["ports"]["rendezvous"]
     s = SETTINGS[backend]
-    source = resources.files("sparkops.node_scripts").joinpath(SCRIPT).read_text()
+    text = source(SCRIPT)
+    runtime = RUNTIMES[cluster["runtime"]]
     envs, argvs, prepare = {}, {}, {}
     for c in ctxs:
         script, env_file = posixpath.join(c.run_dir, SCRIPT), posixpath.join(c.run_dir, "nccl-test.env")
-        envs[c.name] = _env(cfg, picked.get(c.name), backend, multi)
-        args = ["--backend", backend, "--master-addr", master, "--master-port", str(port),
-                "--min-bytes", s["min"], "--max-bytes", s["max"], "--factor", str(s["factor"]),
-                "--iters", str(s["iters"]), "--warmup", str(s["warmup"]),
+        env = serving_env(cfg, c, picked.get(c.name), runtime, multi_node=multi, secrets=False)
+        if backend == "nccl":
+            env["NCCL_DEBUG"] = "INFO"  # the transport is read from NCCL's INFO lines
+        envs[c.name] = env | {"PYTHONUNBUFFERED": "1"}
+        args = ["--backend", backend, "--echo-env", ",".join(sorted(envs[c.name])),
+                "--master-addr", master, "--master-port", str(port),
+                "--min-bytes", s["min"], "--max-bytes", s["max"], "--factor", s["factor"],
+                "--iters", s["iters"], "--warmup", s["warmup"],
                 "--timeout", str(RENDEZVOUS_TIMEOUT_S), "--deadline", str(DEADLINE_S)]
         args += (["--local-ranks", str(local), "--node-rank", str(c.rank), "--nnodes", str(len(ctxs))]
                  if local > 1 else ["--rank", str(c.rank), "--world-size", str(len(ctxs)), "--local-rank", "0"])
@@ -121,7 +133,7 @@ def run(cfg: Config, group: NodeGroup, facts: dict[str, NodeFacts], progress) ->
         else:
             python = runtime_native.program(c, ["python"])[0]
             argvs[c.name] = ["sh", "-c", LOAD_ENV, env_file, python, script, *args]
-        actions = [Run(("mkdir", "-p", c.run_dir), 30), WriteFile(script, source, 0o644),
+        actions: list[Action] = [Run(("mkdir", "-p", c.run_dir), 30), WriteFile(script, text, 0o644),
                    WriteFile(env_file, env_file_text(envs[c.name]), 0o600)]
         if cluster["runtime"] == "docker":
             actions.append(Run(("docker", "rm", "-f", CONTAINER), 60, ok_exit=(0, 1)))
@@ -132,19 +144,26 @@ def run(cfg: Config, group: NodeGroup, facts: dict[str, NodeFacts], progress) ->
     progress.say(f"      all-reduce: {len(ctxs) * local} ranks ({backend}) on {', '.join(names)}, "
                  f"rendezvous {master}:{port}")
     start = time.monotonic()
-    results = nodes.map(lambda conn: conn.run(argvs[conn.name], timeout=DEADLINE_S + 60))
+
+    def rank(conn: NodeConn) -> Result:
+        return conn.run(argvs[conn.name], timeout=DEADLINE_S + 60)
+
+    results = nodes.map(rank)
     seconds = time.monotonic() - start
     if cluster["runtime"] == "docker":  # a rank that outlived its SSH session
         nodes.map(lambda conn: conn.run(("docker", "rm", "-f", CONTAINER), timeout=60))
+    errors = results.errors()
     ranks = []
     for c in ctxs:
-        res = results[c.name]
-        if isinstance(res, CommandTimeout):
-            ranks.append(RankRun(c.name, None, res.partial, f"timed out after {res.timeout:.0f}s"))
-        elif isinstance(res, BaseException):
-            ranks.append(RankRun(c.name, None, "", getattr(res, "message", None) or str(res)))
-        else:
+        res = results.succeeded.get(c.name)
+        if res is not None:
             ranks.append(RankRun(c.name, res.rc, res.stdout + ("\n" if res.stderr else "") + res.stderr))
+            continue
+        error = errors[c.name]
+        if isinstance(error, CommandTimeout):
+            ranks.append(RankRun(c.name, None, error.partial, f"timed out after {error.timeout:.0f}s"))
+        else:
+            ranks.append(RankRun(c.name, None, "", error.message))
     return AllreduceRun(backend, len(ctxs) * local, local, f"{master}:{port}", envs, argvs, ranks,
                         seconds, multi, cluster["accelerator"])
 
@@ -174,6 +193,33 @@ def checks(cfg: Config, run: AllreduceRun) -> list[Check]:
     evidence |= {k: result.get(k) for k in ("device", "torch", "nccl_version", "rendezvous_s")}
     out = [_bandwidth(cfg, result, evidence)]
     out += _transport(run, report, transport)
+    out += env_reached(run)
+    return out
+
+
+def env_reached(run: AllreduceRun) -> list[Check]:
+    """Did every rank see the environment it was given (the one vLLM gets)? Each rank echoes
+    the values of the env file's variables as its process sees them."""
+    out = []
+    for r in run.ranks:
+        want = run.env.get(r.node, {})
+        seen = parse_env_lines(r.output)
+        if not seen:
+            out.append(Check("nccl.env", "nccl", r.node, WARN, "the ranks did not report their environment",
+                             {"expected": sorted(want)}, "see the rank's output (`--json`)"))
+            continue
+        wrong = {f"rank {s.get('rank')}: {k}": {"expected": v, "seen": s.get("env", {}).get(k)}
+                 for s in seen for k, v in want.items() if s.get("env", {}).get(k) != v}
+        evidence = {"ranks": [s.get("rank") for s in seen], "variables": len(want), "differs": wrong}
+        if wrong:
+            out.append(Check("nccl.env", "nccl", r.node, FAIL,
+                             f"{len(wrong)} variable(s) did not reach the ranks as planned: "
+                             + ", ".join(sorted(wrong)[:5]), evidence,
+                             "the runtime changed the environment: compare `inv plan` with the "
+                             "node's env file and the image's own ENV"))
+        else:
+            out.append(Check("nccl.env", "nccl", r.node, OK,
+                             f"{len(seen)} rank(s) saw all {len(want)} planned variables", evidence))
     return out
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 
-from ..config import Config
-from ..errors import SparkopsError
-from ..facts.roce import RoceChoice, port_key, select_roce
-from ..plan.context import NodeContext
-from .result import CLUSTER, FAIL, OK, WARN, Check
+from sparkops.base.errors import SparkopsError
+from sparkops.checks.result import CLUSTER, FAIL, OK, WARN, Check
+from sparkops.config import Config
+from sparkops.facts.roce import RoceChoice, port_key, select_roce
+from sparkops.plan.context import NodeContext
 
 RECOMMENDED_MTU = 9000
 MIN_SPEED_MBPS = 100_000  # a Spark's QSFP port is 200 Gb/s; below 100 the cable or port is wrong
@@ -177,7 +177,7 @@ def ports(cfg: Config, ctxs: list[NodeContext], serving: dict | None = None) -> 
         ours = serving is not None and c.name in serving.get("nodes", ())
         if taken and ours:
             out.append(_check("ports", c.name, OK, f"port(s) {', '.join(map(str, taken))} held by the "
-                              f"running deployment ({serving.get('profile')})", ports=wanted, taken=taken))
+                              f"running deployment ({(serving or {}).get('profile')})", ports=wanted, taken=taken))
         elif taken:
             out.extend(_check("ports", c.name, FAIL, f"port {p} is already in use",
                               "stop what listens there (`ss -ltnp`), `inv down` if it is an earlier "

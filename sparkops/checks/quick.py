@@ -1,10 +1,10 @@
 """Quick checks, from node facts alone (pure): SSH, facts read, GPU, runtime, disk, clock."""
 from __future__ import annotations
 
-from ..config import Config
-from ..errors import SparkopsError
-from ..plan.context import NodeContext
-from .result import CLUSTER, FAIL, OK, WARN, Check
+from sparkops.base.errors import SparkopsError
+from sparkops.checks.result import CLUSTER, FAIL, OK, WARN, Check
+from sparkops.config import Config
+from sparkops.plan.context import NodeContext
 
 GIB = 1024 ** 3
 MIN_FREE_GIB = 10.0  # room for caches (vLLM, FlashInfer, Triton) and logs besides the model
@@ -63,8 +63,9 @@ def gpu(cfg: Config, ctxs: list[NodeContext]) -> list[Check]:
 
 
 def _gpu_memory(cfg: Config, ctx: NodeContext, totals: list[int | None]) -> str | None:
-    if all(t is not None for t in totals):
-        return f"{sum(totals) / 1024:.0f} GiB GPU memory"
+    known = [t for t in totals if t is not None]
+    if len(known) == len(totals):
+        return f"{sum(known) / 1024:.0f} GiB GPU memory"
     # GB10: nvidia-smi says [N/A] for the framebuffer: memory is the host's, read /proc/meminfo.
     if cfg.cluster.get("unified_memory") and ctx.facts.memory:
         return f"unified memory {ctx.facts.memory.total_bytes / GIB:.1f} GiB (/proc/meminfo; nvidia-smi: [N/A])"
@@ -115,7 +116,7 @@ def runtime(cfg: Config, ctxs: list[NodeContext]) -> list[Check]:
         if not problems:
             out.append(_check("runtime", c.name, OK, f"Docker {f.docker_version}"
                               + (", NVIDIA runtime" if "nvidia" in f.docker_runtimes else "")
-                              + f", image {f.image_id[:19]}", **evidence))
+                              + f", image {(f.image_id or '')[:19]}", **evidence))
     return out
 
 

@@ -3,13 +3,13 @@ packets that must not fragment when the MTU is 9000, and a TCP connect to port 2
 the cable, which `inv sync` uses). One SSH round trip per node, all nodes at once."""
 from __future__ import annotations
 
-from ..config import Config
-from ..facts.roce import RoceChoice
-from ..plan.context import NodeContext
-from ..remote.connection import CommandTimeout
-from ..remote.group import NodeGroup
-from .network import RECOMMENDED_MTU
-from .result import FAIL, OK, WARN, Check
+from sparkops.checks.network import RECOMMENDED_MTU
+from sparkops.checks.result import FAIL, OK, WARN, Check
+from sparkops.facts.roce import RoceChoice
+from sparkops.plan.context import NodeContext
+from sparkops.remote.connection import NodeConn
+from sparkops.remote.group import NodeGroup
+from sparkops.remote.result import CommandTimeout
 
 # Fixed text; the interface, the big-packet flag and the targets arrive as $1, $2 and "$@".
 # A missing tool prints rc 127, which the checks report as "could not test".
@@ -37,7 +37,7 @@ def parse(text: str) -> dict[str, dict[str, int]]:
     return out
 
 
-def probe(cfg: Config, group: NodeGroup, ctxs: list[NodeContext], picked: dict[str, RoceChoice]
+def probe(group: NodeGroup, ctxs: list[NodeContext], picked: dict[str, RoceChoice]
           ) -> dict[str, dict | str]:
     """{node: parsed results, or why the probe could not run there}; nodes without a RoCE
     choice are left out (their roce.link check already failed)."""
@@ -46,20 +46,16 @@ def probe(cfg: Config, group: NodeGroup, ctxs: list[NodeContext], picked: dict[s
         return {}
     mtus = {c.name: c.facts.interfaces[picked[c.name].interface].mtu for c in ctxs if c.name in names}
 
-    def one(conn):
+    def one(conn: NodeConn) -> dict[str, dict[str, int]]:
         me = picked[conn.name]
         targets = [picked[n].ip for n in names if n != conn.name]
         res = conn.run(argv(me.interface, mtus[conn.name] >= RECOMMENDED_MTU, targets), timeout=TIMEOUT_S)
         return parse(res.stdout)
 
-    out: dict[str, dict | str] = {}
-    for name, result in group.subset(names).map(one).items():
-        if isinstance(result, CommandTimeout):
-            out[name] = f"timed out after {result.timeout:.0f}s"
-        elif isinstance(result, BaseException):
-            out[name] = getattr(result, "message", None) or str(result)
-        else:
-            out[name] = result
+    results = group.subset(names).map(one)
+    out: dict[str, dict | str] = dict(results.succeeded)
+    for name, exc in results.errors().items():
+        out[name] = f"timed out after {exc.timeout:.0f}s" if isinstance(exc, CommandTimeout) else exc.message
     return out
 
 

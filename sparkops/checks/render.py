@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from .result import CLUSTER, OK, counts
+from sparkops.base.files import atomic_write
+from sparkops.base.tables import markdown_table, text_table
+from sparkops.checks.result import CLUSTER, OK, Check, CheckReport, counts
 
 MARK = {"ok": "ok", "warn": "WARN", "fail": "FAIL"}
 
 
-def _by_node(report) -> list[tuple[str, list]]:
+def _by_node(report: CheckReport) -> list[tuple[str, list[Check]]]:
     order = [*report.nodes, *(c.node for c in report.checks if c.node not in report.nodes and c.node != CLUSTER),
              CLUSTER]
     seen, out = set(), []
@@ -24,48 +25,40 @@ def _by_node(report) -> list[tuple[str, list]]:
     return out
 
 
-def summary(report) -> str:
+def summary(report: CheckReport) -> str:
     n = counts(report.checks)
     return (f"{report.cluster}: {n['ok']} ok, {n['warn']} warn, {n['fail']} fail "
             f"({', '.join(report.groups)}; {report.seconds:.1f}s)")
 
 
-def table(report) -> str:
+def table(report: CheckReport) -> str:
     lines = []
     for node, items in _by_node(report):
         lines.append(node if node != CLUSTER else "cluster (all nodes together)")
-        width = max(len(c.name) for c in items)
+        rows: list[dict[str, str]] = []
         for c in items:
-            lines.append(f"  {MARK[c.status]:<4}  {c.name:<{width}}  {c.message}")
+            rows.append({"status": MARK[c.status], "name": c.name, "message": c.message})
             if c.fix and c.status != OK:
-                lines.append(f"  {'':<4}  {'':<{width}}  fix: {c.fix}")
+                rows.append({"message": f"fix: {c.fix}"})
+        lines.append(text_table(rows, ["status", "name", "message"], header=False, indent="  ",
+                                min_width={"status": 4}))
     return "\n".join(lines + ["", summary(report)])
 
 
-def markdown(report) -> str:
+def markdown(report: CheckReport) -> str:
     head = [f"# sparkops check: {report.cluster}", "",
             f"- started: {report.started} ({report.seconds:.1f}s)", f"- groups: {', '.join(report.groups)}",
             f"- profile: {report.profile or '-'}", f"- result: **{report.status}** ({summary(report)})", ""]
     body = []
     for node, items in _by_node(report):
-        body += [f"## {node}", "", "| status | check | observed | fix |", "|---|---|---|---|"]
-        body += [f"| {c.status} | {c.name} | {_cell(c.message)} | {_cell(c.fix if c.status != OK else '')} |"
-                 for c in items]
-        body.append("")
+        rows = [{"status": c.status, "check": c.name, "observed": c.message,
+                 "fix": c.fix if c.status != OK else ""} for c in items]
+        body += [f"## {node}", "", markdown_table(rows, ["status", "check", "observed", "fix"]), ""]
     return "\n".join(head + body)
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def write_report(report, folder: Path) -> tuple[Path, Path]:
+def write_report(report: CheckReport, folder: Path) -> tuple[Path, Path]:
     """results/<date>-check-<cluster>.json and .md, each written whole or not at all."""
-    folder.mkdir(parents=True, exist_ok=True)
     stem = f"{report.started[:19].replace(':', '').replace('-', '')}-check-{report.cluster}"
-    paths = (folder / f"{stem}.json", folder / f"{stem}.md")
-    for path, text in zip(paths, (json.dumps(report.to_dict(), indent=1) + "\n", markdown(report) + "\n")):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    return paths
+    return (atomic_write(folder / f"{stem}.json", json.dumps(report.to_dict(), indent=1) + "\n"),
+            atomic_write(folder / f"{stem}.md", markdown(report) + "\n"))

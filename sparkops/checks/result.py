@@ -1,4 +1,5 @@
-"""What one check found: ok / warn / fail, the observed values, and how to fix it."""
+"""What one check found: ok / warn / fail, the observed values, and how to fix it; and a
+report of many."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -37,3 +38,24 @@ def worst(checks: list[Check]) -> str:
 
 def counts(checks: list[Check]) -> dict[str, int]:
     return {s: sum(1 for c in checks if c.status == s) for s in STATUSES}
+
+
+@dataclass
+class CheckReport:
+    cluster: str
+    profile: str | None  # the profile named on the command line, if any
+    groups: list[str]
+    started: str
+    seconds: float = 0.0
+    checks: list[Check] = field(default_factory=list)
+    nodes: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return worst(self.checks)
+
+    def to_dict(self) -> dict:
+        return {"cluster": self.cluster, "profile": self.profile, "groups": self.groups,
+                "started": self.started, "seconds": round(self.seconds, 1), "status": self.status,
+                "summary": counts(self.checks), "nodes": self.nodes,
+                "checks": [c.to_dict() for c in self.checks]}

@@ -2,80 +2,62 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from datetime import datetime, timezone
 
-from ..config import Config
-from ..lifecycle import connect, gather, read_state
-from ..plan import contexts
-from . import deploy, logs, nccl, network, quick, reach
-from .result import CLUSTER, FAIL, WARN, Check, counts, worst
+from sparkops.apply.record import read_record
+from sparkops.base.progress import Progress
+from sparkops.checks import logs, nccl, network, quick, reach
+from sparkops.checks import profile as profile_checks
+from sparkops.checks.result import CLUSTER, FAIL, WARN, Check, CheckReport
+from sparkops.config import Config
+from sparkops.facts.session import ClusterSession, cluster_session
+from sparkops.plan.context import contexts
 
 GROUPS = ("quick", "gpu", "network", "logs", "nccl")
 DEFAULT_GROUPS = ("quick", "network")
 
 
-@dataclass
-class CheckReport:
-    cluster: str
-    profile: str | None  # the profile named on the command line, if any
-    groups: list[str]
-    started: str
-    seconds: float = 0.0
-    checks: list[Check] = field(default_factory=list)
-    nodes: list[str] = field(default_factory=list)
-
-    @property
-    def status(self) -> str:
-        return worst(self.checks)
-
-    def to_dict(self) -> dict:
-        return {"cluster": self.cluster, "profile": self.profile, "groups": self.groups,
-                "started": self.started, "seconds": round(self.seconds, 1), "status": self.status,
-                "summary": counts(self.checks), "nodes": self.nodes,
-                "checks": [c.to_dict() for c in self.checks]}
-
-
-def run_checks(cfg: Config, groups, *, profile: str | None, progress) -> CheckReport:
-    groups = [g for g in GROUPS if g in set(groups)]
-    report = CheckReport(cfg.cluster_name, profile, groups,
+def run_checks(cfg: Config, groups: Iterable[str], *, profile: str | None, progress: Progress) -> CheckReport:
+    wanted = set(groups)
+    chosen = [g for g in GROUPS if g in wanted]
+    report = CheckReport(cfg.cluster_name, profile, chosen,
                          datetime.now(timezone.utc).isoformat(timespec="seconds"),
                          nodes=[n["name"] for n in cfg.nodes])
     start = time.monotonic()
-    group = connect(cfg)
-    try:
-        progress.say(f"reading facts from {len(group.conns)} node(s)")
-        facts, down = gather(cfg, group)
-        ctxs = contexts(cfg, facts, all_nodes=True)
-        state = read_state(cfg, group, facts) if cfg.nodes[0]["name"] in facts else None
-        out = quick.reachable(ctxs, down)
-        if "quick" in groups:
+    with cluster_session(cfg, gather=False) as session:
+        progress.say(f"reading facts from {len(session.group)} node(s)")
+        session.gather()
+        ctxs = contexts(cfg, session.facts, all_nodes=True)
+        state = read_record(session)
+        out = quick.reachable(ctxs, session.unreachable)
+        if "quick" in chosen:
             out += [*quick.facts_read(ctxs), *quick.gpu_checks(cfg, ctxs), *quick.image_agree(cfg, ctxs),
                     *quick.disk(cfg, ctxs, download_gb=cfg.model.get("download_gb") if profile else None),
                     *quick.clock_skew(ctxs)]
             if profile:
-                out += deploy.checks(cfg, ctxs, f"--profile {cfg.profile} --cluster {cfg.cluster_name}")
-        elif "gpu" in groups:
+                out += profile_checks.checks(cfg, ctxs, f"--profile {cfg.profile} --cluster {cfg.cluster_name}")
+        elif "gpu" in chosen:
             out += quick.gpu_checks(cfg, ctxs)
-        if "network" in groups:
+        if "network" in chosen:
             picked, found = network.checks(cfg, ctxs, state)
             if len(picked) > 1:
                 progress.say("pinging every node's RoCE address from every other node")
-            out += found + reach.checks(ctxs, picked, reach.probe(cfg, group, ctxs, picked))
-        if "logs" in groups:
-            out += logs.checks(cfg, logs.collect(cfg, group, facts, state), state)
-        if "nccl" in groups:
-            out += _nccl(cfg, group, facts, down, state, progress)
-    finally:
-        group.close()
+            out += found + reach.checks(ctxs, picked, reach.probe(session.group, ctxs, picked))
+        if "logs" in chosen:
+            out += logs.checks(cfg, logs.collect(session, state), state)
+        if "nccl" in chosen:
+            out += _nccl(session, state, progress)
     report.checks = out
     report.seconds = time.monotonic() - start
     return report
 
 
-def _nccl(cfg, group, facts, down, state, progress) -> list[Check]:
-    if down:
-        return [Check("nccl.allreduce", "nccl", CLUSTER, FAIL, f"not run: {', '.join(down)} unreachable", {},
+def _nccl(session: ClusterSession, state: dict | None, progress: Progress) -> list[Check]:
+    cfg = session.cfg
+    if session.unreachable:
+        return [Check("nccl.allreduce", "nccl", CLUSTER, FAIL,
+                      f"not run: {', '.join(session.unreachable)} unreachable", {},
                       "every node must take part: fix SSH first (`inv check --quick`)")]
     if state:
         return [Check("nccl.allreduce", "nccl", CLUSTER, WARN,
@@ -83,5 +65,5 @@ def _nccl(cfg, group, facts, down, state, progress) -> list[Check]:
                       {"deployment": state}, f"`inv down --cluster {cfg.cluster_name}` first, then "
                       "`inv check --nccl`")]
     progress.say("running the all-reduce test on every node")
-    result = nccl.run(cfg, group, facts, progress)
+    result = nccl.run(cfg, session.group, session.facts, progress)
     return [result] if isinstance(result, Check) else nccl.checks(cfg, result)

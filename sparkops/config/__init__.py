@@ -4,20 +4,20 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from ..catalog import cluster_path, profile_path
-from ..errors import ConfigError
-from ..names import check_name
-from ..paths import local_override, project_root
-from .layers import Layer, cli_layer, env_layer, merge, scoped_override
-from .layers import environ as os_environ
-from .semantic import Finding, check
-from .toml_files import parse_toml, read_toml
-from .validate import validate
+from sparkops.base.errors import ConfigError
+from sparkops.base.names import check_name
+from sparkops.base.paths import local_override_path, project_root
+from sparkops.config.catalog import cluster_path, profile_path
+from sparkops.config.layers import Layer, cli_layer, env_layer, merge, scoped_override
+from sparkops.config.layers import environ as os_environ
+from sparkops.config.semantic import Finding, check
+from sparkops.config.toml_files import parse_toml, read_toml
+from sparkops.config.validate import validate
 
 DEFAULT_CLUSTER = "spark-pair"
 MASK = "********"
@@ -76,12 +76,12 @@ def defaults_layer() -> Layer:
 
 
 def load_config(profile: str, cluster: str | None = None, *, root: Path | None = None,
-                sets: list[str] = (), environ: Mapping[str, str] | None = None,
+                sets: Sequence[str] = (), environ: Mapping[str, str] | None = None,
                 node_memory_gib: float | None = None) -> Config:
     root = root or project_root()
     environ = os_environ() if environ is None else environ
     check_name("profile", profile)
-    override_path = local_override(root)
+    override_path = local_override_path(root)
     override = read_toml(override_path) if override_path.is_file() else {}
     default = override.pop("default_cluster", None)
     cluster = cluster or environ.get("SPARKOPS_CLUSTER") or default or DEFAULT_CLUSTER

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import tomlkit
 from tomlkit.exceptions import ParseError
 
-from ..errors import ConfigError
+from sparkops.base.errors import ConfigError
 
 ENV_PREFIX = "SPARKOPS_"
 # Secrets also come from the variables their own tools read.

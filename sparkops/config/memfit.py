@@ -35,20 +35,6 @@ class MemFit:
     def as_dict(self) -> dict:
         return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
-    def table(self) -> list[str]:
-        rows = [
-            ("node memory", f"{self.node_memory_gib:.1f} GiB"),
-            ("budget (x gpu_memory_utilization)", f"{self.budget_gib:.1f} GiB"),
-            ("weights per node", f"{self.weights_gib:.1f} GiB"),
-            ("runtime overhead", f"{self.overhead_gib:.1f} GiB"),
-            ("left for KV cache", f"{self.kv_room_gib:.1f} GiB"),
-        ]
-        if self.kv_one_seq_gib is not None:
-            rows.append(("KV of one max_model_len sequence", f"{self.kv_one_seq_gib:.2f} GiB"))
-            rows.append(("full-length sequences that fit", f"{self.full_length_seqs:.1f}"))
-        rows.append(("left for the OS", f"{self.os_left_gib:.1f} GiB"))
-        return [f"{k:<36} {v}" for k, v in rows]
-
 
 def nodes_needed(doc: dict) -> int:
     serving, cluster = doc["serving"], doc["cluster"]

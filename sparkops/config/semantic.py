@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .memfit import estimate, nodes_needed
+from sparkops.config.memfit import estimate, nodes_needed
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,8 @@ def check(doc: dict, *, node_memory_gib: float | None = None) -> list[Finding]:
             f"tensor_parallel {serving['tensor_parallel']} x pipeline_parallel "
             f"{serving['pipeline_parallel']} needs {needed} nodes of {cluster.get('gpus_per_node', 1)} "
             f"GPU(s); cluster {cluster['name']!r} has {len(nodes)}",
-            f"lower serving.tensor_parallel (e.g. --set serving.tensor_parallel={len(nodes) * cluster.get('gpus_per_node', 1)}) "
+            "lower serving.tensor_parallel (e.g. --set "
+            f"serving.tensor_parallel={len(nodes) * cluster.get('gpus_per_node', 1)}) "
             f"or add nodes to the cluster"))
     names = [n["name"] for n in nodes]
     dupes = sorted({n for n in names if names.count(n) > 1})

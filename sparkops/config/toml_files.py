@@ -6,7 +6,7 @@ from pathlib import Path
 import tomlkit
 from tomlkit.exceptions import ParseError
 
-from ..errors import ConfigError
+from sparkops.base.errors import ConfigError
 
 
 def read_toml(path: Path) -> dict:

@@ -6,16 +6,16 @@ problem, and for typos the closest allowed key or value.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from importlib import resources
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from ..errors import ConfigError
-from ..names import did_you_mean
-from .layers import Layer
+from sparkops.base.errors import ConfigError
+from sparkops.base.names import did_you_mean
+from sparkops.config.layers import Layer
 
 
 @lru_cache(maxsize=1)
@@ -62,8 +62,9 @@ def origin_of(path: tuple, seen: dict[tuple, str]) -> str:
 
 def describe(error: ValidationError, seen: dict[tuple, str]) -> str:
     path = tuple(error.absolute_path)
-    if error.validator == "additionalProperties":
-        allowed = list(error.schema.get("properties", {}))
+    schema = error.schema if isinstance(error.schema, Mapping) else {}  # a bool schema has no keys
+    if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
+        allowed = list(schema.get("properties", {}))
         extra = [k for k in error.instance if k not in allowed]
         parts = []
         for key in extra:
@@ -74,8 +75,9 @@ def describe(error: ValidationError, seen: dict[tuple, str]) -> str:
         return "\n".join(parts)
     where = origin_of(path, seen)
     if path[:1] == ("secrets",):  # never echo a secret's value
-        return f"{where}: {json_path(path)}: must be a {error.schema.get('type', 'string')} (value not shown)"
-    if error.validator == "enum" and isinstance(error.instance, str):
+        return f"{where}: {json_path(path)}: must be a {schema.get('type', 'string')} (value not shown)"
+    if (error.validator == "enum" and isinstance(error.instance, str)
+            and isinstance(error.validator_value, (list, tuple))):
         hint = did_you_mean(error.instance, error.validator_value)
         choices = ", ".join(repr(v) for v in error.validator_value)
         return (f"{where}: {json_path(path)}: {error.instance!r} is not one of {choices}"
@@ -83,7 +85,7 @@ def describe(error: ValidationError, seen: dict[tuple, str]) -> str:
     if error.validator == "required":
         return f"{where}: {json_path(path)}: {error.message}"
     if error.validator == "pattern":
-        what = error.schema.get("description")
+        what = schema.get("description")
         return (f"{where}: {json_path(path)}: {error.instance!r} has characters that are not "
                 f"allowed here" + (f" (expected: {what})" if what else ""))
     return f"{where}: {json_path(path)}: {error.message}"

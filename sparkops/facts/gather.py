@@ -1,11 +1,19 @@
-"""Node facts: the probe's sections parsed into NodeFacts (pure), and gathering them."""
+"""Node facts: the probe run on every node at once, and its sections parsed into NodeFacts
+(pure, tested from recorded output)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 
-from . import parsers
-from .node import NodeFacts
+from sparkops.base.errors import ConnectError, SparkopsError
+from sparkops.config import Config
+from sparkops.facts import parsers, probe
+from sparkops.facts.node import NodeFacts
+from sparkops.node_scripts.hf_cache import repo_folder
+from sparkops.remote.connection import NodeConn
+from sparkops.remote.group import NodeGroup
+from sparkops.remote.result import CommandTimeout
 
 _LISTEN = re.compile(r"^\S+\s+\d+\s+\d+\s+(\S+):(\d+)\s")
 
@@ -14,11 +22,6 @@ def parse_ss_listen(text: str) -> tuple[int, ...]:
     """`ss -Htln` lines -> sorted listening TCP ports."""
     ports = {int(m.group(2)) for line in text.splitlines() if (m := _LISTEN.match(line))}
     return tuple(sorted(ports))
-
-
-def model_dir_name(repo: str) -> str:
-    """huggingface_hub's cache folder for a model repo."""
-    return "models--" + repo.replace("/", "--")
 
 
 def facts_from_sections(node: str, sections: dict[str, tuple[int, str]]) -> NodeFacts:
@@ -60,3 +63,29 @@ def facts_from_sections(node: str, sections: dict[str, tuple[int, str]]) -> Node
         model_blobs=parsed("model-blobs", parsers.parse_model_blobs),
         ports_in_use=parsed("ports", parse_ss_listen, ()),
         clock=parsed("clock", float), errors=errors)
+
+
+def gather(cfg: Config, group: NodeGroup) -> tuple[dict[str, NodeFacts], dict[str, SparkopsError]]:
+    """Facts from every node of the group at once: (facts of the reachable nodes, why each
+    other node could not be read)."""
+    c = cfg.cluster
+
+    def one(conn: NodeConn) -> NodeFacts:
+        def where(path: str) -> str:
+            # Before facts there is no home to resolve '~/' with: an SSH command starts in the
+            # home directory, so a relative path does; this machine expands it itself.
+            if not path.startswith("~/"):
+                return path
+            return os.path.expanduser(path) if conn.is_local else path[2:]
+
+        try:
+            res = conn.run(probe.argv(where(c["paths"]["hf_home"]), repo_folder(cfg.model["repo"]),
+                                      where(c["venv"]), c["image"], c["runtime"]),
+                           timeout=c["ssh"]["command_timeout_s"])
+        except CommandTimeout as exc:
+            raise ConnectError(f"reading facts timed out after {exc.timeout:.0f}s", host=conn.name,
+                               step="facts") from None
+        return facts_from_sections(conn.name, probe.split_sections(res.stdout))
+
+    results = group.map(one)
+    return results.succeeded, results.errors()

@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .types import DiskFree, Gpu, Interface, MemInfo, ModelBlobs, RoceLink
+from sparkops.facts.types import DiskFree, Gpu, Interface, MemInfo, ModelBlobs, RoceLink
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from .parsers import IP_ADDR_ARGV, NVIDIA_SMI_QUERY_ARGV, SYSFS_ROCE_SCRIPT
+from sparkops.facts.parsers import IP_ADDR_ARGV, NVIDIA_SMI_QUERY_ARGV, SYSFS_ROCE_SCRIPT
 
 # name -> shell line; "$1" hf_home, "$2" model folder name, "$3" venv, "$4" image, "$5" runtime
 _SECTIONS = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..errors import SparkopsError
-from .node import NodeFacts
+from sparkops.base.errors import SparkopsError
+from sparkops.facts.node import NodeFacts
 
 # The second PCIe x4 function of a Spark's QSFP port shows up with a capital P in its names
 # (enP2p1s0f1np1, roceP2p1s0f1). Sockets go on the plain one; NCCL gets both HCAs.
@@ -78,3 +78,12 @@ def _roce_evidence(facts: NodeFacts) -> list[str]:
             addrs = ", ".join(f"{a}/{p}" for a, p in iface.ipv4) or "no IPv4"
             lines.append(f"interface {name}: {iface.state}, mtu {iface.mtu}, {addrs}")
     return lines
+
+
+def cable_address(facts: NodeFacts, node: dict, network: dict) -> str:
+    """Where the head reaches a node for bulk copies (models, images): its RoCE address when it
+    has one (the 200 Gb/s cable), else the address sparkops knows it by."""
+    try:
+        return select_roce(facts, node, network).ip
+    except SparkopsError:
+        return node["host"]

@@ -15,11 +15,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Config
-from ..errors import SparkopsError
-from ..progress import Progress
-from ..remote.connection import LOCAL_HOSTS
-from .hfcache import import_local_dir, repo_dir
+from sparkops.base.errors import SparkopsError
+from sparkops.base.progress import Progress
+from sparkops.base.units import gb
+from sparkops.config import Config
+from sparkops.models.local_import import import_local_dir
+from sparkops.node_scripts.hf_cache import repo_dir
+from sparkops.remote.connection import LOCAL_HOSTS
 
 HUB = "https://huggingface.co"
 
@@ -52,8 +54,7 @@ def download(cfg: Config, *, local_dir: str | None = None, progress: Progress) -
         progress.say(f"importing {local_dir} as {m['repo']} into {repo_dir(hf_home, m['repo'])}")
         done = import_local_dir(Path(local_dir), hf_home, m["repo"], m.get("revision"),
                                 m.get("allow_patterns"), m.get("ignore_patterns"), progress)
-        progress.say(f"imported {done.files} files, {done.bytes / 1e9:.2f} GB "
-                     f"({done.copied_bytes / 1e9:.2f} GB new)")
+        progress.say(f"imported {done.files} files, {gb(done.bytes)} ({gb(done.copied_bytes)} new)")
         return DownloadResult(str(done.snapshot), time.monotonic() - start, True, done.bytes)
     token = cfg.secrets.get("hf_token") or None
     page = f"{HUB}/{m['repo']}"
@@ -77,8 +78,12 @@ def download(cfg: Config, *, local_dir: str | None = None, progress: Progress) -
 
 def download_error(exc: Exception, cfg: Config, hf_home: Path) -> Exception:
     """What a hub failure means for the user, and what to do about it."""
-    from huggingface_hub.utils import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                       RevisionNotFoundError)
+    from huggingface_hub.utils import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
     m, flag = cfg.model, f"--profile {cfg.profile} --cluster {cfg.cluster_name}"
     page = f"{HUB}/{m['repo']}"
     if isinstance(exc, GatedRepoError):

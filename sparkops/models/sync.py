@@ -14,20 +14,24 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from importlib import resources
 
-from ..config import Config
-from ..config.memfit import nodes_needed
-from ..errors import SparkopsError, StepError
-from ..facts.gather import model_dir_name
-from ..progress import Progress
-from ..units import gb
-from ..remote.connection import LOCAL_HOSTS, NodeConn
-from . import transport
-from ..remote.stream import run_piped
+from sparkops.base.errors import SparkopsError, StepError
+from sparkops.base.progress import Meter, Progress
+from sparkops.base.units import gb
+from sparkops.config import Config
+from sparkops.config.memfit import nodes_needed
+from sparkops.facts.roce import cable_address
+from sparkops.facts.session import ClusterSession, cluster_session
+from sparkops.models import transport
+from sparkops.models.download import download
+from sparkops.node_scripts import source
+from sparkops.node_scripts.hf_cache import repo_folder
+from sparkops.remote.connection import LOCAL_HOSTS, NodeConn
+from sparkops.remote.openssh import ssh_command
 
 MAX_STREAMS = 4  # parallel rsync streams per worker: SSH encrypts one stream on one core
 RESERVE_BYTES = 512 << 20  # left free on the worker's disk (or 2% of it, if less)
@@ -74,12 +78,12 @@ def node_path(cfg: Config, node: dict, value: str) -> str:
 
 def model_root(cfg: Config, node: dict) -> str:
     return posixpath.join(node_path(cfg, node, cfg.cluster["paths"]["hf_home"]), "hub",
-                          model_dir_name(cfg.model["repo"]))
+                          repo_folder(cfg.model["repo"]))
 
 
 def hash_cache(cfg: Config, node: dict) -> str:
     return posixpath.join(node_path(cfg, node, cfg.cluster["paths"]["cache_dir"]), "models",
-                          model_dir_name(cfg.model["repo"]) + ".sha256.json")
+                          repo_folder(cfg.model["repo"]) + ".sha256.json")
 
 
 # The system's python3 when there is one: it starts in ~30 ms, where a pyenv shim takes ~300.
@@ -89,10 +93,10 @@ _PYTHON = 'p=/usr/bin/python3; [ -x "$p" ] || p=python3; exec "$p" -I -S -c "$0"
 def script(conn: NodeConn, command: str, cfg: Config, *, full: bool = False,
            stdin: str | None = None, timeout: float = 120) -> dict:
     """Run manifest.py on the node (any python3, the file's text as `-c`) -> its JSON."""
-    source = resources.files("sparkops.models").joinpath("manifest.py").read_text()
     node = next(n for n in cfg.nodes if n["name"] == conn.name)
-    argv = ["sh", "-c", _PYTHON, source, command, model_root(cfg, node), "--cache", hash_cache(cfg, node)]
-    res = run_piped(conn, argv + (["--full"] if full else []), timeout=timeout, stdin=stdin or "")
+    argv = ["sh", "-c", _PYTHON, source("manifest.py"), command, model_root(cfg, node),
+            "--cache", hash_cache(cfg, node)]
+    res = conn.run_piped(argv + (["--full"] if full else []), timeout=timeout, stdin=stdin or "")
     if not res.ok:
         raise StepError(f"manifest {command} failed (exit {res.rc})", host=conn.name, step="sync",
                         log_tail=res.tail(20), fix="the node needs python3 on its PATH")
@@ -104,38 +108,40 @@ def default_streams() -> int:
     return max(1, min(MAX_STREAMS, os.cpu_count() or 1))
 
 
-def sync(cfg: Config, progress: Progress, *, full: bool = False, streams: int | None = None,
-         group=None, facts=None) -> SyncReport:
-    """Copy the model from the head to the workers the profile uses; verify every one.
-    Node facts (for the workers' RoCE addresses) are read only when something must be copied,
-    so a sync with nothing to do costs two round trips."""
-    from ..lifecycle import connect
+def sync(cfg: Config, progress: Progress, *, full: bool = False, streams: int | None = None) -> SyncReport:
+    """Copy the model from the head to the workers the profile uses; verify every one."""
+    used = [n["name"] for n in cfg.nodes[:nodes_needed(cfg.doc)]]
+    with cluster_session(cfg, used, gather=False) as session:
+        return sync_nodes(session, progress, full=full, streams=streams)
+
+
+def sync_nodes(session: ClusterSession, progress: Progress, *, full: bool = False,
+               streams: int | None = None) -> SyncReport:
+    """`sync` inside a session (up's, with facts, or sync's own, without). Node facts (for the
+    workers' RoCE addresses) are read only when something must be copied, so a sync with
+    nothing to do costs two round trips."""
+    cfg, group = session.cfg, session.group
     start = time.monotonic()
     streams = streams or default_streams()
-    own = group is None
-    group = group or connect(cfg)
-    try:
-        nodes = cfg.nodes[:nodes_needed(cfg.doc)]
-        head, workers = nodes[0], nodes[1:]
-        if not workers:
-            progress.say(f"{cfg.cluster_name}: one node, nothing to sync")
-            return SyncReport(cfg.model["repo"], 0, 0, [], time.monotonic() - start)
-        manifest = _scan_head(cfg, group[head["name"]], head, full, progress)
-        body = json.dumps({"files": manifest["files"], "links": manifest["links"]})
-        timeout = 120 + manifest["bytes"] / 200e6
-        checks = _each(group, workers, lambda conn: script(conn, "check", cfg, full=full, stdin=body,
-                                                           timeout=timeout))
-        _refuse_if_short(cfg, checks)
-        behind = [w for w in workers if not checks[w["name"]]["verified"]]
-        addresses = _addresses(cfg, group, behind, facts) if behind else {}
-        results = _each(group, workers, lambda conn: _sync_one(
-            cfg, group[head["name"]], head, conn, addresses.get(conn.name), manifest, body,
-            checks[conn.name], streams, progress))
-        return SyncReport(cfg.model["repo"], manifest["bytes"], len(manifest["files"]),
-                          [results[w["name"]] for w in workers], time.monotonic() - start)
-    finally:
-        if own:
-            group.close()
+    nodes = cfg.nodes[:nodes_needed(cfg.doc)]
+    head, workers = nodes[0], nodes[1:]
+    if not workers:
+        progress.say(f"{cfg.cluster_name}: one node, nothing to sync")
+        return SyncReport(cfg.model["repo"], 0, 0, [], time.monotonic() - start)
+    manifest = _scan_head(cfg, group[head["name"]], head, full, progress)
+    body = json.dumps({"files": manifest["files"], "links": manifest["links"]})
+    timeout = 120 + manifest["bytes"] / 200e6
+    worker_group = group.subset(w["name"] for w in workers)
+    checks = worker_group.map(lambda conn: script(conn, "check", cfg, full=full, stdin=body, timeout=timeout)
+                              ).raise_failures("comparing the copies")
+    _refuse_if_short(cfg, checks)
+    behind = [w for w in workers if not checks[w["name"]]["verified"]]
+    addresses = _addresses(session, behind) if behind else {}
+    results = worker_group.map(lambda conn: _sync_one(
+        cfg, group[head["name"]], head, conn, addresses.get(conn.name), manifest, body,
+        checks[conn.name], streams, progress)).raise_failures("sync")
+    return SyncReport(cfg.model["repo"], manifest["bytes"], len(manifest["files"]),
+                      [results[w["name"]] for w in workers], time.monotonic() - start)
 
 
 def _scan_head(cfg: Config, conn: NodeConn, head: dict, full: bool, progress: Progress) -> dict:
@@ -156,27 +162,14 @@ def _scan_head(cfg: Config, conn: NodeConn, head: dict, full: bool, progress: Pr
     return manifest
 
 
-def _each(group, nodes: list[dict], fn) -> dict:
-    """fn(conn) on these nodes at once; the first failure is raised, naming the others."""
-    results = group.subset([n["name"] for n in nodes]).map(fn)
-    failed = [r for r in results.values() if isinstance(r, BaseException)]
-    if failed:
-        first = failed[0]
-        if not isinstance(first, SparkopsError):
-            raise first
-        first.details.extend(f"also failed: {e.host}: {e.message}" for e in failed[1:]
-                             if isinstance(e, SparkopsError))
-        raise first
-    return results
-
-
 def _refuse_if_short(cfg: Config, checks: dict[str, dict]) -> None:
     short = []
     for node, c in checks.items():
         reserve = min(RESERVE_BYTES, c["total_bytes"] // 50)
         if c["need_bytes"] > c["free_bytes"] - reserve:
             short.append(f"[{node}] needs {gb(c['need_bytes'])}, {gb(c['free_bytes'])} free on "
-                         f"{c['fs_path'] if c['fs_path'].startswith('/') else '~/' + c['fs_path']} (of {gb(c['total_bytes'])}; {gb(reserve)} kept in reserve)")
+                         f"{c['fs_path'] if c['fs_path'].startswith('/') else '~/' + c['fs_path']} "
+                         f"(of {gb(c['total_bytes'])}; {gb(reserve)} kept in reserve)")
     if short:
         raise SparkopsError(f"not enough disk space for {cfg.model['repo']} on {len(short)} node(s); "
                             "nothing was copied", step="sync", details=short,
@@ -227,38 +220,39 @@ def _describe(check: dict) -> list[str]:
             for k in ("missing", "partial", "wrong", "links") if check[k]]
 
 
-def _addresses(cfg: Config, group, workers: list[dict], facts: dict | None) -> dict[str, str]:
+def _addresses(session: ClusterSession, workers: list[dict]) -> dict[str, str]:
     """Each worker's RoCE address (the cable), else the address sparkops reaches it at."""
-    from ..lifecycle import _require_reachable, gather
-    if facts is None or any(w["name"] not in facts for w in workers):
-        facts, down = gather(cfg, group.subset([w["name"] for w in workers]))
-        _require_reachable(down, [w["name"] for w in workers])
+    names = [w["name"] for w in workers]
+    if any(n not in session.facts for n in names):
+        session.gather(names)
+        session.require(names)
     out = {}
     for w in workers:
         if w["host"] in LOCAL_HOSTS:
             raise SparkopsError("a worker cannot be `local`: sync copies from the head over SSH",
                                 host=w["name"], step="sync", fix="give the worker its SSH address")
-        out[w["name"]] = transport.cable_address(w, facts[w["name"]], cfg.cluster["network"])
+        out[w["name"]] = cable_address(session.facts[w["name"]], w, session.cfg.cluster["network"])
     return out
 
 
-def _copy(cfg, head_conn: NodeConn, head: dict, node: dict, address: str,
+def _copy(cfg: Config, head_conn: NodeConn, head: dict, node: dict, address: str | None,
           manifest: dict, check: dict, streams: int, progress: Progress) -> int:
     """rsync streams on the head, in parallel; returns the bytes rsync sent."""
     sizes = {rel: manifest["files"].get(rel, [0])[0] for rel in _todo(check) if rel not in check["partial"]}
-    ssh = transport.ssh_command(node, cfg.cluster["ssh"])
+    ssh = ssh_command(node, cfg.cluster["ssh"])
     jobs = [(part, False) for part in transport.split(sizes, streams)]
     if check["partial"]:
         jobs.append((sorted(check["partial"]), True))
-    meter = _Meter(progress, node["name"], check["need_bytes"])
+    meter = progress.meter(f"      {node['name']:<12} copied", check["need_bytes"], amount=gb, rate=True,
+                           every=5.0)
     total_timeout = 600 + check["need_bytes"] / 20e6
     src, dest = model_root(cfg, head), model_root(cfg, node)
 
-    def one(job):
-        paths, append = job
-        argv = transport.rsync_argv(ssh, src, address, dest, append=append)
-        res = run_piped(head_conn, argv, stdin="\0".join(paths) + "\0", timeout=total_timeout,
-                            on_line=meter.stream(id(job)))
+    def one(index: int) -> int:
+        paths, append = jobs[index]
+        argv = transport.rsync_argv(ssh, src, address or node["host"], dest, append=append)
+        res = head_conn.run_piped(argv, stdin="\0".join(paths) + "\0", timeout=total_timeout,
+                                  on_line=_count(meter, index))
         if res.rc != 0:
             raise StepError(f"rsync from {head['name']} to {address} exited {res.rc}", host=node["name"],
                             step="sync", log_tail=res.tail(20),
@@ -266,53 +260,23 @@ def _copy(cfg, head_conn: NodeConn, head: dict, node: dict, address: str,
                                 "(the worker's user and key from the cluster file) and has rsync")
         return transport.literal_bytes(res.stdout)
 
-    results: list = [None] * len(jobs)
-
-    def run(i):
-        try:
-            results[i] = one(jobs[i])
-        except BaseException as exc:  # reported below, after every stream ended
-            results[i] = exc
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(jobs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for r in results:
-        if isinstance(r, BaseException):
-            raise r
-    return sum(results)
+    # Every stream runs to its end before a failure is reported: none is left copying.
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        futures = [pool.submit(one, i) for i in range(len(jobs))]
+    return sum(f.result() for f in futures)
 
 
-class _Meter:
-    """One progress line every few seconds per worker, summed over its rsync streams."""
-
-    def __init__(self, progress: Progress, node: str, total: int, every: float = 5.0):
-        self.progress, self.node, self.total, self.every = progress, node, total, every
-        self.done: dict[int, int] = {}
-        self.start = self.last = time.monotonic()
-        self.lock = threading.Lock()
-
-    def stream(self, key: int):
-        def on_line(line: str) -> None:
-            n = transport.progress_bytes(line)
-            if n is None:
-                return
-            with self.lock:
-                self.done[key] = n
-                now = time.monotonic()
-                if now - self.last >= self.every:
-                    self.last = now
-                    got = sum(self.done.values())
-                    self.progress.say(f"      {self.node:<12} {gb(got)} of {gb(self.total)} "
-                                      f"({got / max(now - self.start, 1e-9) / 1e6:.0f} MB/s)")
-        return on_line
+def _count(meter: Meter, part: int) -> Callable[[str], None]:
+    """rsync's --info=progress2 lines of one stream -> that stream's bytes on the meter."""
+    def on_line(line: str) -> None:
+        done = transport.progress_bytes(line)
+        if done is not None:
+            meter.update(done, part=part)
+    return on_line
 
 
-def ensure_model(cfg: Config, group, facts: dict, progress: Progress) -> None:
+def ensure_model(session: ClusterSession, progress: Progress) -> None:
     """`up --sync`: download to the head if it lacks the model, then sync the workers."""
-    head = cfg.nodes[0]["name"]
-    if facts[head].model_present is False:
-        from .download import download
-        download(cfg, progress=progress)
-    sync(cfg, progress, group=group, facts=facts)
+    if session.facts[session.head_name].model_present is False:
+        download(session.cfg, progress=progress)
+    sync_nodes(session, progress)

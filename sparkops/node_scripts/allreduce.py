@@ -25,6 +25,7 @@ import time
 from datetime import timedelta
 
 MARK = "sparkops_allreduce"
+ENV_MARK = "sparkops_allreduce_env"
 DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
@@ -71,6 +72,9 @@ def options(argv: list[str]) -> argparse.Namespace:
                    help="seconds for rendezvous and each collective (default 120)")
     p.add_argument("--deadline", type=float, default=900,
                    help="exit after this many seconds whatever happens (default 900)")
+    p.add_argument("--echo-env", default="",
+                   help="comma-separated variable names: each rank prints their values as it sees "
+                        "them (proof that the environment it was given reached it)")
     return p.parse_args(argv)
 
 
@@ -118,11 +122,15 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("MASTER_PORT", "29501")
     if opts.local_ranks:
         return spawn_local(opts, argv)
+    rank = opts.rank if opts.rank is not None else int(os.environ.get("RANK", "0"))
+    if opts.echo_env:
+        names = [n for n in opts.echo_env.split(",") if n]
+        print(json.dumps({ENV_MARK: 1, "rank": rank, "hostname": platform.node(),
+                          "env": {n: os.environ.get(n) for n in names}}), flush=True)
 
     import torch
     import torch.distributed as dist
 
-    rank = opts.rank if opts.rank is not None else int(os.environ.get("RANK", "0"))
     world = opts.world_size if opts.world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
     local = opts.local_rank if opts.local_rank is not None else int(os.environ.get("LOCAL_RANK", "0"))
     backend = opts.backend

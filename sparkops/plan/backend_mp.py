@@ -3,9 +3,9 @@ worker runs the same command with its rank and `--headless`. Workers start first
 for the head at the rendezvous address; a headless worker exits when its head dies."""
 from __future__ import annotations
 
-from .context import NodeContext
-from .model import Step
-from .vllm_args import serve_argv
+from sparkops.plan.context import NodeContext
+from sparkops.plan.steps import Step
+from sparkops.plan.vllm_args import serve_argv
 
 name = "mp"
 SERVICES = ("vllm",)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import posixpath
 
-from .context import NodeContext
-from .model import Poll, Step
-from .vllm_args import serve_argv
+from sparkops.plan.context import NodeContext
+from sparkops.plan.steps import Poll, Step
+from sparkops.plan.vllm_args import serve_argv
 
 name = "ray"
 SERVICES = ("vllm", "ray")

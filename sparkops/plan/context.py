@@ -1,11 +1,13 @@
-"""Per-node context a planner works with: the node's config, facts and resolved paths."""
+"""Per-node context a planner works with: the node's config, facts and resolved paths, and
+the nodes in rank order."""
 from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
 
-from ..config import Config
-from ..facts.node import NodeFacts
+from sparkops.config import Config
+from sparkops.config.memfit import nodes_needed
+from sparkops.facts.node import NodeFacts
 
 CONTAINER_HF_HOME = "/root/.cache/huggingface"
 
@@ -61,3 +63,16 @@ class NodeContext:
 
     def log_file(self, service: str) -> str:
         return posixpath.join(self.log_dir, f"{service}.log")
+
+    @property
+    def state_file(self) -> str:
+        """On the head: what is deployed (written by `up`'s last step, read by every verb)."""
+        return posixpath.join(self.run_dir, "state.json")
+
+
+def contexts(cfg: Config, facts: dict[str, NodeFacts], *, all_nodes: bool = False) -> list[NodeContext]:
+    """Nodes in rank order (head first): those the profile uses (all of the cluster's with
+    all_nodes); nodes without facts (unreachable) are left out."""
+    nodes = cfg.nodes if all_nodes else cfg.nodes[:nodes_needed(cfg.doc)]
+    return [NodeContext(cfg, node, facts[node["name"]], rank) for rank, node in enumerate(nodes)
+            if node["name"] in facts]

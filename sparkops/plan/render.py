@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from ..config import MASK
-from .model import Plan, WriteFile
+from sparkops.config import MASK
+from sparkops.plan.steps import Plan, WriteFile
 
 SECRET_KEYS = {"VLLM_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"}
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import posixpath
 
-from ..config.memfit import nodes_needed
-from .context import CONTAINER_HF_HOME, NodeContext
-from .model import Run
+from sparkops.config.memfit import nodes_needed
+from sparkops.plan.context import CONTAINER_HF_HOME, NodeContext
+from sparkops.plan.steps import Run
 
 name = "docker"
 PREFIX = "sparkops-"

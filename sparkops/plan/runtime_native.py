@@ -4,8 +4,8 @@ from __future__ import annotations
 import posixpath
 from importlib import resources
 
-from .context import NodeContext
-from .model import Run, WriteFile
+from sparkops.plan.context import NodeContext
+from sparkops.plan.steps import Run, WriteFile
 
 name = "native"
 

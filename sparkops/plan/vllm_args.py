@@ -1,7 +1,7 @@
 """The `vllm serve` argv of a profile (pure). Values travel as argv items, never via a shell."""
 from __future__ import annotations
 
-from ..config import Config
+from sparkops.config import Config
 
 
 def serve_argv(cfg: Config) -> list[str]:

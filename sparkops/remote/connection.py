@@ -5,40 +5,20 @@ long-lived cluster must not silently accept a changed key. Every call has a time
 """
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from ..errors import ConnectError
+from sparkops.base.errors import ConnectError
+from sparkops.base.files import atomic_write
+from sparkops.remote import stream
+from sparkops.remote.result import CommandTimeout, Result
 
 LOCAL_HOSTS = ("local",)
-
-
-@dataclass(frozen=True)
-class Result:
-    node: str
-    argv: tuple[str, ...]
-    rc: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-    @property
-    def ok(self) -> bool:
-        return self.rc == 0
-
-    def tail(self, lines: int = 30) -> list[str]:
-        text = (self.stdout + ("\n" if self.stdout and self.stderr else "") + self.stderr).rstrip()
-        return text.splitlines()[-lines:] if text else []
-
-
-class CommandTimeout(Exception):
-    def __init__(self, node: str, argv, timeout: float, partial: str = ""):
-        super().__init__(f"{shlex.join(argv)} did not finish within {timeout:.0f}s")
-        self.node, self.argv, self.timeout, self.partial = node, tuple(argv), timeout, partial
 
 
 class NodeConn:
@@ -49,7 +29,7 @@ class NodeConn:
         self.host = node["host"]
         self.node = node
         self.ssh = ssh
-        self._fabric = None
+        self._fabric: Any = None  # fabric.Connection, once connected
 
     @property
     def is_local(self) -> bool:
@@ -58,9 +38,10 @@ class NodeConn:
     def label(self) -> str:
         return self.name if self.is_local else f"{self.name} ({self.host})"
 
-    def connect(self) -> None:
+    def connect(self) -> Any:
+        """Open the SSH connection (once) and return it: a fabric Connection (None locally)."""
         if self.is_local or self._fabric is not None:
-            return
+            return self._fabric
         import paramiko
         from fabric import Config, Connection
 
@@ -108,8 +89,9 @@ class NodeConn:
                 fix="check the node is on and the address in the cluster file or "
                     "sparkops.local.toml is right (`inv setup` rewrites it)") from None
         self._fabric = conn
+        return conn
 
-    def run(self, argv, *, timeout: float, stdin: str | None = None) -> Result:
+    def run(self, argv: Sequence[str], *, timeout: float, stdin: str | None = None) -> Result:
         argv = tuple(argv)
         start = time.monotonic()
         if self.is_local:
@@ -123,13 +105,12 @@ class NodeConn:
             return Result(self.name, argv, proc.returncode, proc.stdout, proc.stderr,
                           time.monotonic() - start)
         if stdin is not None:
-            from .stream import run_piped
-            return run_piped(self, argv, stdin=stdin, timeout=timeout)
+            return self.run_piped(argv, stdin=stdin, timeout=timeout)
         from invoke.exceptions import CommandTimedOut
 
-        self.connect()
+        conn = self.connect()
         try:
-            res = self._fabric.run(shlex.join(argv), hide=True, warn=True, timeout=timeout, in_stream=False)
+            res = conn.run(shlex.join(argv), hide=True, warn=True, timeout=timeout, in_stream=False)
         except CommandTimedOut as exc:
             raise CommandTimeout(self.name, argv, timeout, exc.result.stdout) from None
         except (OSError, EOFError) as exc:
@@ -138,16 +119,27 @@ class NodeConn:
                                fix="check the node is up and reachable") from None
         return Result(self.name, argv, res.exited, res.stdout, res.stderr, time.monotonic() - start)
 
-    def stream(self, argv, on_line) -> None:
-        """Run argv with no timeout, handing each output line to on_line (for `--follow`)."""
+    def run_piped(self, argv: Sequence[str], *, stdin: str, timeout: float,
+                  on_line: Callable[[str], None] | None = None) -> Result:
+        """Run argv with a stdin of any size, handing each output line to on_line as it comes."""
         if self.is_local:
-            with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
-                for line in proc.stdout:
-                    on_line(line.rstrip("\n"))
-            return
-        self.connect()
-        self._fabric.run(shlex.join(argv), hide=False, warn=True, pty=False, in_stream=False,
-                         out_stream=_LineWriter(on_line), err_stream=_LineWriter(on_line))
+            return stream.run_local(self.name, argv, stdin=stdin, timeout=timeout, on_line=on_line)
+        client = self.connect().client
+        try:
+            return stream.run_channel(client, self.name, argv, stdin=stdin, timeout=timeout,
+                                      on_line=on_line)
+        except (OSError, EOFError) as exc:
+            self.close()
+            raise ConnectError(f"lost the SSH connection to {self.host}: {exc}", host=self.name,
+                               fix="check the node is up and reachable") from None
+
+    def follow(self, argv: Sequence[str], on_line: Callable[[str], None], stop: threading.Event) -> None:
+        """Run argv with no timeout (`tail -F`), handing each output line to on_line, until it
+        ends or `stop` is set (for `--follow`)."""
+        if self.is_local:
+            stream.follow_local(argv, on_line, stop)
+        else:
+            stream.follow_channel(self.connect().client, argv, on_line, stop)
 
     def write_file(self, path: str, content: str, mode: int, *, timeout: float = 30) -> Result:
         """Write a file atomically. It is born 0600 and empty, so a secret is never readable by
@@ -156,14 +148,9 @@ class NodeConn:
         tmp = f"{path}.sparkops-tmp"
         try:
             if self.is_local:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(content)
-                os.chmod(tmp, mode)
-                os.replace(tmp, path)
+                atomic_write(path, content, mode=mode)
             else:
-                self.connect()
-                sftp = self._fabric.sftp()
+                sftp = self.connect().sftp()
                 sftp.get_channel().settimeout(timeout)
                 with sftp.open(tmp, "w") as handle:
                     handle.chmod(0o600)
@@ -185,19 +172,3 @@ class NodeConn:
 
 def _text(value) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else (value or "")
-
-
-class _LineWriter:
-    """A file-like sink for fabric's output streams that calls back once per whole line."""
-
-    def __init__(self, on_line):
-        self.on_line, self.buffer = on_line, ""
-
-    def write(self, text: str) -> None:
-        self.buffer += text
-        *lines, self.buffer = self.buffer.split("\n")
-        for line in lines:
-            self.on_line(line)
-
-    def flush(self) -> None:
-        pass

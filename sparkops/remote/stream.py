@@ -1,35 +1,44 @@
-"""Running a command on a node with a large stdin (a manifest, a file list) while handing its
-output over line by line (rsync's progress), with a timeout.
+"""Running a command with a large stdin (a manifest, a file list) while handing its output
+over line by line (rsync's progress), with a timeout: on this machine (a subprocess) or
+through one SSH channel of an open paramiko client.
 
 invoke's stdin forwarding breaks on inputs of some tens of KB ("Socket is closed"), so a
-command with stdin gets its own SSH channel of the node's connection here; NodeConn.run
-sends every stdin this way. Progress lines end in
-'\\r', so both '\\r' and '\\n' end a line.
+command with stdin gets its own SSH channel here; NodeConn sends every stdin this way.
+Progress lines end in '\\r', so both '\\r' and '\\n' end a line.
 """
 from __future__ import annotations
 
+import os
 import re
+import selectors
 import shlex
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any
 
-from ..errors import ConnectError
-from .connection import CommandTimeout, NodeConn, Result
+from sparkops.remote.result import CommandTimeout, Result
 
 _EOL = re.compile(r"[\r\n]")
 CHUNK = 1 << 16
+OnLine = Callable[[str], None]
 
 
-class _Lines:
-    """Keeps all output; calls on_line for each whole line."""
+class Lines:
+    """Keeps all output (unless keep=False: a stream that never ends); calls on_line for each
+    whole line."""
 
-    def __init__(self, on_line):
-        self.on_line, self.buffer, self.parts = on_line, "", []
+    def __init__(self, on_line: OnLine | None, keep: bool = True):
+        self.on_line, self.keep = on_line, keep
+        self.buffer = ""
+        self.parts: list[str] = []
 
     def write(self, data: bytes) -> None:
         text = data.decode(errors="replace")
-        self.parts.append(text)
+        if self.keep:
+            self.parts.append(text)
         if self.on_line is None:
             return
         self.buffer += text
@@ -42,74 +51,124 @@ class _Lines:
         return "".join(self.parts)
 
 
-def run_piped(conn: NodeConn, argv, *, stdin: str, timeout: float, on_line=None) -> Result:
+def run_local(node: str, argv: Sequence[str], *, stdin: str, timeout: float,
+              on_line: OnLine | None = None) -> Result:
     argv = tuple(argv)
     start = time.monotonic()
-    out, err = _Lines(on_line), _Lines(on_line)
-    if conn.is_local:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        feed = threading.Thread(target=_feed_local, args=(proc, stdin.encode()), daemon=True)
-        drain = threading.Thread(target=_drain, args=(proc.stderr, err), daemon=True)
-        feed.start()
-        drain.start()
-        timer = threading.Timer(timeout, proc.kill)
-        timer.start()
+    out, err = Lines(on_line), Lines(on_line)
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin and proc.stdout and proc.stderr
+    finished = threading.Event()
+    # Feeding stdin while both outputs drain (a full pipe would block all three), and a
+    # watchdog that kills the command at its timeout even when it prints nothing.
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        pool.submit(_feed_pipe, proc.stdin, stdin.encode())
+        drained = pool.submit(_drain, proc.stderr, err)
+        expired = pool.submit(_kill_after, proc, finished, timeout)
         try:
             _drain(proc.stdout, out)
             rc = proc.wait()
-            drain.join()
         finally:
-            timer.cancel()
+            finished.set()
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        if time.monotonic() - start >= timeout:
-            raise CommandTimeout(conn.name, argv, timeout, out.text() + err.text())
-        return Result(conn.name, argv, rc, out.text(), err.text(), time.monotonic() - start)
-    conn.connect()
-    try:
-        chan = conn._fabric.client.get_transport().open_session(timeout=30)
-        chan.exec_command(shlex.join(argv))
-        feed = threading.Thread(target=_feed_channel, args=(chan, stdin.encode()), daemon=True)
-        feed.start()
+            drained.result()
+    if expired.result():
+        raise CommandTimeout(node, argv, timeout, out.text() + err.text())
+    return Result(node, argv, rc, out.text(), err.text(), time.monotonic() - start)
+
+
+def _kill_after(proc: subprocess.Popen, finished: threading.Event, timeout: float) -> bool:
+    """Whether the command had to be killed for running past its timeout."""
+    if finished.wait(timeout) or proc.poll() is not None:
+        return False
+    proc.kill()
+    return True
+
+
+def run_channel(client: Any, node: str, argv: Sequence[str], *, stdin: str, timeout: float,
+                on_line: OnLine | None = None) -> Result:
+    """On an open paramiko SSHClient; OSError/EOFError mean the connection was lost."""
+    argv = tuple(argv)
+    start = time.monotonic()
+    out, err = Lines(on_line), Lines(on_line)
+    chan = client.get_transport().open_session(timeout=30)
+    chan.exec_command(shlex.join(argv))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(_feed_channel, chan, stdin.encode())
         deadline = start + timeout
-        while True:
-            busy = False
+        try:
+            while True:
+                busy = False
+                if chan.recv_ready():
+                    out.write(chan.recv(CHUNK))
+                    busy = True
+                if chan.recv_stderr_ready():
+                    err.write(chan.recv_stderr(CHUNK))
+                    busy = True
+                if not busy:
+                    if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                        break
+                    if time.monotonic() > deadline:
+                        raise CommandTimeout(node, argv, timeout, out.text() + err.text())
+                    time.sleep(0.005)
+            rc = chan.recv_exit_status()
+        finally:
+            chan.close()  # also ends a feed still blocked on a full window
+    return Result(node, argv, rc, out.text(), err.text(), time.monotonic() - start)
+
+
+def follow_local(argv: Sequence[str], on_line: OnLine, stop: threading.Event) -> None:
+    """Run argv (`tail -F`), handing each output line to on_line, until it ends or `stop` is set."""
+    lines = Lines(on_line, keep=False)
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+        assert proc.stdout
+        try:
+            with selectors.DefaultSelector() as sel:
+                sel.register(proc.stdout, selectors.EVENT_READ)
+                while not stop.is_set():
+                    if sel.select(0.2):
+                        chunk = os.read(proc.stdout.fileno(), CHUNK)
+                        if not chunk:
+                            break
+                        lines.write(chunk)
+        finally:
+            proc.kill()
+
+
+def follow_channel(client: Any, argv: Sequence[str], on_line: OnLine, stop: threading.Event) -> None:
+    """The same over SSH. A pty, so that closing the channel hangs up the remote command too."""
+    lines = Lines(on_line, keep=False)
+    chan = client.get_transport().open_session(timeout=30)
+    try:
+        chan.get_pty()
+        chan.exec_command(shlex.join(argv))
+        while not stop.is_set():
             if chan.recv_ready():
-                out.write(chan.recv(CHUNK))
-                busy = True
-            if chan.recv_stderr_ready():
-                err.write(chan.recv_stderr(CHUNK))
-                busy = True
-            if not busy:
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    break
-                if time.monotonic() > deadline:
-                    chan.close()
-                    raise CommandTimeout(conn.name, argv, timeout, out.text() + err.text())
-                time.sleep(0.005)
-        rc = chan.recv_exit_status()
+                lines.write(chan.recv(CHUNK))
+            elif chan.exit_status_ready():
+                break
+            else:
+                stop.wait(0.05)
+    finally:
         chan.close()
-    except (OSError, EOFError) as exc:
-        conn.close()
-        raise ConnectError(f"lost the SSH connection to {conn.host}: {exc}", host=conn.name) from None
-    return Result(conn.name, argv, rc, out.text(), err.text(), time.monotonic() - start)
 
 
-def _drain(stream, sink: _Lines) -> None:
-    while chunk := stream.read1(CHUNK):
+def _drain(stream: IO[bytes], sink: Lines) -> None:
+    while chunk := stream.read1(CHUNK):  # type: ignore[attr-defined]
         sink.write(chunk)
 
 
-def _feed_local(proc: subprocess.Popen, data: bytes) -> None:
+def _feed_pipe(pipe: IO[bytes], data: bytes) -> None:
     try:
-        proc.stdin.write(data)
-        proc.stdin.close()
+        pipe.write(data)
+        pipe.close()
     except OSError:  # the command ended without reading it all; its exit status tells
         pass
 
 
-def _feed_channel(chan, data: bytes) -> None:
+def _feed_channel(chan: Any, data: bytes) -> None:
     try:
         chan.sendall(data)
         chan.shutdown_write()

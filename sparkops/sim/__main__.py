@@ -21,9 +21,7 @@ def up(args: argparse.Namespace) -> int:
     cluster = build(hosts=args.hosts, docker=args.docker, slot=args.slot)
     if args.docker:
         cluster.import_base_image()
-    # The cluster outlives this command: a detached process keeps its slot locked until `down`.
-    cleanup.keep_locked(cluster.slot, cluster._lock_fd)
-    os.close(cluster._lock_fd)
+    cluster.keep_after_exit()  # the cluster outlives this command, until `down`
     describe(cluster)
     first = cluster.hosts[0].name
     print(f"\n  ssh -F {cluster.ssh_config_path} {first} hostname")

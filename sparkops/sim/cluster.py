@@ -122,6 +122,15 @@ class SimCluster:
             h.heal()
         network.wait_carrier(self.slot, len(self.hosts))
 
+    def keep_after_exit(self) -> None:
+        """Leave the cluster running after this process exits (`sim-up`): a detached process
+        takes over the slot's lock until `python -m sparkops.sim down`."""
+        if self._lock_fd is None:
+            return
+        cleanup.keep_locked(self.slot, self._lock_fd)
+        os.close(self._lock_fd)
+        self._lock_fd = None
+
     def teardown(self) -> None:
         """Remove everything of the cluster, whatever state it is in, and free its slot.
         Only its owner (the caller of build()) can, once: after that the slot may be another's.
@@ -161,7 +170,9 @@ class SimCluster:
         It is not owned by the caller: teardown() is `python -m sparkops.sim down`'s job."""
         data = json.loads((L.slot_dir(slot) / "cluster.json").read_text())
         hosts = [SimHost.from_json(h) for h in data.pop("hosts")]
-        return cls(hosts=hosts, **{k: v if k == "slot" else Path(v) for k, v in data.items()})
+        return cls(slot=int(data["slot"]), hosts=hosts, state_dir=Path(data["state_dir"]),
+                   key_path=Path(data["key_path"]), known_hosts_path=Path(data["known_hosts_path"]),
+                   ssh_config_path=Path(data["ssh_config_path"]), standins_dir=Path(data["standins_dir"]))
 
 
 def build(
@@ -217,8 +228,7 @@ def _build(slot: int, count: int, keep: list[str] | tuple[str, ...]) -> SimClust
         hosts.append(SimHost(name, i, L.netns_name(slot, i), L.mgmt_ip(slot, i), L.roce_ip(i),
                              22, host_dir, host_key))
     for h in hosts:  # all at once: each start-up is mostly waiting
-        h._proc = sshd.start(h.dir, h.netns)
-        h._children.append(h._proc)
+        h.launch()
     network.wait_carrier(slot, count)
     for h in hosts:
         h.wait_ssh()

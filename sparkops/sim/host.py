@@ -97,11 +97,15 @@ class SimHost:
     def start(self, timeout: float = 10.0) -> None:
         """(Re)start whatever of the host is down: sshd, then its Docker engine if it has one."""
         if not self.is_up():
-            self._proc = sshd.start(self.dir, self.netns)
-            self._children.append(self._proc)
+            self.launch()
             self.wait_ssh(timeout)
         if self.docker and not docker.is_ready(self.docker_sock):
             docker.wait_ready(self.dir, self.start_docker())
+
+    def launch(self) -> None:
+        """Start the host's PID 1 (its sshd) without waiting for it to answer."""
+        self._proc = sshd.start(self.dir, self.netns)
+        self._children.append(self._proc)
 
     def wait_ssh(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -165,6 +169,7 @@ class SimHost:
             [*enter(pid), sys.executable, "-I", "-S", "-c", _HOG, str(port)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )
+        assert proc.stdout is not None  # stdout=PIPE
         line = proc.stdout.readline()
         if line.strip() != "ready":
             proc.kill()
@@ -216,7 +221,8 @@ class PortHog:
         children = procs.with_descendants([self.proc.pid]) - {self.proc.pid}
         procs.kill_all(children, signal.SIGKILL, reap=[self.proc])
         self.proc.wait(timeout=10)
-        self.proc.stdout.close()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
     def __enter__(self) -> PortHog:
         return self

@@ -4,16 +4,13 @@
 override file under [clusters.sim], so `inv up --cluster sim` reaches them."""
 from __future__ import annotations
 
-import os
-
 import tomlkit
 
-from .. import local_override
-from ..errors import SparkopsError
-from ..paths import local_override as override_path
-from ..paths import project_root
-from . import cleanup
-from .cluster import build, missing_requirements
+from sparkops.base.errors import SparkopsError
+from sparkops.base.paths import local_override_path as override_path
+from sparkops.base.paths import project_root
+from sparkops.config import local_override
+from sparkops.sim.cluster import build, missing_requirements
 
 
 def sim_up(hosts: int, docker: bool) -> None:
@@ -24,8 +21,7 @@ def sim_up(hosts: int, docker: bool) -> None:
     cluster = build(hosts=hosts, docker=docker)
     if docker:
         cluster.import_base_image()
-    cleanup.keep_locked(cluster.slot, cluster._lock_fd)  # outlives this command until sim-down
-    os.close(cluster._lock_fd)
+    cluster.keep_after_exit()  # outlives this command until sim-down
     write_override(cluster)
     for h in cluster.hosts:
         print(f"  {h.name}: ssh root@{h.mgmt_ip}, RoCE {h.roce_ip}")
@@ -43,7 +39,7 @@ def write_override(cluster, path=None) -> None:
 
 
 def sim_down() -> None:
-    from .__main__ import main
+    from sparkops.sim.__main__ import main
     if main(["down"]) != 0:
         raise SparkopsError("some simulated clusters are in use by a running process", step="sim-down",
                             fix="`python -m sparkops.sim down --force` removes them anyway")

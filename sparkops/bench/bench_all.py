@@ -1,0 +1,170 @@
+"""`inv bench-all`: every profile in turn: switch to it, wait until ready, bench, record.
+
+Each profile ends as ok, failed (with the reason and the head's last log lines) or skipped
+(with the reason); a failure never stops the run, and every outcome is a result file, so the
+report shows it. Placement:
+  default        each profile as configured (TP x PP from the profile and the cluster);
+  --single-node  every profile forced onto the head alone (TP=1, PP=1); one that does not fit
+                 one node's memory at TP=1 is skipped with the memory estimate as the reason;
+  --multi-node   only profiles that span more than one node as configured; the rest skipped.
+A single-request run comes first for each profile (the single-request decode tok/s column of
+the report), then the chosen mode (quick or full).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sparkops.base.errors import SparkopsError
+from sparkops.base.progress import Progress
+from sparkops.bench.datasets import load_dataset
+from sparkops.bench.engines import render, run_engine, settings_for
+from sparkops.bench.results import empty_provenance, load_results, new_result, settings_key, write_result
+from sparkops.bench.target import open_target
+from sparkops.config import Config, load_config
+from sparkops.config.memfit import nodes_needed
+from sparkops.deploy.down import down
+from sparkops.deploy.up import up
+
+PLACEMENTS = (None, "single-node", "multi-node")
+
+
+@dataclass
+class Outcome:
+    profile: str
+    mode: str
+    status: str  # ok, failed, skipped, resumed
+    reason: str | None
+    path: Path | None
+    seconds: float
+
+
+def bench_all(*, profiles: list[str], cluster: str | None, sets: list[str], mode: str = "quick",
+              skip_token: bool = False, placement: str | None = None, resume: bool = False,
+              engine: str = "sparkops", results: Path, keep_last: bool = False,
+              progress: Progress | None = None,
+              loader: Callable[..., Config] = load_config) -> list[Outcome]:
+    if mode not in ("quick", "full"):
+        raise SparkopsError(f"--mode must be quick or full, not {mode!r}", step="bench-all")
+    if placement not in PLACEMENTS:
+        raise SparkopsError(f"unknown placement {placement!r}", step="bench-all")
+    progress = progress or Progress()
+    extra = ["serving.tensor_parallel=1", "serving.pipeline_parallel=1"] if placement == "single-node" else []
+    done_before = _finished(results) if resume else {}
+    outcomes: list[Outcome] = []
+    started = time.monotonic()
+    last_cfg = None
+    for i, name in enumerate(profiles, 1):
+        t0 = time.monotonic()
+        eta = _eta(outcomes, len(profiles) - i + 1)
+        progress.say(f"[{i}/{len(profiles)}] {name}" + (f"  (about {eta} left)" if eta else ""))
+        cfg, why = _load(loader, name, cluster, sets + extra, skip_token, placement)
+        modes = ["single", mode]
+        if cfg is None:
+            for m in modes:
+                outcomes.append(_record(results, name, cluster, m, engine, "skipped", why, t0))
+            progress.say(f"      skipped: {why}")
+            continue
+        bench_cfg = cfg.doc["bench"]
+        plans = {m: settings_for(m, bench_cfg) for m in modes}
+        if resume and all(_already(done_before, cfg, m, engine, s) for m, s in plans.items()):
+            progress.say(f"      already benched with config {cfg.config_hash()} and the same settings")
+            outcomes += [Outcome(name, m, "resumed", None, None, 0.0) for m in modes]
+            continue
+        try:
+            up(cfg, replace=True, progress=progress)
+            last_cfg = cfg
+        except SparkopsError as exc:
+            reason = f"up failed: {exc.message}" + (f" (step {exc.step})" if exc.step else "")
+            for m in modes:
+                outcomes.append(_record(results, name, cfg.cluster_name, m, engine, "failed", reason, t0,
+                                        cfg=cfg, log=exc.log_tail or exc.details[-30:]))
+            progress.say(f"      FAILED: {reason}")
+            continue
+        for m in modes:
+            try:
+                with open_target(lambda p, c=cfg: c, cfg, profile=name, url=None,
+                                 need_head=engine == "vllm") as target:
+                    doc = run_engine(target, m, plans[m], engine, progress)
+            except SparkopsError as exc:
+                outcomes.append(_record(results, name, cfg.cluster_name, m, engine, "failed",
+                                        f"bench failed: {exc.message}", t0, cfg=cfg, log=exc.log_tail))
+                continue
+            path = write_result(doc, results)
+            outcomes.append(Outcome(name, m, doc["status"], doc["reason"], path, time.monotonic() - t0))
+            progress.say("      " + render(doc).splitlines()[1].strip())
+    if last_cfg is not None and not keep_last:
+        progress.say("stopping the last profile (--keep-last leaves it serving)")
+        down(last_cfg, progress=progress)
+    progress.say(summary(outcomes, time.monotonic() - started))
+    return outcomes
+
+
+def _load(loader, name, cluster, sets, skip_token, placement) -> tuple[Config | None, str | None]:
+    try:
+        cfg = loader(name, cluster, sets=sets)
+    except SparkopsError as exc:
+        detail = "; ".join(exc.details[:3])
+        if placement == "single-node":
+            return None, f"does not fit one node at TP=1: {detail or exc.message}"
+        return None, f"cannot run on this cluster: {detail or exc.message}"
+    if skip_token and cfg.model.get("gated"):
+        return None, f"gated model ({cfg.model['repo']}) needs a Hugging Face token (--skip-token)"
+    if placement == "multi-node" and nodes_needed(cfg.doc) < 2:
+        return None, "runs on one node as configured (--multi-node benches only multi-node profiles)"
+    return cfg, None
+
+
+def _record(results, name, cluster, mode, engine, status, reason, t0, *, cfg=None, log=()) -> Outcome:
+    prov = empty_provenance() | {"profile": name, "cluster": cluster, "nccl_note": "not started"}
+    settings = {"dataset": "-", "num_prompts": 1, "concurrency": None, "max_tokens": 1,
+                "temperature": 0.0, "ignore_eos": True, "endpoint": "chat", "request_rate": "inf"}
+    if cfg is not None:
+        prov |= {"config_hash": cfg.config_hash(), "model": cfg.model["repo"],
+                 "revision": cfg.model.get("revision"), "served_model_name": cfg.served_model_name,
+                 "runtime": cfg.cluster["runtime"], "backend": cfg.doc["distributed"]["backend"],
+                 "tensor_parallel": cfg.serving["tensor_parallel"],
+                 "pipeline_parallel": cfg.serving["pipeline_parallel"],
+                 "nodes": [n["name"] for n in cfg.nodes[:nodes_needed(cfg.doc)]]}
+        settings = settings_for(mode, cfg.doc["bench"])
+    doc = new_result(status=status, engine=engine, mode=mode, settings=settings, provenance=prov,
+                     reason=reason, log_excerpt=list(log)[-30:])
+    return Outcome(name, mode, status, reason, write_result(doc, results), time.monotonic() - t0)
+
+
+def _finished(results: Path) -> dict:
+    found, _ = load_results(results) if Path(results).is_dir() else ([], [])
+    return {(d["provenance"]["profile"], d["provenance"]["config_hash"], d["settings"]["key"])
+            for _, d in found if d["status"] == "ok"}
+
+
+def _already(done: set, cfg: Config, mode: str, engine: str, settings: dict) -> bool:
+    ds = load_dataset(settings["dataset"], settings["num_prompts"], settings["max_tokens"], seed=settings["seed"])
+    key = settings_key(engine, mode, settings | {"dataset_digest": ds.digest})
+    return (cfg.profile, cfg.config_hash(), key) in done
+
+
+def _eta(outcomes: list[Outcome], left: int) -> str | None:
+    """Average time of the profiles that were switched to and benched, times those left."""
+    per: dict[str, float] = {}
+    for o in outcomes:
+        if o.status in ("ok", "failed"):
+            per[o.profile] = max(per.get(o.profile, 0.0), o.seconds)
+    if not per or left <= 0:
+        return None
+    secs = sum(per.values()) / len(per) * left
+    return f"{int(secs // 60)}m{int(secs % 60):02d}s"
+
+
+def summary(outcomes: list[Outcome], seconds: float) -> str:
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    lines = [f"bench-all finished in {int(seconds // 60)}m{int(seconds % 60):02d}s: "
+             + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
+    for o in outcomes:
+        lines.append(f"  {o.profile:<28} {o.mode:<7} {o.status.upper() if o.status == 'failed' else o.status:<8}"
+                     + (f" {o.reason}" if o.reason else "") + (f"  -> {o.path}" if o.path else ""))
+    return "\n".join(lines)

@@ -1,0 +1,67 @@
+"""Checks of one profile on the cluster (pure): the model in every node's cache, and whether
+it fits a node's memory. They run when a profile is named (`inv check --profile`, `up`)."""
+from __future__ import annotations
+
+from sparkops.base.units import gb
+from sparkops.checks.result import CLUSTER, FAIL, OK, WARN, Check
+from sparkops.config import Config
+from sparkops.config.memfit import estimate
+from sparkops.plan.context import NodeContext
+
+
+def model_problem(facts, head_facts, is_head: bool) -> str | None:
+    """Why a worker's copy of the model, though its config.json is there, is not whole: fewer
+    bytes than on the head (a sync cut short). None when whole or when the facts cannot tell.
+    `sync` verifies content; this is the cheap size check that runs before every `up`."""
+    blobs = facts.model_blobs
+    head = head_facts.model_blobs if head_facts is not None else None
+    if is_head or not facts.model_present or blobs is None or head is None:
+        return None
+    if blobs.bytes < head.bytes:
+        return (f"it is only partly synced: {gb(blobs.bytes)} of the head's {gb(head.bytes)} "
+                f"({blobs.files} of {head.files} files)")
+    return None
+
+
+def model(cfg: Config, ctxs: list[NodeContext], profile_flag: str) -> list[Check]:
+    repo = cfg.model["repo"]
+    head = next((c.facts for c in ctxs if c.is_head), None)
+    out = []
+    for c in ctxs:
+        present = c.facts.model_present
+        evidence = {"repo": repo, "hf_home": c.hf_home}
+        if c.facts.model_blobs is not None:
+            evidence |= {"blob_files": c.facts.model_blobs.files, "blob_bytes": c.facts.model_blobs.bytes}
+        problem = model_problem(c.facts, head, c.is_head)
+        if present is False or problem:
+            fix = (f"`inv sync {profile_flag}` copies it from the head (`inv download {profile_flag}` "
+                   "first if the head lacks it too)" if not c.is_head else f"`inv download {profile_flag}`")
+            text = f"model {repo} is not in {c.hf_home}" if present is False else f"model {repo}: {problem}"
+            out.append(Check("model", "deploy", c.name, FAIL, text, evidence, fix))
+        elif present and c.facts.model_blobs is not None and c.facts.model_blobs.incomplete:
+            # A warning only: huggingface_hub leaves these behind for files it no longer
+            # wants too; an unfinished file of this revision has no snapshot link yet.
+            out.append(Check("model", "deploy", c.name, WARN, f"{repo}: {c.facts.model_blobs.incomplete} "
+                             "unfinished download(s) in blobs/", evidence, f"`inv download {profile_flag}` "
+                             "resumes them if this revision needs them"))
+        elif present:
+            out.append(Check("model", "deploy", c.name, OK, f"{repo} is in {c.hf_home}", evidence))
+    return out
+
+
+def memory_fit(cfg: Config, ctxs: list[NodeContext]) -> list[Check]:
+    memories = [c.facts.memory_gib for c in ctxs if c.facts.memory_gib]
+    if not memories or cfg.cluster["accelerator"] != "nvidia":
+        return []
+    fit = estimate(cfg.doc, min(memories))
+    evidence = fit.as_dict()
+    if fit.verdict == "does-not-fit":
+        return [Check("memory.fit", "deploy", ctxs[0].name, FAIL, f"the model does not fit: {fit.reason}",
+                      evidence, "raise tensor_parallel, lower max_model_len, or pick a smaller model")]
+    status = WARN if fit.verdict == "tight" else OK
+    return [Check("memory.fit", "deploy", CLUSTER, status, f"{cfg.profile}: {fit.verdict}, {fit.reason}",
+                  evidence, "lower max_model_len or gpu_memory_utilization" if status == WARN else "")]
+
+
+def checks(cfg: Config, ctxs: list[NodeContext], profile_flag: str) -> list[Check]:
+    return [*model(cfg, ctxs, profile_flag), *memory_fit(cfg, ctxs)]

@@ -1,0 +1,44 @@
+"""`inv profiles` and `inv validate`: the presets at a glance, and every one checked."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sparkops.base.errors import SparkopsError
+from sparkops.config import load_config
+from sparkops.config.catalog import profile_names
+from sparkops.config.memfit import nodes_needed
+
+
+def profiles_rows(root: Path, cluster: str | None) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for name in profile_names(root):
+        try:
+            cfg = load_config(name, cluster, root=root)
+        except SparkopsError as exc:
+            rows.append({"name": name, "model": "-", "size": "-", "nodes": "-", "tp": "-",
+                         "gated": "-", "description": f"INVALID: {exc.message}"})
+            continue
+        m = cfg.model
+        rows.append({"name": name, "model": m["repo"], "size": f"{m.get('download_gb', 0):g} GB",
+                     "nodes": nodes_needed(cfg.doc), "tp": cfg.serving["tensor_parallel"],
+                     "gated": "yes" if m.get("gated") else "no",
+                     "description": cfg.doc["profile"].get("description", "")})
+    return rows
+
+
+def validate_profiles(root: Path, names: list[str], cluster: str | None) -> tuple[list[str], bool]:
+    """Returns report lines and whether all passed."""
+    lines, ok = [], True
+    for name in names:
+        try:
+            cfg = load_config(name, cluster, root=root)
+        except SparkopsError as exc:
+            ok = False
+            lines.append(f"FAIL  {name}")
+            lines += ["      " + line for line in exc.render().splitlines()]
+            continue
+        warns = [f for f in cfg.findings if f.level == "warn"]
+        lines.append(f"ok    {name} on {cfg.cluster_name} (config {cfg.config_hash()})"
+                     + (f", {len(warns)} warning(s)" if warns else ""))
+        lines += ["      " + line for f in warns for line in f.render().splitlines()]
+    return lines, ok

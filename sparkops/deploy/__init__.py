@@ -1,0 +1,1 @@
+"""The deployment verbs: `up` (and `switch`, which is `up --replace`), `down`, `status`, `logs`."""

@@ -1,0 +1,26 @@
+"""`inv down`: stop every sparkops service on every node; and the stop `up --replace` runs."""
+from __future__ import annotations
+
+from sparkops.apply.run import step_results
+from sparkops.base.progress import Progress
+from sparkops.config import Config
+from sparkops.facts.session import ClusterSession, cluster_session
+from sparkops.plan import plan_down
+
+
+def stop(session: ClusterSession, progress: Progress) -> list[str]:
+    """Stop sparkops services on every reachable node; returns per-node problems."""
+    plan = plan_down(session.cfg, session.facts, only=list(session.facts))
+    problems = []
+    for step in plan.steps:
+        problems += [e.render() for e in step_results(session.reachable, step, progress).errors().values()]
+    return problems
+
+
+def down(cfg: Config, *, progress: Progress) -> list[str]:
+    """Stop everything on every node; unreachable nodes are reported, the rest still cleaned."""
+    with cluster_session(cfg) as session:
+        problems = [e.render() for e in session.unreachable.values()]
+        if session.facts:
+            problems += stop(session, progress)
+        return problems

