@@ -32,6 +32,7 @@ def server():
         yield srv
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("stamps", ["kernel", "event loop"])
 def test_measured_ttft_and_itl_match_injected(server, stamps, monkeypatch):
     # https and non-Linux hosts stamp in the event loop: the same numbers either way.
@@ -52,6 +53,7 @@ def test_measured_ttft_and_itl_match_injected(server, stamps, monkeypatch):
     assert all(r.text_events[0] is False and len(r.events_s) == 13 for r in run.records)
 
 
+@pytest.mark.timing
 def test_a_client_that_was_held_up_says_so(server):
     """Chunks that arrive while the client's event loop is blocked are stamped late: the run
     measures how long that was and warns, instead of reporting client delay as server latency."""
@@ -162,6 +164,7 @@ def test_api_key_is_sent_but_never_stored(server):
     assert run.settings["api_key_set"] is True
 
 
+@pytest.mark.timing
 def test_concurrency_cap_records_client_queue_time(server):
     run = run_benchmark(server.base_url, "m", prompts(3, 3), concurrency=1, timeout_s=10)
     queues = [r.client_queue_s for r in run.records]
@@ -170,6 +173,7 @@ def test_concurrency_cap_records_client_queue_time(server):
     assert s["max_concurrency"] == 1 and s["mean_client_queue_time_ms"] > 50
 
 
+@pytest.mark.timing
 def test_request_rate_spreads_dispatches(server):
     run = run_benchmark(server.base_url, "m", prompts(5, 2), request_rate=20,
                         burstiness=math.inf, timeout_s=10)

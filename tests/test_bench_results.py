@@ -32,6 +32,7 @@ def run_bench(url, tmp_path, **kw):
     return bench(**args, out=open("/dev/null", "w"))
 
 
+@pytest.mark.timing
 def test_bench_by_url_writes_a_valid_result(server, tmp_path):
     doc, path = run_bench(server.base_url, tmp_path, num_prompts=12, concurrency=4, max_tokens=10)
     assert path.parent == tmp_path / "results" and path.name == doc["id"] + ".json"
@@ -51,6 +52,7 @@ def test_bench_by_url_writes_a_valid_result(server, tmp_path):
     assert not list(path.parent.glob(".*tmp*"))  # atomic write leaves no temp file
 
 
+@pytest.mark.timing
 def test_single_mode_reports_decode_rate(server, tmp_path):
     doc, _ = run_bench(server.base_url, tmp_path, single=True, max_tokens=21)
     assert doc["mode"] == "single" and doc["settings"]["num_prompts"] == 1

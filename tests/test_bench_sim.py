@@ -24,6 +24,7 @@ def _comm(proc: Path) -> str:
         return ""
 
 
+@pytest.mark.timing
 def test_engines_agree_across_two_hosts(sim_vllm, tmp_path):
     """The agreement of test_bench_vllm_local (both clients at once, 10%), with the server split
     over two hosts (TP=2 over the simulated cable) and `vllm bench serve` running on the head, as

@@ -38,6 +38,7 @@ def local(vllm_venv, tmp_path_factory):
     down(make(), progress=Silent())
 
 
+@pytest.mark.timing
 def test_engines_agree_on_a_server_with_known_timings(local, tmp_path):
     """Both clients against the synthetic server (its own process; 100 ms TTFT, 10 ms ITL):
     what differs is only the client and the metric code. `vllm bench serve` runs in the head's
@@ -58,6 +59,7 @@ def test_engines_agree_on_a_server_with_known_timings(local, tmp_path):
     assert vdoc["provenance"]["venv_vllm_version"] and vdoc["provenance"]["config_hash"] == cfg.config_hash()
 
 
+@pytest.mark.timing
 def test_engines_agree_on_real_vllm(local, tmp_path):
     """Same server (vLLM CPU, the smoke model), prompts, max_tokens and concurrency, both
     clients at once (see compare_engines): the same completed count and output tokens, and the

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import tomlkit
 
 from sparkops.base.errors import SparkopsError
 from sparkops.base.progress import Silent
@@ -119,6 +120,37 @@ def test_gloo_allreduce_across_the_two_hosts(sim, sim_cluster, vllm_venv):
     assert transport.message == "gloo over TCP on enp1s0f1np1 (CPU cluster: no NCCL)"
     for host in (sim_cluster.host("spark-a"), sim_cluster.host("spark-b")):  # nothing left running
         assert host.run(["pgrep", "-f", "allreduce.py"]).stdout.strip() == ""
+
+
+@pytest.mark.vllm
+def test_a_node_s_own_env_reaches_its_all_reduce_rank(sim_cluster, vllm_venv, tmp_path, monkeypatch):
+    """`cluster.nodes[].env` of the cluster file reaches the rank on that node, as it reaches
+    vLLM there: the test and `up` build the environment with the same function. Each rank
+    echoes what it saw (nccl.env)."""
+    override = tmp_path / "sparkops.local.toml"
+    monkeypatch.setenv("SPARKOPS_LOCAL", str(override))
+    write_override(sim_cluster, override)
+    doc = tomlkit.parse(override.read_text())
+    doc["clusters"]["sim"]["nodes"][1]["env"]["SPARKOPS_TEST_MARK"] = "only-on-spark-b"
+    override.write_text(tomlkit.dumps(doc))
+    cfg = load_config("smoke", "sim", sets=[f"cluster.venv={json.dumps(str(vllm_venv))}"], environ={})
+    report = run_checks(cfg, ["nccl"], profile=None, progress=Silent())
+    assert report.status == "ok", [c.render() for c in report.checks]
+    env = {c.node: c for c in named(report, "nccl.env")}
+    assert set(env) == {"spark-a", "spark-b"} and all(c.status == "ok" for c in env.values())
+    assert env["spark-b"].evidence["seen"]["1"]["SPARKOPS_TEST_MARK"] == "only-on-spark-b"
+    assert "SPARKOPS_TEST_MARK" not in env["spark-a"].evidence["seen"]["0"]
+    # the sim cluster's own per-node variable: each host's rank on a CPU of its own
+    binds = [n["env"]["VLLM_CPU_OMP_THREADS_BIND"] for n in cfg.nodes]
+    assert [env[n].evidence["seen"][r]["VLLM_CPU_OMP_THREADS_BIND"] for n, r in (("spark-a", "0"), ("spark-b", "1"))] \
+        == binds
+    # and `up` plans the very same per-node environment for vLLM
+    from sparkops.facts.session import cluster_session
+    from sparkops.plan import plan_up
+    with cluster_session(cfg) as session:
+        plan = plan_up(cfg, session.facts)
+    (start_workers,) = [s for s in plan.steps if s.name == "start-workers"]
+    assert start_workers.env["spark-b"]["SPARKOPS_TEST_MARK"] == "only-on-spark-b"
 
 
 @pytest.mark.vllm

@@ -52,7 +52,7 @@ def bench_all(*, profiles: list[str], cluster: str | None, sets: list[str], mode
         raise SparkopsError(f"unknown placement {placement!r}", step="bench-all")
     progress = progress or Progress()
     extra = ["serving.tensor_parallel=1", "serving.pipeline_parallel=1"] if placement == "single-node" else []
-    done_before = _finished(results) if resume else {}
+    done_before = _finished(results) if resume else set()
     outcomes: list[Outcome] = []
     started = time.monotonic()
     last_cfg = None
@@ -85,7 +85,7 @@ def bench_all(*, profiles: list[str], cluster: str | None, sets: list[str], mode
             continue
         for m in modes:
             try:
-                with open_target(lambda p, c=cfg: c, cfg, profile=name, url=None,
+                with open_target(_fixed(cfg), cfg, profile=name, url=None,
                                  need_head=engine == "vllm") as target:
                     doc = run_engine(target, m, plans[m], engine, progress)
             except SparkopsError as exc:
@@ -117,6 +117,11 @@ def _load(loader, name, cluster, sets, skip_token, placement) -> tuple[Config | 
     return cfg, None
 
 
+def _fixed(cfg: Config) -> Callable[[str], Config]:
+    """A loader for open_target that gives the profile's config as already loaded."""
+    return lambda profile: cfg
+
+
 def _record(results, name, cluster, mode, engine, status, reason, t0, *, cfg=None, log=()) -> Outcome:
     prov = empty_provenance() | {"profile": name, "cluster": cluster, "nccl_note": "not started"}
     settings = {"dataset": "-", "num_prompts": 1, "concurrency": None, "max_tokens": 1,
@@ -134,13 +139,14 @@ def _record(results, name, cluster, mode, engine, status, reason, t0, *, cfg=Non
     return Outcome(name, mode, status, reason, write_result(doc, results), time.monotonic() - t0)
 
 
-def _finished(results: Path) -> dict:
+def _finished(results: Path) -> set[tuple[str | None, str | None, str]]:
     found, _ = load_results(results) if Path(results).is_dir() else ([], [])
     return {(d["provenance"]["profile"], d["provenance"]["config_hash"], d["settings"]["key"])
             for _, d in found if d["status"] == "ok"}
 
 
-def _already(done: set, cfg: Config, mode: str, engine: str, settings: dict) -> bool:
+def _already(done: set[tuple[str | None, str | None, str]], cfg: Config, mode: str, engine: str,
+             settings: dict) -> bool:
     ds = load_dataset(settings["dataset"], settings["num_prompts"], settings["max_tokens"], seed=settings["seed"])
     key = settings_key(engine, mode, settings | {"dataset_digest": ds.digest})
     return (cfg.profile, cfg.config_hash(), key) in done

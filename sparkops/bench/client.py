@@ -111,7 +111,7 @@ def arrival_offsets(n: int, request_rate: float, burstiness: float, seed: int) -
 def build_payload(
     prompt: Prompt, model: str, endpoint: str, temperature: float, ignore_eos: bool
 ) -> bytes:
-    body = {"model": model}
+    body: dict[str, object] = {"model": model}
     if endpoint == "chat":
         body["messages"] = [{"role": "user", "content": prompt.text}]
     else:

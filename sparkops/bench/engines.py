@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from sparkops.base.errors import SparkopsError
@@ -62,7 +63,7 @@ def run_engine(target: Target, mode: str, settings: dict, engine: str, progress:
     dataset = load_dataset(settings["dataset"], settings["num_prompts"], settings["max_tokens"],
                            seed=settings["seed"])
     settings = settings | {"dataset_source": dataset.source, "dataset_digest": dataset.digest}
-    common = {"engine": engine, "mode": mode, "settings": settings, "provenance": target.provenance}
+    result = partial(new_result, engine=engine, mode=mode, settings=settings, provenance=target.provenance)
     warnings = list(target.warnings)
     try:
         if engine == "sparkops":
@@ -84,16 +85,14 @@ def run_engine(target: Target, mode: str, settings: dict, engine: str, progress:
             metrics, single, detail = run_vllm_bench(target, dataset, settings, timeout)
             single = single if mode == "single" else None
     except BenchmarkError as exc:
-        return new_result(status="failed", reason=str(exc), warnings=warnings, **common)
+        return result(status="failed", reason=str(exc), warnings=warnings)
     except SparkopsError as exc:
-        return new_result(status="failed", reason=exc.message, log_excerpt=exc.log_tail,
-                          warnings=warnings, **common)
+        return result(status="failed", reason=exc.message, log_excerpt=exc.log_tail, warnings=warnings)
     warnings += metrics.pop("warnings", [])
     if metrics.get("completed", 0) == 0:
-        return new_result(status="failed", reason="no request succeeded: " + "; ".join(metrics.get("errors", [])[:3]),
-                          metrics=metrics, warnings=warnings, engine_detail=detail, **common)
-    return new_result(status="ok", metrics=metrics, single=single, warnings=warnings,
-                      engine_detail=detail, **common)
+        return result(status="failed", reason="no request succeeded: " + "; ".join(metrics.get("errors", [])[:3]),
+                      metrics=metrics, warnings=warnings, engine_detail=detail)
+    return result(status="ok", metrics=metrics, single=single, warnings=warnings, engine_detail=detail)
 
 
 def _requests(meter: Meter) -> Callable[[int, int, RequestRecord], None]:

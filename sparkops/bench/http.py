@@ -49,7 +49,8 @@ class Response:
 
 class _Conn(asyncio.Protocol):
     def __init__(self, pool: Pool):
-        self.pool, self.transport, self.closed = pool, None, False
+        self.pool, self.closed = pool, False
+        self.transport: asyncio.Transport | _StampedSocket | None = None  # set by connection_made
         self.res: Response | None = None
         self.fut: asyncio.Future | None = None
 
@@ -93,6 +94,7 @@ class _Conn(asyncio.Protocol):
             try:
                 self._parse(now)
             except ValueError as e:
+                assert self.transport is not None  # bytes came in: connected
                 self.transport.abort()
                 self._finish(f"bad HTTP response: {e}")
                 return
@@ -151,6 +153,7 @@ class _Conn(asyncio.Protocol):
         parts = lines[0].split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/"):
             raise ValueError(f"status line {lines[0][:80]!r}")
+        assert self.res is not None  # _parse runs only while a response is in flight
         self.res.status = int(parts[1])
         headers = {}
         for line in lines[1:]:
@@ -166,6 +169,7 @@ class _Conn(asyncio.Protocol):
 
     def _body(self, data: bytes, now: float) -> None:
         res = self.res
+        assert res is not None  # _parse runs only while a response is in flight
         if res.status != 200:
             if len(res.body) < MAX_ERROR_BODY:
                 res.body += data[:MAX_ERROR_BODY - len(res.body)]
@@ -186,8 +190,9 @@ class _Conn(asyncio.Protocol):
                 res.on_events(events)
 
     def _finish(self, error: str = "") -> None:
-        self._flush(self.res)
         res, fut = self.res, self.fut
+        assert res is not None  # called only while a response is in flight
+        self._flush(res)
         self.res = self.fut = None
         if error:
             res.error = error
@@ -196,6 +201,7 @@ class _Conn(asyncio.Protocol):
         if not error and self.keep_alive and not self.closed:
             self.pool.release(self)
         elif not self.closed:
+            assert self.transport is not None  # a response was in flight: connected
             self.transport.close()
 
 
@@ -365,6 +371,7 @@ class Pool:
             res = Response(on_events=on_events)
             fut = loop.create_future()
             conn.begin(res, fut)
+            assert conn.transport is not None  # _connect returns connected connections
             conn.transport.write(request)
             timer = loop.call_at(deadline, _expire, fut)
             try:
@@ -384,6 +391,7 @@ class Pool:
     def close(self) -> None:
         for conn in self.idle:
             if not conn.closed:
+                assert conn.transport is not None  # only connected connections are pooled
                 conn.transport.close()
         self.idle.clear()
 

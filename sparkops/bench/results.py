@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import resources
@@ -46,7 +47,7 @@ def empty_provenance() -> dict:
 
 def new_result(*, status: str, engine: str, mode: str, settings: dict, provenance: dict,
                metrics: dict | None = None, single: dict | None = None, reason: str | None = None,
-               log_excerpt: list[str] = (), warnings: list[str] = (),
+               log_excerpt: Sequence[str] = (), warnings: Sequence[str] = (),
                engine_detail: dict | None = None) -> dict:
     settings = dict(settings)
     settings["key"] = settings_key(engine, mode, settings)

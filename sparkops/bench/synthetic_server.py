@@ -34,6 +34,7 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TextIO
 
 DIRECTIVE = re.compile(r"\[\[sparkops:([^\]]*)\]\]")
 FAULTS = ("http500", "error_event", "stall", "drop")
@@ -64,10 +65,14 @@ def request_config(base: ServerConfig, text: str) -> ServerConfig:
         if kv["fault"] not in FAULTS:
             raise ValueError(f"unknown fault {kv['fault']!r}")
         cfg = replace(cfg, fault=kv["fault"])
-    for key, field, conv in (("at", "fault_at", int), ("tokens", "output_tokens", int),
-                             ("reasoning", "reasoning_tokens", int), ("role", "role", str)):
-        if key in kv:
-            cfg = replace(cfg, **{field: conv(kv[key])})
+    if "at" in kv:
+        cfg = replace(cfg, fault_at=int(kv["at"]))
+    if "tokens" in kv:
+        cfg = replace(cfg, output_tokens=int(kv["tokens"]))
+    if "reasoning" in kv:
+        cfg = replace(cfg, reasoning_tokens=int(kv["reasoning"]))
+    if "role" in kv:
+        cfg = replace(cfg, role=kv["role"])
     if "ttft_ms" in kv:
         cfg = replace(cfg, ttft_s=float(kv["ttft_ms"]) / 1000)
     if "itl_ms" in kv:
@@ -123,7 +128,7 @@ class _Stream:
             for c in (self.role_chunk, self.tok, self.reason, self.last))
         self.k = 0
         self.writes: list[float] = []
-        self.handle = None
+        self.handle: asyncio.TimerHandle | None = None
         self.t_loop = self.due = 0.0
 
     def start(self, loop) -> None:
@@ -179,7 +184,9 @@ class _Stream:
 
 class _Protocol(asyncio.Protocol):
     def __init__(self, server: SyntheticServerCore):
-        self.server, self.transport, self.buf, self.stream = server, None, bytearray(), None
+        self.server, self.buf = server, bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.stream: _Stream | None = None
         self.scheduled, self.t_arrival = False, 0.0
 
     def connection_made(self, transport):
@@ -222,6 +229,7 @@ class _Protocol(asyncio.Protocol):
 
     def respond(self, status: str, obj) -> None:
         data = json.dumps(obj).encode()
+        assert self.transport is not None  # requests are handled only while connected (_next)
         self.transport.write(b"HTTP/1.1 %s\r\ncontent-type: application/json\r\n"
                              b"content-length: %d\r\n\r\n%s" % (status.encode(), len(data), data))
 
@@ -232,8 +240,9 @@ class _Protocol(asyncio.Protocol):
 
 
 class SyntheticServerCore:
-    def __init__(self, config: ServerConfig, *, id_prefix: str = "cmpl-", records_file=None):
-        self.config, self.records, self.count = config, [], 0
+    def __init__(self, config: ServerConfig, *, id_prefix: str = "cmpl-", records_file: TextIO | None = None):
+        self.config, self.count = config, 0
+        self.records: list[dict] = []
         self.id_prefix, self.records_file = id_prefix, records_file
 
     def handle(self, proto: _Protocol, method: str, path: str, raw: bytes, now: float) -> None:
@@ -257,6 +266,7 @@ class SyntheticServerCore:
         if cfg.fault == "http500":
             return proto.respond("500 Internal Server Error", {"error": {
                 "message": "synthetic server failure", "type": "InternalServerError", "code": 500}})
+        assert proto.transport is not None  # requests are handled only while connected (_next)
         proto.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                               b"transfer-encoding: chunked\r\n\r\n")
         proto.stream = _Stream(proto, cfg, body, chat, f"{self.id_prefix}{self.count}", now)
@@ -286,7 +296,11 @@ class SyntheticServer:
         self.config = config or ServerConfig()
         self.process, self.cpus, self.workers = process, cpus, workers
         self.port = 0
-        self._loop = self._thread = self._proc = self._core = self._records_dir = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._proc: subprocess.Popen[str] | None = None
+        self._core: SyntheticServerCore | None = None
+        self._records_dir: str | None = None
         self._read: dict[Path, int] = {}  # records file -> bytes already returned
 
     @property
@@ -311,6 +325,7 @@ class SyntheticServer:
             self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
             if self.cpus:
                 os.sched_setaffinity(self._proc.pid, self.cpus)
+            assert self._proc.stdout is not None  # stdout=PIPE
             line = self._proc.stdout.readline()
             if not line.startswith("PORT "):
                 self.stop()
@@ -318,12 +333,12 @@ class SyntheticServer:
             self.port = int(line.split()[1])
             return
         ready = threading.Event()
-        self._core = SyntheticServerCore(self.config)
+        core = self._core = SyntheticServerCore(self.config)
 
         def serve():
             self._loop = asyncio.new_event_loop()
             srv = self._loop.run_until_complete(self._loop.create_server(
-                lambda: _Protocol(self._core), "127.0.0.1", 0, backlog=4096))
+                lambda: _Protocol(core), "127.0.0.1", 0, backlog=4096))
             self.port = srv.sockets[0].getsockname()[1]
             ready.set()
             self._loop.run_forever()
@@ -366,6 +381,7 @@ class SyntheticServer:
             self._read.clear()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
+            assert self._thread is not None  # the loop runs in it
             self._thread.join(timeout=10)
             self._loop = None
 

@@ -103,7 +103,7 @@ def _url_only(url: str | None, cfg: Config | None, api_key: str | None) -> Targe
         raise SparkopsError("no --url and no cluster to find the API on", step="bench")
     url = url.rstrip("/")
     models = listed_models(url, api_key)
-    model = cfg.served_model_name if cfg and cfg.served_model_name in models else (models or [None])[0]
+    model = cfg.served_model_name if cfg and cfg.served_model_name in models else (models[0] if models else None)
     if model is None:
         raise SparkopsError(f"{url}/v1/models lists no model", step="bench")
     prov = empty_provenance() | {"api_url": url, "served_model_name": model,

@@ -34,6 +34,7 @@ TTFT_NOTE = ("vllm engine: TTFT is vLLM's (the first event with choices, which o
 
 def _paths(target: Target) -> tuple[str, str]:
     """(directory on the head's file system, the same directory as the runtime sees it)."""
+    assert target.head is not None  # run_vllm_bench checked it
     host = posixpath.join(target.head.hf_home, "sparkops-bench")
     runtime = target.provenance["runtime"]
     inside = posixpath.join(CONTAINER_HF_HOME, "sparkops-bench") if runtime == "docker" else host
@@ -42,6 +43,7 @@ def _paths(target: Target) -> tuple[str, str]:
 
 def bench_argv(target: Target, dataset: Dataset, settings: dict, inside_dir: str, name: str) -> list[str]:
     cfg = target.cfg
+    assert cfg is not None  # run_vllm_bench checked it
     port = cfg.cluster["ports"]["api"]
     # From the head itself (host network in Docker) the API is on loopback.
     given = target.state and target.url != target.state.get("api_url", "").rstrip("/")
@@ -71,8 +73,10 @@ def bench_argv(target: Target, dataset: Dataset, settings: dict, inside_dir: str
 
 def _runtime_argv(target: Target, argv: list[str], *, env: dict[str, str] | None = None,
                   stdin: bool = False) -> list[str]:
+    assert target.head is not None  # run_vllm_bench checked it
     runtime = RUNTIMES[target.provenance["runtime"]]
-    service = "vllm" if "vllm" in (target.state or {}).get("services", ["vllm"]) else target.state["services"][0]
+    services = (target.state or {}).get("services", ["vllm"])
+    service = "vllm" if "vllm" in services else services[0]
     out = list(runtime.exec_argv(target.head, service, argv))
     if runtime.name == "native":
         out = ["env", *(f"{k}={v}" for k, v in (env or {}).items()), *out]
@@ -84,7 +88,7 @@ def _runtime_argv(target: Target, argv: list[str], *, env: dict[str, str] | None
 def run_vllm_bench(target: Target, dataset: Dataset, settings: dict,
                    timeout_s: float) -> tuple[dict, dict | None, dict]:
     """-> (metrics, single-request view of the first request, engine_detail)."""
-    if target.head is None or target.cfg is None:
+    if target.head is None or target.cfg is None or target.conn is None:
         raise SparkopsError("--engine vllm needs the cluster's head (a running deployment)", step="bench")
     conn = target.conn
     host_dir, inside_dir = _paths(target)

@@ -210,7 +210,8 @@ def env_reached(run: AllreduceRun) -> list[Check]:
             continue
         wrong = {f"rank {s.get('rank')}: {k}": {"expected": v, "seen": s.get("env", {}).get(k)}
                  for s in seen for k, v in want.items() if s.get("env", {}).get(k) != v}
-        evidence = {"ranks": [s.get("rank") for s in seen], "variables": len(want), "differs": wrong}
+        evidence = {"variables": len(want), "differs": wrong,
+                    "seen": {str(s.get("rank")): s.get("env", {}) for s in seen}}
         if wrong:
             out.append(Check("nccl.env", "nccl", r.node, FAIL,
                              f"{len(wrong)} variable(s) did not reach the ranks as planned: "
