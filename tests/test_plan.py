@@ -378,3 +378,25 @@ def test_a_node_env_reaches_only_that_node_over_the_global_env(isolated_override
     head, worker = env_from_file(env_file(plan, "spark-1")), env_from_file(env_file(plan, "spark-2"))
     assert head["NCCL_DEBUG"] == "WARN" and "SPARK_SIDE" not in head
     assert worker["NCCL_DEBUG"] == "TRACE" and worker["SPARK_SIDE"] == "2"
+
+
+def test_the_all_reduce_rank_gets_the_environment_vllm_gets(isolated_override):
+    """One function builds both: the rank's environment is vLLM's on that node, less the API
+    key, with NCCL's INFO lines on (and unbuffered output), node entries included."""
+    from sparkops.checks.nccl import rank_env
+    from sparkops.facts.roce import select_roce
+    from sparkops.plan.context import contexts
+    isolated_override.write_text(
+        '[secrets]\napi_key = "sk-test-key"\n'
+        '[clusters.spark-pair]\n'
+        'nodes = [{name = "spark-1", host = "local"},\n'
+        '         {name = "spark-2", host = "spark-2.local", env = {NCCL_DEBUG = "TRACE", SPARK_SIDE = 2}}]\n')
+    cfg, plan = plan_for()
+    facts = recorded_facts(cfg)[0]
+    for ctx in contexts(cfg, facts):
+        served = env_from_file(env_file(plan, ctx.name))
+        choice = select_roce(ctx.facts, ctx.node, cfg.cluster["network"])
+        rank = rank_env(cfg, ctx, choice, multi_node=True, backend="nccl")
+        assert served.pop("VLLM_API_KEY") == "sk-test-key" and "VLLM_API_KEY" not in rank
+        assert rank == served | {"NCCL_DEBUG": "INFO", "PYTHONUNBUFFERED": "1"}
+    assert rank["SPARK_SIDE"] == "2" and rank["NCCL_IB_HCA"] == HCAS  # spark-2, last

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sparkops.base.errors import SparkopsError
-from sparkops.base.progress import Progress
+from sparkops.base.progress import Progress, duration
+from sparkops.base.tables import text_table
 from sparkops.bench.datasets import load_dataset
 from sparkops.bench.engines import render, run_engine, settings_for
 from sparkops.bench.results import empty_provenance, load_results, new_result, settings_key, write_result
@@ -160,17 +161,16 @@ def _eta(outcomes: list[Outcome], left: int) -> str | None:
             per[o.profile] = max(per.get(o.profile, 0.0), o.seconds)
     if not per or left <= 0:
         return None
-    secs = sum(per.values()) / len(per) * left
-    return f"{int(secs // 60)}m{int(secs % 60):02d}s"
+    return duration(sum(per.values()) / len(per) * left)
 
 
 def summary(outcomes: list[Outcome], seconds: float) -> str:
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
-    lines = [f"bench-all finished in {int(seconds // 60)}m{int(seconds % 60):02d}s: "
-             + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
-    for o in outcomes:
-        lines.append(f"  {o.profile:<28} {o.mode:<7} {o.status.upper() if o.status == 'failed' else o.status:<8}"
-                     + (f" {o.reason}" if o.reason else "") + (f"  -> {o.path}" if o.path else ""))
-    return "\n".join(lines)
+    head = f"bench-all finished in {duration(seconds)}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    rows = [{"profile": o.profile, "mode": o.mode, "status": o.status.upper() if o.status == "failed" else o.status,
+             "outcome": (o.reason or "") + (f"  -> {o.path}" if o.path else "")} for o in outcomes]
+    table = text_table(rows, ["profile", "mode", "status", "outcome"], header=False, indent="  ", gap=" ",
+                       min_width={"profile": 28, "mode": 7, "status": 8})
+    return head + ("\n" + table if rows else "")

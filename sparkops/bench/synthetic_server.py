@@ -365,6 +365,11 @@ class SyntheticServer:
         with urllib.request.urlopen(self.base_url + "/sparkops/records", timeout=30) as r:
             return json.load(r)
 
+    @property
+    def process_group(self) -> int | None:
+        """The process group of a server run as processes (process=True), while it runs."""
+        return self._proc.pid if self._proc is not None else None
+
     def stop(self) -> None:
         if self._proc is not None:
             group = self._proc.pid

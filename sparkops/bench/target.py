@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import requests
 
 from sparkops.apply.ready import headers
-from sparkops.apply.record import read_record
+from sparkops.apply.state import read_state
 from sparkops.base.errors import SparkopsError
 from sparkops.bench.results import empty_provenance
 from sparkops.config import Config
@@ -71,7 +71,7 @@ def open_target(load: Callable[[str], Config], cluster_cfg: Config | None, *, pr
         return
     with cluster_session(cluster_cfg) as session:
         session.require([session.head_name])
-        state = read_record(session)
+        state = read_state(session)
         if state is None:
             if url is None:
                 raise SparkopsError(f"nothing is serving on cluster {cluster_cfg.cluster_name!r} "

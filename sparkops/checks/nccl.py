@@ -20,7 +20,7 @@ from sparkops.facts.roce import RoceChoice, select_roce
 from sparkops.facts.service_log import hint
 from sparkops.node_scripts import source
 from sparkops.plan import RUNTIMES, runtime_docker, runtime_native
-from sparkops.plan.context import contexts
+from sparkops.plan.context import NodeContext, contexts
 from sparkops.plan.env import env_file_text, serving_env
 from sparkops.plan.steps import Action, Run, Step, WriteFile
 from sparkops.remote.connection import NodeConn
@@ -88,6 +88,16 @@ def parse_env_lines(text: str) -> list[dict]:
     return found
 
 
+def rank_env(cfg: Config, ctx: NodeContext, choice: RoceChoice | None, *, multi_node: bool,
+             backend: str) -> dict[str, str]:
+    """The environment of a rank on this node: what `up` gives vLLM there (serving_env), less
+    the API key, with NCCL's INFO lines on (the transport is read from them)."""
+    env = serving_env(cfg, ctx, choice, RUNTIMES[cfg.cluster["runtime"]], multi_node=multi_node, secrets=False)
+    if backend == "nccl":
+        env["NCCL_DEBUG"] = "INFO"
+    return env | {"PYTHONUNBUFFERED": "1"}
+
+
 def run(cfg: Config, group: NodeGroup, facts: dict[str, NodeFacts], progress: Progress) -> AllreduceRun | Check:
     """Start every rank and wait for all; a Check when the test cannot start at all."""
     cluster = cfg.cluster
@@ -111,14 +121,10 @@ def run(cfg: Config, group: NodeGroup, facts: dict[str, NodeFacts], progress: Pr
     port = cluster["ports"]["rendezvous"]
     s = SETTINGS[backend]
     text = source(SCRIPT)
-    runtime = RUNTIMES[cluster["runtime"]]
     envs, argvs, prepare = {}, {}, {}
     for c in ctxs:
         script, env_file = posixpath.join(c.run_dir, SCRIPT), posixpath.join(c.run_dir, "nccl-test.env")
-        env = serving_env(cfg, c, picked.get(c.name), runtime, multi_node=multi, secrets=False)
-        if backend == "nccl":
-            env["NCCL_DEBUG"] = "INFO"  # the transport is read from NCCL's INFO lines
-        envs[c.name] = env | {"PYTHONUNBUFFERED": "1"}
+        envs[c.name] = rank_env(cfg, c, picked.get(c.name), multi_node=multi, backend=backend)
         args = ["--backend", backend, "--echo-env", ",".join(sorted(envs[c.name])),
                 "--master-addr", master, "--master-port", str(port),
                 "--min-bytes", s["min"], "--max-bytes", s["max"], "--factor", s["factor"],

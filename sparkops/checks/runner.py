@@ -5,7 +5,7 @@ import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
-from sparkops.apply.record import read_record
+from sparkops.apply.state import read_state
 from sparkops.base.progress import Progress
 from sparkops.checks import logs, nccl, network, quick, reach
 from sparkops.checks import profile as profile_checks
@@ -29,7 +29,7 @@ def run_checks(cfg: Config, groups: Iterable[str], *, profile: str | None, progr
         progress.say(f"reading facts from {len(session.group)} node(s)")
         session.gather()
         ctxs = contexts(cfg, session.facts, all_nodes=True)
-        state = read_record(session)
+        state = read_state(session)
         out = quick.reachable(ctxs, session.unreachable)
         if "quick" in chosen:
             out += [*quick.facts_read(ctxs), *quick.gpu_checks(cfg, ctxs), *quick.image_agree(cfg, ctxs),

@@ -4,9 +4,10 @@ from __future__ import annotations
 import re
 
 from sparkops.apply.ready import probe
-from sparkops.apply.record import read_record
 from sparkops.apply.run import CHECKS
+from sparkops.apply.state import read_state
 from sparkops.base.errors import SparkopsError
+from sparkops.base.tables import text_table
 from sparkops.config import Config
 from sparkops.facts.roce import select_roce
 from sparkops.facts.session import ClusterSession, cluster_session
@@ -17,7 +18,7 @@ from sparkops.plan.context import contexts
 def collect(cfg: Config) -> dict:
     runtime = RUNTIMES[cfg.cluster["runtime"]]
     with cluster_session(cfg) as session:
-        state = read_record(session)
+        state = read_state(session)
         ctxs = {c.name: c for c in contexts(cfg, session.facts, all_nodes=True)}
         nodes = []
         for node in cfg.nodes:
@@ -87,9 +88,10 @@ def render(data: dict) -> str:
                    + (f", Ray nodes: {api['ray_nodes']}" if 'ray_nodes' in api else ""))
     elif data.get("ray_nodes") is not None:
         out.append(f"Ray on the head: {data['ray_nodes']} node(s) joined")
+    rows = []
     for n in data["nodes"]:
         if not n["reachable"]:
-            out.append(f"  {n['node']:<10} {n['host']:<16} UNREACHABLE: {n['error']}")
+            rows.append({"node": n["node"], "host": n["host"], "state": f"UNREACHABLE: {n['error']}"})
             continue
         svc = ", ".join(f"{s} " + (f"running {_ago(v.get('uptime_s'), v.get('started'))}"
                                    if v["running"] else "stopped")
@@ -97,7 +99,9 @@ def render(data: dict) -> str:
         mem = n["gpu_memory_used_mib"]
         gpu = (", ".join(n["gpus"]) or "no GPU") + (f", GPU mem used {mem} MiB" if mem else "")
         avail = f", {n['memory_available_gib']} GiB RAM free" if n.get("memory_available_gib") is not None else ""
-        out.append(f"  {n['node']:<10} {n['host']:<16} {svc}; {gpu}{avail}")
+        rows.append({"node": n["node"], "host": n["host"], "state": f"{svc}; {gpu}{avail}"})
+    out.append(text_table(rows, ["node", "host", "state"], header=False, indent="  ", gap=" ",
+                          min_width={"node": 10, "host": 16}))
     return "\n".join(out)
 
 

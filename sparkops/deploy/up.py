@@ -6,8 +6,8 @@ import time
 from dataclasses import dataclass
 
 from sparkops.apply.ready import serving_model
-from sparkops.apply.record import read_record
 from sparkops.apply.run import apply
+from sparkops.apply.state import read_state
 from sparkops.base.errors import SparkopsError
 from sparkops.base.progress import Progress
 from sparkops.checks.preflight import preflight
@@ -35,7 +35,7 @@ def up(cfg: Config, *, replace: bool = False, progress: Progress, sync_model: bo
         progress.say(f"reading facts from {len(session.group)} node(s)")
         session.gather()
         session.require(needed if not replace else None)
-        state = read_record(session)
+        state = read_state(session)
         if state:
             listed = serving_model(state["api_url"], cfg.secrets.get("api_key"))
             if state.get("hash") == cfg.config_hash() and listed and cfg.served_model_name in listed:

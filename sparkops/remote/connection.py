@@ -113,10 +113,8 @@ class NodeConn:
             res = conn.run(shlex.join(argv), hide=True, warn=True, timeout=timeout, in_stream=False)
         except CommandTimedOut as exc:
             raise CommandTimeout(self.name, argv, timeout, exc.result.stdout) from None
-        except (OSError, EOFError) as exc:
-            self.close()
-            raise ConnectError(f"lost the SSH connection to {self.host}: {exc}", host=self.name,
-                               fix="check the node is up and reachable") from None
+        except _broken_connection() as exc:
+            raise self._lost_connection(exc) from None
         return Result(self.name, argv, res.exited, res.stdout, res.stderr, time.monotonic() - start)
 
     def run_piped(self, argv: Sequence[str], *, stdin: str, timeout: float,
@@ -128,10 +126,8 @@ class NodeConn:
         try:
             return stream.run_channel(client, self.name, argv, stdin=stdin, timeout=timeout,
                                       on_line=on_line)
-        except (OSError, EOFError) as exc:
-            self.close()
-            raise ConnectError(f"lost the SSH connection to {self.host}: {exc}", host=self.name,
-                               fix="check the node is up and reachable") from None
+        except _broken_connection() as exc:
+            raise self._lost_connection(exc) from None
 
     def follow(self, argv: Sequence[str], on_line: Callable[[str], None], stop: threading.Event) -> None:
         """Run argv with no timeout (`tail -F`), handing each output line to on_line, until it
@@ -157,10 +153,19 @@ class NodeConn:
                     handle.write(content.encode())
                 sftp.chmod(tmp, mode)
                 sftp.posix_rename(tmp, path)
-        except OSError as exc:
+        except _broken_connection() as exc:  # a full disk, a missing folder, or a lost node
+            if self._fabric is not None and not self._fabric.is_connected:
+                self.close()  # the next command connects afresh
             return Result(self.name, ("write", path), 1, "", f"{type(exc).__name__}: {exc}",
                           time.monotonic() - start)
         return Result(self.name, ("write", path), 0, "", "", time.monotonic() - start)
+
+    def _lost_connection(self, exc: BaseException) -> ConnectError:
+        """The connection broke under a command (the node went down, sshd was killed): drop it,
+        so that the next command connects afresh, and say so."""
+        self.close()
+        return ConnectError(f"lost the SSH connection to {self.host}: {exc}", host=self.name,
+                            fix="check the node is up and reachable")
 
     def close(self) -> None:
         if self._fabric is not None:
@@ -168,6 +173,14 @@ class NodeConn:
                 self._fabric.close()
             finally:
                 self._fabric = None
+
+
+def _broken_connection() -> tuple[type[BaseException], ...]:
+    """What a broken SSH connection raises: socket errors, EOF, and paramiko's own (a reconnect
+    that finds sshd gone: "Error reading SSH protocol banner"). Only evaluated when an
+    exception is being matched, so paramiko stays unimported for local-only clusters."""
+    import paramiko
+    return (OSError, EOFError, paramiko.SSHException)
 
 
 def _text(value) -> str:

@@ -31,6 +31,6 @@ class CommandTimeout(SparkopsError):
     """A command ran past its timeout; `partial` is what it printed until then."""
 
     def __init__(self, node: str, argv: Sequence[str], timeout: float, partial: str = ""):
-        super().__init__(f"`{shlex.join(argv)[:200]}` did not finish within {timeout:.0f}s", host=node,
+        super().__init__(f"`{shlex.join(argv)[:200]}` did not finish within {timeout:g}s", host=node,
                          log_tail=partial.rstrip().splitlines()[-30:])
         self.node, self.argv, self.timeout, self.partial = node, tuple(argv), timeout, partial

@@ -9,8 +9,8 @@ from sparkops.facts.session import ClusterSession
 from sparkops.plan.context import contexts
 
 
-def read_record(session: ClusterSession) -> dict | None:
-    """The head's record, or None when nothing is deployed (or the head is unreachable)."""
+def read_state(session: ClusterSession) -> dict | None:
+    """The head's state.json, or None when nothing is deployed (or the head is unreachable)."""
     if not session.head_reachable():
         return None
     head = contexts(session.cfg, session.facts, all_nodes=True)[0]
