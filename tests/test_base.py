@@ -9,7 +9,7 @@ import pytest
 
 from sparkops.base.errors import ConnectError, StepError, every_node
 from sparkops.base.files import atomic_write
-from sparkops.base.progress import Meter, Progress, duration
+from sparkops.base.progress import Meter, Progress, duration, number
 from sparkops.base.tables import markdown_table, text_table
 
 
@@ -39,7 +39,7 @@ def test_meter_lines_sum_parts_and_say_rate_and_time_left():
     meter.last -= 3600
     meter.update(20, part="a")  # a: 20, b: 30
     line = out.getvalue().strip()
-    assert line.startswith("copy: 50 of 100 MB (5/s), 10.0s, about 10s left"), line
+    assert line.startswith("copy: 50 of 100 MB (5.0/s), 10.0s, about 10s left"), line
     meter.update(50, part="b")  # 70: throttled again
     assert len(out.getvalue().splitlines()) == 1
     meter.update(50, part="a", note="verified")  # 100: the end is always shown
@@ -56,8 +56,9 @@ def test_meter_always_shows_the_end():
     assert out.getvalue().startswith("requests: 3 of 3, ") and out.getvalue().strip().endswith("1 FAILED")
 
 
-def test_durations_read_like_people_write_them():
+def test_durations_and_numbers_read_like_people_write_them():
     assert [duration(s) for s in (0.4, 42, 185, 7620)] == ["0s", "42s", "3m05s", "2h07m"]
+    assert [number(n) for n in (3, 20.0, 4.99999, 0.5, 1234.5)] == ["3", "20", "5.0", "0.5", "1234"]
 
 
 def test_text_table_pads_columns_and_can_leave_out_the_header():

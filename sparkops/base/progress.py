@@ -59,7 +59,7 @@ class Meter:
                  every: float = 1.0, amount: Callable[[float], str] | None = None, rate: bool = False):
         self.progress, self.label, self.total, self.unit = progress, label, total, unit
         self.every, self.rate = every, rate
-        self.amount = amount or (lambda n: f"{n:g}")
+        self.amount = amount or number
         self.parts: dict[Hashable, float] = {}
         self.start = self.last = time.monotonic()
         self._lock = threading.Lock()
@@ -84,6 +84,11 @@ class Meter:
         if 0 < done < self.total:
             text += f", about {duration((self.total - done) * elapsed / done)} left"
         return text + (f", {note}" if note else "")
+
+
+def number(n: float) -> str:
+    """A count or a rate as people read it: '20', '1234', '4.5'."""
+    return f"{n:.0f}" if abs(n) >= 10 or float(n).is_integer() else f"{n:.1f}"
 
 
 def duration(seconds: float) -> str:
