@@ -20,13 +20,15 @@ def test_every_node_names_each_failed_node_with_its_own_evidence():
                                       fix="check the node is on")}
     err = every_node(errors, "step 'start-head'")
     text = err.render()
-    assert text.splitlines()[0] == ("error: step 'start-head': step 'start-head' failed on 2 nodes: "
-                                    "spark-a, spark-b")
+    assert text.splitlines()[0] == "error: step 'start-head': failed on 2 nodes: spark-a, spark-b"
     assert "[spark-a] `vllm serve` exited 1" in text and "| CUDA out of memory" in text
     assert "[spark-b] cannot reach 10.0.0.2:22" in text
     assert "fix: lower gpu_memory_utilization" in text and "fix: check the node is on" in text
     assert err.fix is None  # different fixes: each stays with its node
     assert every_node({"spark-a": errors["spark-a"]}, "x") is errors["spark-a"]  # one: itself
+    errors["spark-b"].step = "connect"  # no step in common: `what` says what failed
+    assert every_node(errors, "step 'start-head'").render().splitlines()[0] == \
+        "error: step 'start-head' failed on 2 nodes: spark-a, spark-b"
 
 
 def test_meter_lines_sum_parts_and_say_rate_and_time_left():

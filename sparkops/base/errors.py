@@ -61,6 +61,7 @@ def every_node(errors: Mapping[str, SparkopsError], what: str) -> SparkopsError:
         details += [f"  {line}" for line in err.body()]
     fixes = {e.fix for e in errors.values() if e.fix}
     steps = {e.step for e in errors.values()}
-    return StepError(f"{what} failed on {len(errors)} nodes: {', '.join(errors)}",
-                     step=first.step if len(steps) == 1 else None, details=details,
-                     fix=fixes.pop() if len(fixes) == 1 else None)
+    step = first.step if len(steps) == 1 else None
+    # With one step in common, the first line already names it ("step 'x': failed on ...").
+    return StepError(f"{'' if step else what + ' '}failed on {len(errors)} nodes: {', '.join(errors)}",
+                     step=step, details=details, fix=fixes.pop() if len(fixes) == 1 else None)
