@@ -260,29 +260,52 @@ BENCH_MODE = "one mode: --single (one streamed request), --quick, -n/-c (custom)
 
 @task(help={"profile": "the profile expected to be serving (default: whatever is serving)",
             "url": "bench this OpenAI-compatible base URL instead of the cluster's API",
-            "cluster": CLUSTER, "single": "one streamed request: TTFT, decode tok/s, end-to-end",
+            "cluster": CLUSTER, "single": "bench.single_runs (5) sequential requests: TTFT, decode tok/s, E2EL "
+                                          "with mean, std and median",
             "quick": "bench.quick_num_prompts prompts at bench.quick_concurrency (20 by default)",
             "num_prompts": "custom mode: number of prompts (-n)",
-            "concurrency": "custom mode: requests in flight (-c, as in the seed's scripts; --cluster has no -c here)",
+            "concurrency": "custom mode: requests in flight (-c); in a sweep a comma list (1,8,32)",
             "dataset": "sparkops-prompts-v1[:categories] (default, offline), sharegpt, or a .jsonl/.json file",
             "max_tokens": "max_tokens of every prompt (default bench.max_tokens)",
             "output": "write the result here instead of results/<id>.json",
             "engine": "sparkops (own streaming client) or vllm (`vllm bench serve` on the head)",
             "ignore_eos": "send ignore_eos so every reply has max_tokens tokens (default on)",
+            "pp": "sweep: prompt tokens per request, a comma list (llama-benchy's --pp; default 2048)",
+            "tg": "sweep: generated tokens per request, a comma list (llama-benchy's --tg; default 32)",
+            "depth": "sweep: context tokens before the prompt, a comma list, 16k allowed (llama-benchy's --depth)",
+            "runs": "repetitions per sweep cell after its warm-up (default 3), or --single's requests (default 5)",
+            "suite": "a named sweep from [bench.suites]: leaderboard, serving, quick (or your own)",
+            "latency_mode": "sweep: api, generation or none (llama-benchy's --latency-mode; default api)",
+            "prefix_caching": "sweep: load each context once, then measure the prompt on it (llama-benchy's "
+                              "--enable-prefix-caching)",
+            "resume": "sweep: continue the unfinished sweep with the same settings at its first unfinished cell",
             "set": SET}, iterable=["set"])
 @user_errors
 def bench(c, profile=None, url=None, num_prompts=None, concurrency=None, cluster=None, single=False,
           quick=False, dataset=None, max_tokens=None, output=None, engine="sparkops",
-          ignore_eos=True, set=None):
-    """Benchmark the served model (vLLM's metric definitions); one JSON result in results/."""
+          ignore_eos=True, pp=None, tg=None, depth=None, runs=None, suite=None, latency_mode=None,
+          prefix_caching=False, resume=False, set=None):
+    """Benchmark the served model: a mode (vLLM's metric definitions) or a pp/tg/depth/concurrency sweep
+    (llama-benchy's); one JSON result in results/."""
     from sparkops.bench.bench import bench as do_bench
     doc, _ = do_bench(profile=profile, url=url, cluster=cluster, single=single, quick=quick,
                       num_prompts=int(num_prompts) if num_prompts else None,
-                      concurrency=int(concurrency) if concurrency else None, dataset=dataset,
+                      concurrency=str(concurrency) if concurrency else None, dataset=dataset,
                       max_tokens=int(max_tokens) if max_tokens else None, output=output, engine=engine,
-                      ignore_eos=ignore_eos, sets=list(set or ()))
+                      ignore_eos=ignore_eos, sets=list(set or ()), pp=pp, tg=tg, depth=depth,
+                      runs=_whole(runs, "runs"), suite=suite, latency_mode=latency_mode,
+                      prefix_caching=prefix_caching, resume=resume)
     if doc["status"] != "ok":
         raise Exit(code=1)
+
+
+def _whole(value, name: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise Exit(f"--{name} {value!r}: not a whole number", code=1) from None
 
 
 @task(help={"cluster": CLUSTER, "profiles": "comma-separated profiles (default: all)",
@@ -290,13 +313,15 @@ def bench(c, profile=None, url=None, num_prompts=None, concurrency=None, cluster
             "single_node": "force every profile onto the head alone (TP=1, PP=1); those that do not fit are skipped",
             "multi_node": "bench only the profiles that span more than one node; skip the rest",
             "mode": "quick or full (a single-request run always comes first)",
-            "resume": "skip profiles already benched with the same config hash and settings",
+            "resume": "skip profiles already benched with the same config hash and settings; with --suite, "
+                      "continue an unfinished sweep at its first unfinished cell",
             "engine": "sparkops or vllm (see `inv --help bench`)",
+            "suite": "instead of single + mode: this sweep ([bench.suites]: leaderboard, serving, quick) per profile",
             "keep_last": "leave the last profile serving (default: stop it)", "set": SET},
       iterable=["set"])
 @user_errors
 def bench_all(c, cluster=None, profiles=None, skip_token=False, single_node=False, multi_node=False,
-              mode="quick", resume=False, engine="sparkops", keep_last=False, set=None):
+              mode="quick", resume=False, engine="sparkops", keep_last=False, suite=None, set=None):
     """Switch to each profile in turn and bench it; failures are recorded, never stop the run."""
     from sparkops.base.paths import project_root, results_dir
     from sparkops.bench.bench_all import bench_all as do_all
@@ -308,7 +333,7 @@ def bench_all(c, cluster=None, profiles=None, skip_token=False, single_node=Fals
     placement = "single-node" if single_node else "multi-node" if multi_node else None
     outcomes = do_all(profiles=names, cluster=cluster, sets=list(set or ()), mode=mode, skip_token=skip_token,
                       placement=placement, resume=resume, engine=engine, results=results_dir(root),
-                      keep_last=keep_last)
+                      keep_last=keep_last, suite=suite)
     if any(o.status == "failed" for o in outcomes):
         raise Exit(code=1)
 

@@ -7,8 +7,9 @@ report shows it. Placement:
   --single-node  every profile forced onto the head alone (TP=1, PP=1); one that does not fit
                  one node's memory at TP=1 is skipped with the memory estimate as the reason;
   --multi-node   only profiles that span more than one node as configured; the rest skipped.
-A single-request run comes first for each profile (the single-request decode tok/s column of
-the report), then the chosen mode (quick or full).
+A single-mode run comes first for each profile (the single-request decode tok/s column of
+the report), then the chosen mode (quick or full); or, with --suite NAME, that suite's sweep
+alone (its cells resumable one by one with --resume).
 """
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ from pathlib import Path
 from sparkops.base.errors import SparkopsError
 from sparkops.base.progress import Progress, duration
 from sparkops.base.tables import text_table
+from sparkops.bench.cells import suite_plan
 from sparkops.bench.datasets import load_dataset
 from sparkops.bench.engines import render, run_engine, settings_for
 from sparkops.bench.results import empty_provenance, load_results, new_result, settings_key, write_result
+from sparkops.bench.sweep import run_sweep, sweep_key
 from sparkops.bench.target import open_target
 from sparkops.config import Config, load_config
 from sparkops.config.memfit import nodes_needed
@@ -45,7 +48,7 @@ class Outcome:
 def bench_all(*, profiles: list[str], cluster: str | None, sets: list[str], mode: str = "quick",
               skip_token: bool = False, placement: str | None = None, resume: bool = False,
               engine: str = "sparkops", results: Path, keep_last: bool = False,
-              progress: Progress | None = None,
+              suite: str | None = None, progress: Progress | None = None,
               loader: Callable[..., Config] = load_config) -> list[Outcome]:
     if mode not in ("quick", "full"):
         raise SparkopsError(f"--mode must be quick or full, not {mode!r}", step="bench-all")
@@ -54,6 +57,9 @@ def bench_all(*, profiles: list[str], cluster: str | None, sets: list[str], mode
     progress = progress or Progress()
     extra = ["serving.tensor_parallel=1", "serving.pipeline_parallel=1"] if placement == "single-node" else []
     done_before = _finished(results) if resume else set()
+    complete = _complete_sweeps(results) if resume else set()
+    if suite and engine != "sparkops":
+        raise SparkopsError("sweeps (--suite) run with the sparkops engine only", step="bench-all")
     outcomes: list[Outcome] = []
     started = time.monotonic()
     last_cfg = None
@@ -62,15 +68,24 @@ def bench_all(*, profiles: list[str], cluster: str | None, sets: list[str], mode
         eta = _eta(outcomes, len(profiles) - i + 1)
         progress.say(f"[{i}/{len(profiles)}] {name}" + (f"  (about {eta} left)" if eta else ""))
         cfg, why = _load(loader, name, cluster, sets + extra, skip_token, placement)
-        modes = ["single", mode]
+        modes = ["sweep"] if suite else ["single", mode]
         if cfg is None:
             for m in modes:
                 outcomes.append(_record(results, name, cluster, m, engine, "skipped", why, t0))
             progress.say(f"      skipped: {why}")
             continue
         bench_cfg = cfg.doc["bench"]
-        plans = {m: settings_for(m, bench_cfg) for m in modes}
-        if resume and all(_already(done_before, cfg, m, engine, s) for m, s in plans.items()):
+        try:
+            sweep = suite_plan(suite, bench_cfg) if suite else None
+        except SparkopsError as exc:
+            outcomes.append(_record(results, name, cfg.cluster_name, "sweep", engine, "skipped", exc.message, t0,
+                                    cfg=cfg))
+            progress.say(f"      skipped: {exc.message}")
+            continue
+        plans = {} if sweep else {m: settings_for(m, bench_cfg) for m in modes}
+        finished = (sweep is not None and (name, cfg.config_hash(), sweep_key(sweep, bench_cfg)) in complete) or \
+            (not sweep and all(_already(done_before, cfg, m, engine, s) for m, s in plans.items()))
+        if resume and finished:
             progress.say(f"      already benched with config {cfg.config_hash()} and the same settings")
             outcomes += [Outcome(name, m, "resumed", None, None, 0.0) for m in modes]
             continue
@@ -88,6 +103,12 @@ def bench_all(*, profiles: list[str], cluster: str | None, sets: list[str], mode
             try:
                 with open_target(_fixed(cfg), cfg, profile=name, url=None,
                                  need_head=engine == "vllm") as target:
+                    if sweep is not None:
+                        doc, path = run_sweep(target, sweep, bench_cfg, results=results, progress=progress,
+                                              resume=resume)
+                        outcomes.append(Outcome(name, m, doc["status"], doc["reason"], path, time.monotonic() - t0))
+                        progress.say("      " + _sweep_line(doc))
+                        continue
                     doc = run_engine(target, m, plans[m], engine, progress)
             except SparkopsError as exc:
                 outcomes.append(_record(results, name, cfg.cluster_name, m, engine, "failed",
@@ -134,7 +155,8 @@ def _record(results, name, cluster, mode, engine, status, reason, t0, *, cfg=Non
                  "tensor_parallel": cfg.serving["tensor_parallel"],
                  "pipeline_parallel": cfg.serving["pipeline_parallel"],
                  "nodes": [n["name"] for n in cfg.nodes[:nodes_needed(cfg.doc)]]}
-        settings = settings_for(mode, cfg.doc["bench"])
+        if mode != "sweep":
+            settings = settings_for(mode, cfg.doc["bench"])
     doc = new_result(status=status, engine=engine, mode=mode, settings=settings, provenance=prov,
                      reason=reason, log_excerpt=list(log)[-30:])
     return Outcome(name, mode, status, reason, write_result(doc, results), time.monotonic() - t0)
@@ -144,6 +166,18 @@ def _finished(results: Path) -> set[tuple[str | None, str | None, str]]:
     found, _ = load_results(results) if Path(results).is_dir() else ([], [])
     return {(d["provenance"]["profile"], d["provenance"]["config_hash"], d["settings"]["key"])
             for _, d in found if d["status"] == "ok"}
+
+
+def _complete_sweeps(results: Path) -> set[tuple[str | None, str | None, str]]:
+    found, _ = load_results(results) if Path(results).is_dir() else ([], [])
+    return {(d["provenance"]["profile"], d["provenance"]["config_hash"], d["settings"]["key"])
+            for _, d in found if d["mode"] == "sweep" and (d.get("sweep") or {}).get("complete")}
+
+
+def _sweep_line(doc: dict) -> str:
+    cells = doc.get("cells") or []
+    counts = {s: sum(c["status"] == s for c in cells) for s in ("ok", "failed", "skipped")}
+    return f"sweep: {counts['ok']} cells ok, {counts['failed']} failed, {counts['skipped']} skipped"
 
 
 def _already(done: set[tuple[str | None, str | None, str]], cfg: Config, mode: str, engine: str,

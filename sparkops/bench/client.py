@@ -113,9 +113,10 @@ def build_payload(
 ) -> bytes:
     body: dict[str, object] = {"model": model}
     if endpoint == "chat":
-        body["messages"] = [{"role": "user", "content": prompt.text}]
+        context = [{"role": "system", "content": prompt.context}] if prompt.context else []
+        body["messages"] = [*context, {"role": "user", "content": prompt.text}]
     else:
-        body["prompt"] = prompt.text
+        body["prompt"] = prompt.context + prompt.text
     body |= {
         "max_tokens": prompt.max_tokens,
         "temperature": temperature,  # explicit: server defaults differ per model (pitfall 6)
@@ -220,62 +221,70 @@ def _text_len(choice: dict, endpoint: str) -> int:
     return sum(len(v) for k in TEXT_KEYS[:3] if isinstance(v := delta.get(k), str))
 
 
-async def arun_benchmark(
-    base_url: str,
-    model: str,
-    prompts: Sequence[Prompt],
-    *,
-    concurrency: int | None = None,
-    request_rate: float = math.inf,
-    burstiness: float = 1.0,
-    temperature: float = 0.0,
-    endpoint: str = "chat",
-    api_key: str | None = None,
-    timeout_s: float = 600.0,
-    warmup: bool = True,
-    ignore_eos: bool = False,
-    seed: int = 0,
-    progress: Progress | None = None,
-) -> BenchRun:
-    if endpoint not in ENDPOINTS:
-        raise ValueError(f"endpoint must be one of {sorted(ENDPOINTS)}, got {endpoint!r}")
-    if concurrency is not None and concurrency < 1:
-        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-    if not prompts:
-        raise ValueError("no prompts to send")
-    url = base_url.rstrip("/") + ENDPOINTS[endpoint]
-    headers = {"Content-Type": "application/json"}  # Host/Length added by Pool
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    offsets = arrival_offsets(len(prompts), request_rate, burstiness, seed)
-    bodies = [build_payload(p, model, endpoint, temperature, ignore_eos) for p in prompts]
-    settings = {
-        "base_url": base_url, "model": model, "endpoint": endpoint, "num_prompts": len(prompts),
-        "max_concurrency": concurrency, "request_rate": request_rate, "burstiness": burstiness,
-        "temperature": temperature, "ignore_eos": ignore_eos, "timeout_s": timeout_s,
-        "warmup": warmup, "seed": seed, "api_key_set": bool(api_key),
-    }
-    pool = Pool(base_url)
-    reqs = [pool.request_bytes(ENDPOINTS[endpoint], b, headers) for b in bodies]
-    try:
-        warm_rec = None
-        if warmup:
-            w = warmup_prompt()
-            warm_rec = RequestRecord(index=-1, prompt_id=w.id, max_tokens=w.max_tokens)
-            wbody = build_payload(w, model, endpoint, temperature, ignore_eos=False)
-            await request_once(pool, pool.request_bytes(ENDPOINTS[endpoint], wbody, headers),
-                               warm_rec, endpoint, timeout_s, time.perf_counter())
-            if not warm_rec.success:
-                raise BenchmarkError(
-                    f"warm-up request to {url} failed: {_scrub(warm_rec.error, api_key)}")
-            # Unlike vLLM (whose aiohttp pool connects inside the measured requests), open
-            # the connections the run will use now: handshakes are not server latency.
-            await pool.prewarm(min(concurrency or len(prompts), len(prompts)))
+class Client:
+    """One connection pool to one server, for several runs (a sweep's warm-ups and repetitions
+    reuse the same warm connections). Use as `async with Client(...) as c:`."""
 
+    def __init__(self, base_url: str, model: str, *, endpoint: str = "chat", temperature: float = 0.0,
+                 ignore_eos: bool = False, api_key: str | None = None, timeout_s: float = 600.0):
+        if endpoint not in ENDPOINTS:
+            raise ValueError(f"endpoint must be one of {sorted(ENDPOINTS)}, got {endpoint!r}")
+        self.base_url, self.model, self.endpoint = base_url, model, endpoint
+        self.temperature, self.ignore_eos, self.api_key, self.timeout_s = temperature, ignore_eos, api_key, timeout_s
+        self.url = base_url.rstrip("/") + ENDPOINTS[endpoint]
+        self.headers = {"Content-Type": "application/json"}  # Host/Length added by Pool
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+        self.pool = Pool(base_url)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.pool.close()
+
+    def _request(self, prompt: Prompt, ignore_eos: bool) -> bytes:
+        body = build_payload(prompt, self.model, self.endpoint, self.temperature, ignore_eos)
+        return self.pool.request_bytes(ENDPOINTS[self.endpoint], body, self.headers)
+
+    async def warm_up(self, prompt: Prompt | None = None) -> RequestRecord:
+        """One request outside any measurement; BenchmarkError when it fails."""
+        w = prompt or warmup_prompt()
+        rec = RequestRecord(index=-1, prompt_id=w.id, max_tokens=w.max_tokens)
+        await request_once(self.pool, self._request(w, self.ignore_eos and prompt is not None), rec,
+                           self.endpoint, self.timeout_s, time.perf_counter())
+        if not rec.success:
+            raise BenchmarkError(f"warm-up request to {self.url} failed: {_scrub(rec.error, self.api_key)}")
+        return rec
+
+    async def prewarm(self, n: int) -> None:
+        # Unlike vLLM (whose aiohttp pool connects inside the measured requests), open the
+        # connections a run will use beforehand: handshakes are not server latency.
+        await self.pool.prewarm(n)
+
+    async def run(self, prompts: Sequence[Prompt], *, concurrency: int | None = None,
+                  request_rate: float = math.inf, burstiness: float = 1.0, seed: int = 0,
+                  progress: Progress | None = None, warm_rec: RequestRecord | None = None) -> BenchRun:
+        """Send `prompts` (all dispatched at once with request_rate inf, at most `concurrency`
+        in flight) and record every request."""
+        if concurrency is not None and concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if not prompts:
+            raise ValueError("no prompts to send")
+        offsets = arrival_offsets(len(prompts), request_rate, burstiness, seed)
+        reqs = [self._request(p, self.ignore_eos) for p in prompts]
+        settings = {
+            "base_url": self.base_url, "model": self.model, "endpoint": self.endpoint,
+            "num_prompts": len(prompts), "max_concurrency": concurrency, "request_rate": request_rate,
+            "burstiness": burstiness, "temperature": self.temperature, "ignore_eos": self.ignore_eos,
+            "timeout_s": self.timeout_s, "warmup": warm_rec is not None, "seed": seed,
+            "api_key_set": bool(self.api_key),
+        }
         records = [RequestRecord(index=i, prompt_id=p.id, max_tokens=p.max_tokens)
                    for i, p in enumerate(prompts)]
         sem = asyncio.Semaphore(concurrency) if concurrency else None
         finished = 0
+        endpoint, timeout_s, pool = self.endpoint, self.timeout_s, self.pool
 
         async def one(rec: RequestRecord, req: bytes) -> None:
             nonlocal finished
@@ -284,7 +293,7 @@ async def arun_benchmark(
             else:
                 async with sem:
                     await request_once(pool, req, rec, endpoint, timeout_s, t0)
-            rec.error = _scrub(rec.error, api_key)
+            rec.error = _scrub(rec.error, self.api_key)
             finished += 1
             if progress is not None:
                 progress(finished, len(records), rec)
@@ -309,13 +318,43 @@ async def arun_benchmark(
             client = watch.stop()
         finally:
             gc.unfreeze()
-    finally:
-        pool.close()
-    # Kernel receive times (the norm on Linux over http) are immune to the client's own
-    # delays; event-loop stamps are not, which is when StallWatch's warning matters most.
-    client["timestamps"] = pool.stamp_source()
-    return BenchRun(settings=settings, records=records, duration_s=duration, t0_perf=t0,
-                    started_at=started_at, warmup=warm_rec, client=client)
+        # Kernel receive times (the norm on Linux over http) are immune to the client's own
+        # delays; event-loop stamps are not, which is when StallWatch's warning matters most.
+        client["timestamps"] = self.pool.stamp_source()
+        return BenchRun(settings=settings, records=records, duration_s=duration, t0_perf=t0,
+                        started_at=started_at, warmup=warm_rec, client=client)
+
+
+async def arun_benchmark(
+    base_url: str,
+    model: str,
+    prompts: Sequence[Prompt],
+    *,
+    concurrency: int | None = None,
+    request_rate: float = math.inf,
+    burstiness: float = 1.0,
+    temperature: float = 0.0,
+    endpoint: str = "chat",
+    api_key: str | None = None,
+    timeout_s: float = 600.0,
+    warmup: bool = True,
+    ignore_eos: bool = False,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> BenchRun:
+    """One run: a warm-up request (not measured), then `prompts`."""
+    if concurrency is not None and concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    if not prompts:
+        raise ValueError("no prompts to send")
+    async with Client(base_url, model, endpoint=endpoint, temperature=temperature, ignore_eos=ignore_eos,
+                      api_key=api_key, timeout_s=timeout_s) as client:
+        warm_rec = None
+        if warmup:
+            warm_rec = await client.warm_up()
+            await client.prewarm(min(concurrency or len(prompts), len(prompts)))
+        return await client.run(prompts, concurrency=concurrency, request_rate=request_rate,
+                                burstiness=burstiness, seed=seed, progress=progress, warm_rec=warm_rec)
 
 
 def run_benchmark(base_url: str, model: str, prompts: Sequence[Prompt], **kwargs) -> BenchRun:

@@ -62,9 +62,10 @@ def sharegpt_path(fetch: bool = True) -> Path:
     return Path(got)
 
 
-def load_dataset(spec: str, num_prompts: int, max_tokens: int, *, seed: int = 0) -> Dataset:
+def load_dataset(spec: str, num_prompts: int, max_tokens: int, *, seed: int = 0,
+                 allow_fewer: bool = False) -> Dataset:
     """The first `num_prompts` prompts of `spec`, each with `max_tokens`. Too few prompts is an
-    error, never a silently smaller run."""
+    error, never a silently smaller run (unless `allow_fewer`: a caller that cycles through them)."""
     if num_prompts < 1 or max_tokens < 1:
         raise SparkopsError(f"num_prompts and max_tokens must be >= 1 (got {num_prompts}, {max_tokens})",
                             step="dataset")
@@ -92,7 +93,7 @@ def load_dataset(spec: str, num_prompts: int, max_tokens: int, *, seed: int = 0)
             prompts = prompts[:num_prompts]
     except (OSError, ValueError, KeyError) as exc:
         raise SparkopsError(f"dataset {spec!r}: {exc}", step="dataset") from None
-    if len(prompts) < num_prompts:
+    if len(prompts) < num_prompts and not (allow_fewer and prompts):
         raise SparkopsError(f"dataset {spec!r} has only {len(prompts)} usable prompts, "
                             f"{num_prompts} were asked for", step="dataset",
                             fix=f"ask for at most {len(prompts)} (-n), or use a larger dataset")

@@ -1,8 +1,12 @@
 """`inv bench`: pick the settings of a mode, run one engine against a target, write the result.
 
-Modes (as in the seed's scripts): single = one streamed request (TTFT to first content token,
-decode tokens/s, E2EL); quick = bench.quick_num_prompts at bench.quick_concurrency; full =
-bench.num_prompts at bench.concurrency; custom = -n/-c (what is not given comes from full).
+Modes (as in the seed's scripts):
+  single  bench.single_runs (5) sequential streamed requests after the warm-up: TTFT to the first
+          content token, decode tokens/s, E2EL, each as mean, std and median;
+  quick   bench.quick_num_prompts at bench.quick_concurrency;
+  full    bench.num_prompts at bench.concurrency;
+  custom  -n/-c (what is not given comes from full).
+Sweeps (--pp/--tg/--depth, --suite) are sweep.py's.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from sparkops.base.errors import SparkopsError
 from sparkops.base.progress import Meter, Progress
 from sparkops.bench.client import BenchmarkError, run_benchmark
 from sparkops.bench.datasets import load_dataset
-from sparkops.bench.metrics import single_request_summary, summarize
+from sparkops.bench.metrics import single_summary, summarize
 from sparkops.bench.records import RequestRecord
 from sparkops.bench.results import new_result, write_result
 from sparkops.bench.target import Target
@@ -38,10 +42,10 @@ def pick_mode(single: bool, quick: bool, num_prompts, concurrency, mode: str | N
 
 def settings_for(mode: str, bench_cfg: dict, *, num_prompts=None, concurrency=None, dataset=None,
                  max_tokens=None, temperature=None, ignore_eos=True, endpoint="chat",
-                 request_rate=math.inf, seed=0) -> dict:
+                 request_rate=math.inf, seed=0, runs=None) -> dict:
     if mode not in MODES:
         raise SparkopsError(f"unknown mode {mode!r}; one of {', '.join(MODES)}", step="bench")
-    n, c = {"single": (1, 1),
+    n, c = {"single": (runs or bench_cfg.get("single_runs", 5), 1),
             "quick": (bench_cfg["quick_num_prompts"], bench_cfg["quick_concurrency"]),
             "full": (bench_cfg["num_prompts"], bench_cfg["concurrency"]),
             "custom": (num_prompts or bench_cfg["num_prompts"], concurrency or bench_cfg["concurrency"])}[mode]
@@ -76,7 +80,7 @@ def run_engine(target: Target, mode: str, settings: dict, engine: str, progress:
                 progress=_requests(progress.meter(f"  {mode} ({engine})", len(dataset.prompts),
                                                   unit="requests")))
             metrics = summarize(run)
-            single = single_request_summary(run.records[0]) if mode == "single" else None
+            single = single_summary(run.records) if mode == "single" else None
             detail = None
         else:
             from sparkops.bench.vllm_engine import run_vllm_bench
@@ -139,12 +143,24 @@ def render(doc: dict, path: Path | None = None) -> str:
         for e in m.get("errors", []):
             out.append(f"  error: {e}")
     if doc.get("single"):
-        sg = doc["single"]
-        dec = sg.get("decode_tok_s")
-        out.append(f"  single request: TTFT {sg.get('ttft_ms', 0) or 0:.1f} ms, decode "
-                   f"{'-' if dec is None else f'{dec:.1f}'} tok/s, E2EL {sg.get('e2el_ms', 0) or 0:.1f} ms")
+        out.append("  " + single_line(doc["single"]))
     for w in doc["warnings"]:
         out.append(f"  WARNING: {w}")
     if path:
         out.append(f"result: {path}")
     return "\n".join(out)
+
+
+def single_line(sg: dict) -> str:
+    """The seed's one-line summary, with the spread over the requests."""
+    def fig(key: str, unit: str) -> str:
+        v, sd, med = sg.get(key), sg.get(f"{key}_std"), sg.get(f"{key}_median")
+        if v is None:
+            return "-"
+        spread = f" ± {sd:.1f}" if sd is not None and sg.get("runs", 1) > 1 else ""
+        middle = f" (median {med:.1f})" if med is not None and sg.get("runs", 1) > 1 else ""
+        return f"{v:.1f}{spread} {unit}{middle}"
+    n = sg.get("runs", 1)
+    label = "single request" if n == 1 else f"single, {n} requests"
+    return (f"{label}: TTFT {fig('ttft_ms', 'ms')}, decode {fig('decode_tok_s', 'tok/s')}, "
+            f"E2EL {fig('e2el_ms', 'ms')}")

@@ -397,10 +397,15 @@ class Pool:
 
     def stamp_source(self) -> str:
         """What timestamped the chunks: "kernel" (every read carried the receive time),
-        "event loop", or "mixed" (some reads had none). Call after close()."""
-        if self.reads and self.kernel_stamps == self.reads:
+        "event loop", or "mixed" (some reads had none), over every read so far, open
+        connections included (a sweep asks after each run, with its connections kept)."""
+        kernel, reads = self.kernel_stamps, self.reads
+        for conn in self.idle:
+            if not conn.closed and isinstance(conn.transport, _StampedSocket):
+                kernel, reads = kernel + conn.transport.kernel_stamps, reads + conn.transport.reads
+        if reads and kernel == reads:
             return "kernel"
-        return "mixed" if self.kernel_stamps else "event loop"
+        return "mixed" if kernel else "event loop"
 
 
 def _expire(fut: asyncio.Future) -> None:

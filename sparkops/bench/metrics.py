@@ -271,3 +271,28 @@ def single_request_summary(rec: RequestRecord) -> dict[str, Any]:
         "prompt_tokens": rec.prompt_tokens,
         "output_tokens": n,
     }
+
+
+SINGLE_FIGURES = ("ttft_ms", "decode_tok_s", "e2el_ms")
+
+
+def single_summary(records: Sequence[RequestRecord]) -> dict[str, Any]:
+    """`--single`: sequential requests, each seen as single_request_summary sees it; each figure
+    as the mean (under its old key, so one request reads as before), std, median and values."""
+    return combine_singles([single_request_summary(r) for r in records])
+
+
+def combine_singles(views: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per-request views (single_request_summary's shape) -> mean, std, median, values."""
+    ok = [v for v in views if v["success"]]
+    if not ok:
+        return views[0] if views else {"success": False, "error": "no request"}
+    out: dict[str, Any] = {"success": True, "runs": len(ok), "failed": len(views) - len(ok),
+                           "output_tokens": ok[0]["output_tokens"], "prompt_tokens": ok[0]["prompt_tokens"]}
+    for key in SINGLE_FIGURES:
+        vals = [v[key] for v in ok if v[key] is not None]
+        out[key] = mean(vals) if vals else None
+        out[f"{key}_std"] = std(vals) if vals else None
+        out[f"{key}_median"] = median(vals) if vals else None
+        out[f"{key}_values"] = vals
+    return out

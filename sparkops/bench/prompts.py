@@ -25,6 +25,9 @@ class Prompt:
     id: str
     text: str
     max_tokens: int
+    # Earlier context sent before the text, as llama-benchy sends it: a system message (chat) or
+    # a prefix (completions). The depth of a pp/tg sweep cell.
+    context: str = ""
 
 
 def warmup_prompt() -> Prompt:

@@ -17,6 +17,7 @@ import uuid
 from sparkops.base.errors import SparkopsError
 from sparkops.bench.client import ENDPOINTS
 from sparkops.bench.datasets import Dataset, as_sharegpt
+from sparkops.bench.metrics import combine_singles
 from sparkops.bench.target import Target
 from sparkops.plan import RUNTIMES
 from sparkops.plan.context import CONTAINER_HF_HOME
@@ -159,11 +160,11 @@ def convert(raw: dict, sent: int, api_key: str | None = None) -> tuple[dict, dic
     if raw.get("failed"):
         notes.append(f"{raw['failed']} of {attempted} requests failed; see errors")
     metrics["warnings"] = notes
-    single = None
     ttfts, lats, outs = raw.get("ttfts") or [], raw.get("latencies") or [], raw.get("output_lens") or []
-    if ttfts and lats and outs and lats[0]:
-        n, ttft, e2el = outs[0], ttfts[0], lats[0]
-        single = {"success": True, "ttft_ms": ttft * 1000, "e2el_ms": e2el * 1000,
-                  "decode_tok_s": (n - 1) / (e2el - ttft) if n > 1 and e2el > ttft else None,
-                  "output_tokens": n, "prompt_tokens": (raw.get("input_lens") or [None])[0]}
+    ins = raw.get("input_lens") or []
+    views = [{"success": True, "ttft_ms": t * 1000, "e2el_ms": e * 1000,
+              "decode_tok_s": (n - 1) / (e - t) if n > 1 and e > t else None,
+              "output_tokens": n, "prompt_tokens": ins[i] if i < len(ins) else None}
+             for i, (t, e, n) in enumerate(zip(ttfts, lats, outs)) if e]
+    single = combine_singles(views) if views else None
     return metrics, single

@@ -1,0 +1,352 @@
+"""Run a sweep (cells.py) against a target and keep its result file current: every finished
+cell is written at once (atomically), so Ctrl-C keeps what finished and `--resume` continues
+at the first unfinished cell of a sweep with the same settings on the same deployment."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import http.client
+import json
+import random
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+
+from sparkops.apply.ready import headers
+from sparkops.base.errors import SparkopsError
+from sparkops.base.progress import Progress
+from sparkops.base.tables import text_table
+from sparkops.bench import benchy_metrics
+from sparkops.bench.cells import Cell, SweepPlan
+from sparkops.bench.client import BenchmarkError, Client
+from sparkops.bench.corpus import load_corpus
+from sparkops.bench.datasets import load_dataset
+from sparkops.bench.depth_prompts import DepthPrompts, context_only
+from sparkops.bench.metrics import summarize
+from sparkops.bench.prompts import Prompt
+from sparkops.bench.records import BenchRun
+from sparkops.bench.results import load_results, new_result, settings_key, write_result
+from sparkops.bench.target import Target
+from sparkops.bench.tokens import Tokens, pick_tokens
+
+SPREAD_KEYS = ("output_throughput", "total_token_throughput", "request_throughput", "median_ttft_ms",
+               "p99_ttft_ms", "median_tpot_ms", "median_itl_ms", "median_e2el_ms", "p99_e2el_ms")
+LATENCY_SAMPLES = 3  # as llama-benchy: the mean of three
+
+
+def run_sweep(target: Target, plan: SweepPlan, bench_cfg: dict, *, results: Path, progress: Progress,
+              resume: bool = False, output: Path | None = None) -> tuple[dict, Path]:
+    corpus = load_corpus()
+    settings = _settings(plan, bench_cfg, corpus.digest)
+    doc = new_result(status="ok", engine="sparkops", mode="sweep", settings=settings,
+                     provenance=target.provenance, warnings=target.warnings)
+    path = Path(output) if output else Path(results) / f"{doc['id']}.json"
+    done: dict[str, dict] = {}
+    if resume:
+        found = _unfinished(Path(results), doc)
+        if found is not None:
+            path, old = found
+            done = {c["id"]: c for c in old["cells"] if c["status"] in ("ok", "skipped")}
+            doc["id"], doc["created_at"] = old["id"], old["created_at"]
+            progress.say(f"resuming {path}: {len(done)} of {len(plan.cells)} cells already done")
+    doc["metrics"] = doc["single"] = None
+    doc["sweep"] = {"suite": plan.suite, "kind": plan.kind, "runs": plan.runs, "latency_mode": plan.latency_mode,
+                    "latency_ms": 0.0, "tokenizer": "none", "tokenizer_note": "no prompts built (serving sweep)",
+                    "prefix_caching": plan.prefix_caching, "corpus": corpus.name if plan.kind == "depth" else None,
+                    "corpus_digest": corpus.digest if plan.kind == "depth" else None,
+                    "cells_planned": len(plan.cells), "complete": False}
+    doc["cells"] = []
+    latency = measure_latency(target, plan.latency_mode)
+    doc["sweep"]["latency_ms"] = latency * 1000
+    builder = None
+    if plan.kind == "depth" and any(c.id not in done for c in plan.cells):
+        builder = _depth_prompts(target, doc, progress)
+    limit = max_model_len(target)
+    meter = progress.meter("  sweep", len(plan.cells), unit="cells")
+    try:
+        for i, cell in enumerate(plan.cells):
+            if cell.id in done:
+                doc["cells"].append(done[cell.id])
+            else:
+                t0 = time.monotonic()
+                why = cell.too_long(limit)
+                if why:
+                    result = _cell(cell, "skipped", why, t0)
+                else:
+                    result = asyncio.run(_measure(target, plan, cell, builder, latency, bench_cfg))
+                    result["seconds"] = round(time.monotonic() - t0, 3)
+                doc["cells"].append(result)
+                write_result(_finish(doc, complete=False), path)
+            meter.update(i + 1, note=_note(doc["cells"][-1]))
+    except KeyboardInterrupt:
+        write_result(_finish(doc, complete=False), path)
+        progress.say(f"interrupted: {len(doc['cells'])} finished cells kept in {path}; "
+                     "the same command with --resume continues")
+        raise
+    return _finish(doc, complete=True), write_result(_finish(doc, complete=True), path)
+
+
+def sweep_key(plan: SweepPlan, bench_cfg: dict) -> str:
+    """The settings key a result of this plan carries (what --resume matches on)."""
+    return settings_key("sparkops", "sweep", _settings(plan, bench_cfg, load_corpus().digest))
+
+
+def _settings(plan: SweepPlan, bench_cfg: dict, corpus_digest: str) -> dict:
+    ident = json.dumps(plan.key_fields() | {"corpus": corpus_digest}, sort_keys=True)
+    max_c = max(c.concurrency for c in plan.cells)
+    return {"dataset": plan.dataset or "corpus:sherlock-holmes", "dataset_source": None,
+            "dataset_digest": hashlib.sha256(ident.encode()).hexdigest()[:16],
+            "num_prompts": sum(c.requests for c in plan.cells) * plan.runs, "concurrency": max_c,
+            "max_tokens": max(c.tg for c in plan.cells), "temperature": float(bench_cfg["temperature"]),
+            "ignore_eos": True, "endpoint": "chat", "request_rate": "inf", "seed": 0,
+            "timeout_s": float(bench_cfg["request_timeout_s"]), "warmup": True}
+
+
+def _finish(doc: dict, complete: bool) -> dict:
+    cells = doc["cells"]
+    doc["sweep"]["complete"] = complete
+    ok = [c for c in cells if c["status"] == "ok"]
+    if complete and cells and not ok:
+        doc["status"] = "failed"
+        doc["reason"] = "no cell succeeded: " + "; ".join(f"{c['id']}: {c['reason']}" for c in cells[:3])
+    else:
+        doc["status"], doc["reason"] = "ok", None
+    doc["created_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return doc
+
+
+def _unfinished(folder: Path, doc: dict) -> tuple[Path, dict] | None:
+    """The newest sweep result with the same settings on the same deployment, not complete."""
+    if not folder.is_dir():
+        return None
+    p = doc["provenance"]
+    same = [(path, d) for path, d in load_results(folder)[0]
+            if d["mode"] == "sweep" and d["settings"]["key"] == doc["settings"]["key"]
+            and d["provenance"].get("config_hash") == p.get("config_hash")
+            and d["provenance"].get("api_url") == p.get("api_url")
+            and d["provenance"].get("profile") == p.get("profile")]
+    open_ones = [(path, d) for path, d in same if not (d.get("sweep") or {}).get("complete")]
+    return max(open_ones, key=lambda pd: pd[1]["created_at"]) if open_ones else None
+
+
+def measure_latency(target: Target, mode: str) -> float:
+    """llama-benchy's latency estimate in seconds: api = a /v1/models round trip, generation =
+    the first body bytes of a 1-token streamed request, none = 0; the mean of three, on a
+    connection opened beforehand (as llama-benchy's session would have it). http.client rather
+    than requests: the estimate is taken off every prompt's processing time, so a client
+    library's own overhead must not be in it (requests adds ~1 ms, 4% of a 25 ms prefill)."""
+    if mode == "none":
+        return 0.0
+    u = urlsplit(target.url)
+    cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+    conn = cls(u.hostname or "127.0.0.1", u.port, timeout=120)
+    hdrs = headers(target.api_key) | {"Content-Type": "application/json"}
+    prefix = u.path.rstrip("/")
+    body = json.dumps({"model": target.model, "messages": [{"role": "user", "content": "hello"}],
+                       "max_tokens": 1, "stream": True})
+    samples = []
+    try:
+        conn.connect()
+        for _ in range(LATENCY_SAMPLES):
+            t0 = time.perf_counter()
+            if mode == "api":
+                conn.request("GET", f"{prefix}/v1/models", headers=hdrs)
+                conn.getresponse().read()
+                samples.append(time.perf_counter() - t0)
+            else:
+                conn.request("POST", f"{prefix}/v1/chat/completions", body=body, headers=hdrs)
+                r = conn.getresponse()
+                r.read1()
+                samples.append(time.perf_counter() - t0)
+                r.read()
+    except (OSError, http.client.HTTPException) as exc:
+        raise SparkopsError(f"latency probe ({mode}) of {target.url} failed: {exc}", step="bench") from None
+    finally:
+        conn.close()
+    return sum(samples) / len(samples)
+
+
+def max_model_len(target: Target) -> int | None:
+    if target.cfg is not None:
+        return int(target.cfg.serving["max_model_len"])
+    try:
+        r = requests.get(f"{target.url}/v1/models", headers=headers(target.api_key), timeout=10)
+        for m in r.json().get("data", []):
+            if m.get("id") == target.model and isinstance(m.get("max_model_len"), int):
+                return int(m["max_model_len"])
+    except (requests.RequestException, ValueError, AttributeError):
+        pass
+    return None
+
+
+def _depth_prompts(target: Target, doc: dict, progress: Progress) -> DepthPrompts:
+    cfg = target.cfg
+    tokens = pick_tokens(target.url, target.model, target.api_key,
+                         hf_repo=cfg.model["repo"] if cfg else None,
+                         hf_home=target.head.hf_home if target.head else None)
+    doc["sweep"]["tokenizer"], doc["sweep"]["tokenizer_note"] = tokens.kind, tokens.note
+    if tokens.kind == "approximate":
+        doc["warnings"].append("prompt lengths are estimates: neither the server's /tokenize nor the model's "
+                               "tokenizer was available; pp t/s uses the server's usage counts")
+    progress.say(f"  tokenizing the corpus with {tokens.note}")
+    builder = DepthPrompts(tokens, load_corpus())
+    builder.calibrate(lambda msgs: _count(target, tokens, msgs))
+    return builder
+
+
+def _count(target: Target, tokens: Tokens, messages: list[dict]) -> int | None:
+    """The server's prompt tokens for these messages: /tokenize, else a 1-token request's usage."""
+    got = tokens.count_chat(messages)
+    if got is not None:
+        return got
+    body = {"model": target.model, "messages": messages, "max_tokens": 1, "temperature": 0.0}
+    try:
+        r = requests.post(f"{target.url}/v1/chat/completions", json=body, headers=headers(target.api_key),
+                          timeout=120)
+        return int(r.json()["usage"]["prompt_tokens"])
+    except (requests.RequestException, ValueError, KeyError, TypeError):
+        return None
+
+
+async def _measure(target: Target, plan: SweepPlan, cell: Cell, builder: DepthPrompts | None,
+                   latency: float, bench_cfg: dict) -> dict:
+    t0 = time.monotonic()
+    timeout = float(bench_cfg["request_timeout_s"])
+    async with Client(target.url, target.model, endpoint="chat", temperature=float(bench_cfg["temperature"]),
+                      ignore_eos=True, api_key=target.api_key, timeout_s=timeout) as client:
+        runs: list[BenchRun] = []
+        context_runs: list[BenchRun] = []
+        try:
+            await client.prewarm(cell.concurrency)
+            for r in range(plan.runs + 1):  # run 0 is the cell's warm-up
+                batch = _prompts(plan, cell, builder, r)
+                if plan.prefix_caching and cell.depth:
+                    ctx = await client.run([context_only(p) for p in batch], concurrency=cell.concurrency)
+                    if r:
+                        context_runs.append(ctx)
+                run = await client.run(batch, concurrency=cell.concurrency)
+                if not any(rec.success for rec in run.records):
+                    first = next(rec.error for rec in run.records)
+                    return _cell(cell, "failed", f"{'warm-up' if r == 0 else f'run {r}'}: every request "
+                                 f"failed: {first}", t0)
+                if r:
+                    runs.append(run)
+        except (BenchmarkError, OSError) as exc:
+            return _cell(cell, "failed", str(exc), t0)
+    return _figures(cell, plan, runs, context_runs, latency, t0)
+
+
+def _prompts(plan: SweepPlan, cell: Cell, builder: DepthPrompts | None, run: int) -> list[Prompt]:
+    if plan.kind == "depth":
+        assert builder is not None and cell.pp is not None and cell.depth is not None
+        rng = random.Random(f"{cell.id}/{run}")  # the same prompts for every model and every rerun
+        return [builder.build(cell.pp, cell.depth, cell.tg, rng, f"{cell.id}-r{run}-{i}")
+                for i in range(cell.requests)]
+    assert plan.dataset is not None
+    ds = load_dataset(plan.dataset, cell.requests, cell.tg, allow_fewer=True)
+    n = len(ds.prompts)
+    out = []
+    # The warm-up is one wave (a request per stream), not a whole run: enough to open every
+    # stream's connection and warm the server, at a fraction of the time.
+    for i in range(cell.concurrency if run == 0 else cell.requests):
+        p = ds.prompts[(run * cell.requests + i) % n]
+        # A tag of its own at the start: no request reuses another's prefix cache.
+        out.append(Prompt(f"{p.id}-r{run}-{i}", f"[{cell.id} run {run} #{i}] {p.text}", cell.tg))
+    return out
+
+
+def _figures(cell: Cell, plan: SweepPlan, runs: list[BenchRun], context_runs: list[BenchRun],
+             latency: float, t0: float) -> dict:
+    out = _cell(cell, "ok", None, t0)
+    records = [run.records for run in runs]
+    if plan.kind == "depth":
+        assert cell.prompt_tokens is not None and cell.pp is not None
+        expected = cell.pp if context_runs else cell.prompt_tokens
+        out["benchy"] = benchy_metrics.figures(records, cell.concurrency, expected, latency)
+        if context_runs:
+            out["context"] = benchy_metrics.figures([r.records for r in context_runs], cell.concurrency,
+                                                    cell.depth or 1, latency)
+    out["prompt_tokens_counted"] = benchy_metrics.counted_prompt_tokens(records)
+    per_run = [summarize(run) for run in runs]
+    out["spread"] = {k: benchy_metrics.stat([m[k] for m in per_run if m.get(k) is not None]) for k in SPREAD_KEYS}
+    out["metrics"] = _pooled(runs)
+    failed = sum(m["failed"] for m in per_run)
+    if failed:
+        out["reason"] = f"{failed} of {sum(len(r) for r in records)} requests failed: " + \
+            "; ".join(next(m["errors"] for m in per_run if m["errors"])[:2])
+    return out
+
+
+def _pooled(runs: list[BenchRun]) -> dict:
+    """summarize() over every measured request of the cell, the runs laid end to end."""
+    records, offset = [], 0.0
+    for run in runs:
+        for rec in run.records:
+            rec.start_s += offset
+            rec.dispatched_s += offset
+            records.append(rec)
+        offset += run.duration_s
+    merged = BenchRun(settings=runs[0].settings, records=records, duration_s=offset,
+                      client=runs[-1].client)
+    m = summarize(merged)
+    m.pop("warnings", None)
+    return m
+
+
+def _cell(cell: Cell, status: str, reason: str | None, t0: float) -> dict:
+    return {"id": cell.id, "pp": cell.pp, "tg": cell.tg, "depth": cell.depth, "concurrency": cell.concurrency,
+            "requests_per_run": cell.requests, "status": status, "reason": reason,
+            "prompt_tokens_requested": cell.prompt_tokens, "prompt_tokens_counted": None,
+            "benchy": None, "context": None, "spread": None, "metrics": None,
+            "seconds": round(time.monotonic() - t0, 3),
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _fmt(stat: dict | None, digits: int = 1) -> str:
+    return "-" if not stat else f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def _note(cell: dict) -> str:
+    if cell["status"] != "ok":
+        return f"{cell['id']} {cell['status'].upper()}"
+    b, s = cell["benchy"], cell["spread"] or {}
+    if b:
+        return f"{cell['id']}: pp {_fmt(b['pp_throughput'], 0)} t/s, tg {_fmt(b['tg_throughput'])} t/s"
+    return f"{cell['id']}: {_fmt(s.get('output_throughput'))} out tok/s"
+
+
+def render_sweep(doc: dict, path: Path | None = None) -> str:
+    """The sweep as llama-benchy's table (depth) or the throughput-latency table (serving)."""
+    p, sw = doc["provenance"], doc["sweep"]
+    head = (f"sweep{' ' + repr(sw['suite']) if sw['suite'] else ''} ({sw['kind']}, {sw['runs']} runs per cell, "
+            f"latency {sw['latency_mode']} {sw['latency_ms']:.1f} ms, tokens counted by {sw['tokenizer']}) of "
+            f"{p.get('served_model_name')} [profile {p.get('profile') or '-'}, vLLM {p.get('vllm_version') or '?'}] "
+            f"at {p.get('api_url')}")
+    rows = []
+    for c in doc["cells"]:
+        row = {"cell": c["id"], "status": c["status"] if c["status"] == "ok" else c["status"].upper()}
+        b, s = c["benchy"] or {}, c["spread"] or {}
+        if sw["kind"] == "depth":
+            row |= {"prompt tok": "-" if c["prompt_tokens_counted"] is None else f"{c['prompt_tokens_counted']:.0f}",
+                    "pp t/s": _fmt(b.get("pp_throughput")), "tg t/s": _fmt(b.get("tg_throughput"), 2),
+                    "peak t/s": _fmt(b.get("peak_throughput")), "ttfr ms": _fmt(b.get("ttfr")),
+                    "est_ppt ms": _fmt(b.get("est_ppt")), "e2e_ttft ms": _fmt(b.get("e2e_ttft"))}
+        else:
+            row |= {"out tok/s": _fmt(s.get("output_throughput")), "req/s": _fmt(s.get("request_throughput"), 2),
+                    "TTFT p50 ms": _fmt(s.get("median_ttft_ms")), "TTFT p99 ms": _fmt(s.get("p99_ttft_ms")),
+                    "TPOT p50 ms": _fmt(s.get("median_tpot_ms"), 2)}
+        row["note"] = c["reason"] or ""
+        rows.append(row)
+    cols = list(rows[0]) if rows else ["cell"]
+    out = [head, text_table(rows, cols, headers={c: c for c in cols}, indent="  ")]
+    if doc["status"] != "ok":
+        out.append(f"FAILED: {doc['reason']}")
+    out += [f"  WARNING: {w}" for w in doc["warnings"]]
+    if not sw["complete"]:
+        out.append("  (incomplete: --resume continues it)")
+    if path:
+        out.append(f"result: {path}")
+    return "\n".join(out)
