@@ -2,12 +2,26 @@
 
 Raw asyncio rather than aiohttp.web: one pre-encoded chunk write per token keeps the server
 several times cheaper per chunk than any client, so a client-overhead benchmark measures the
-client. Token k of a request is written at recv + ttft + k * itl (absolute deadlines, so
-lateness never accumulates), and the server records when each choice event was written.
+client. Token 0 of a request is written at recv + prefill, token k at that plus gap_1 + ... +
+gap_k (absolute deadlines, so lateness never accumulates), where, with P prompt tokens,
+
+    prefill = ttft_s + P / prefill_tok_s            (just ttft_s when prefill_tok_s is None)
+    gap_k   = itl_s + (P + k) * itl_per_context_token_s
+
+and the server records when each choice event was written, next to the prefill and gaps it
+injected (the truth a client's pp and tg rates are checked against; see SyntheticServer.records).
+
+Tokens are whitespace-separated words: P is the number of words in all message contents (chat)
+or in the prompt (completions), with no template tokens. /tokenize and /detokenize answer as
+vLLM's do; a word's token id is the word itself as an integer (see word_id), so every worker
+process agrees on it with no shared state. A request with P + max_tokens > max_model_len gets
+vLLM's HTTP 400.
 
 Per-request behaviour comes from a directive anywhere in the prompt text, e.g.
 `[[sparkops: fault=error_event at=3 ttft_ms=20 itl_ms=5 tokens=10 role=immediate]]`;
-faults: http500, error_event, stall (goes silent), drop (closes the socket mid-stream).
+faults: http500, error_event, stall (goes silent), drop (closes the socket mid-stream);
+`prefill_tok_s=2000` (or `none`) and `itl_ctx_us=5` (microseconds per context token) set the
+two context-dependent terms above. The directive's own words count as prompt tokens.
 Run `python -m sparkops.bench.synthetic_server --ttft-ms 50 --itl-ms 10` for a standalone one.
 
 `--workers N` forks N processes sharing the port (SO_REUSEPORT; the kernel spreads the
@@ -39,6 +53,9 @@ from typing import TextIO
 DIRECTIVE = re.compile(r"\[\[sparkops:([^\]]*)\]\]")
 FAULTS = ("http500", "error_event", "stall", "drop")
 SPIN_S = 0.0015
+# A token id has a decimal digit per ~3.3 bits: Python's json refuses ints over 4300 digits
+# (sys.int_info.default_max_str_digits), so /tokenize refuses words longer than this.
+MAX_WORD_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -53,6 +70,17 @@ class ServerConfig:
     fault: str | None = None
     fault_at: int = 1  # token index where error_event/stall/drop strikes
     record: bool = True
+    prefill_tok_s: float | None = None  # None: the first token is due at ttft_s, whatever the prompt
+    itl_per_context_token_s: float = 0.0  # added to itl_s per token of context (prompt + generated)
+    max_model_len: int = 131072
+
+    def __post_init__(self) -> None:
+        if self.prefill_tok_s is not None and not self.prefill_tok_s > 0:
+            raise ValueError(f"prefill_tok_s must be > 0 or None, not {self.prefill_tok_s}")
+        if not self.itl_per_context_token_s >= 0:
+            raise ValueError(f"itl_per_context_token_s must be >= 0, not {self.itl_per_context_token_s}")
+        if self.max_model_len < 1:
+            raise ValueError(f"max_model_len must be >= 1, not {self.max_model_len}")
 
 
 def request_config(base: ServerConfig, text: str) -> ServerConfig:
@@ -77,7 +105,77 @@ def request_config(base: ServerConfig, text: str) -> ServerConfig:
         cfg = replace(cfg, ttft_s=float(kv["ttft_ms"]) / 1000)
     if "itl_ms" in kv:
         cfg = replace(cfg, itl_s=float(kv["itl_ms"]) / 1000)
+    if "prefill_tok_s" in kv:
+        v = kv["prefill_tok_s"]
+        cfg = replace(cfg, prefill_tok_s=None if v.lower() == "none" else float(v))
+    if "itl_ctx_us" in kv:
+        cfg = replace(cfg, itl_per_context_token_s=float(kv["itl_ctx_us"]) / 1e6)
     return cfg
+
+
+def _contents(body: dict) -> list[str]:
+    """The texts whose words are a request's prompt tokens: each message's content (its text
+    parts, when a list) for chat, else the prompt (or each string of a list of them)."""
+    messages = body.get("messages")
+    if not messages:
+        p = body.get("prompt", "")
+        return [p] if isinstance(p, str) else [x for x in p if isinstance(x, str)]
+    out = []
+    for m in messages:
+        c = m.get("content")
+        if isinstance(c, list):
+            out += [str(part.get("text", "")) for part in c if isinstance(part, dict)]
+        elif c is not None:
+            out.append(str(c))
+    return out
+
+
+def prompt_tokens(body: dict) -> int:
+    """A request's prompt tokens: the words of its contents (a completions prompt of token ids
+    counts its ids)."""
+    p = body.get("prompt")
+    if not body.get("messages") and isinstance(p, list) and p and all(isinstance(x, int) for x in p):
+        return len(p)
+    return sum(len(t.split()) for t in _contents(body))
+
+
+def word_id(word: str) -> int:
+    """A word's token id: a 0x01 byte and the word's UTF-8 bytes, read as one big-endian integer.
+
+    Reversible and the same in every process (no vocabulary to share between --workers), at the
+    price of ids far above any real vocabulary's (JSON carries them; JavaScript's doubles would
+    not). The 0x01 keeps leading NUL bytes; words over MAX_WORD_BYTES are refused."""
+    raw = word.encode()
+    if len(raw) > MAX_WORD_BYTES:
+        raise ValueError(f"a word of {len(raw)} bytes is over the synthetic tokenizer's {MAX_WORD_BYTES}")
+    return int.from_bytes(b"\x01" + raw, "big")
+
+
+def id_word(tid: object) -> str:
+    """The word of a token id from word_id; ValueError for an id it cannot have made."""
+    if not isinstance(tid, int) or isinstance(tid, bool) or tid <= 1:
+        raise ValueError(f"token id {tid!r} is not in the synthetic vocabulary")
+    raw = tid.to_bytes((tid.bit_length() + 7) // 8, "big")
+    try:
+        word = raw[1:].decode() if raw[0] == 1 else ""
+    except UnicodeDecodeError:
+        word = ""
+    if word.split() != [word]:
+        raise ValueError(f"token id {tid} is not in the synthetic vocabulary")
+    return word
+
+
+def length_error(cfg: ServerConfig, n_prompt: int, max_tokens: int | None) -> str | None:
+    """vLLM's (0.10) message for a request that does not fit the context, or None."""
+    m = cfg.max_model_len
+    if n_prompt >= m:
+        return (f"This model's maximum context length is {m} tokens. However, your request has "
+                f"{n_prompt} input tokens. Please reduce the length of the input messages.")
+    if max_tokens is not None and n_prompt + max_tokens > m:
+        return (f"'max_tokens' or 'max_completion_tokens' is too large: {max_tokens}. This model's "
+                f"maximum context length is {m} tokens and your request has {n_prompt} input tokens "
+                f"({max_tokens} > {m} - {n_prompt}).")
+    return None
 
 
 def _event(obj) -> bytes:
@@ -114,12 +212,14 @@ def _templates(model: str, chat: bool, text: str, role: bool) -> tuple[bytes, ..
 class _Stream:
     """One streaming response: its chunks and its schedule."""
 
-    def __init__(self, proto, cfg: ServerConfig, body: dict, chat: bool, rid: str, now: float):
+    def __init__(self, proto, cfg: ServerConfig, body: dict, chat: bool, rid: str, now: float,
+                 n_prompt: int):
         self.proto, self.cfg, self.rid, self.t_recv = proto, cfg, rid, now
         self.n = cfg.output_tokens or int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
+        self.n = min(self.n, cfg.max_model_len - n_prompt)  # as vLLM: never past the context
         self.usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        messages = body.get("messages") or [{"content": body.get("prompt", "")}]
-        self.prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
+        self.prompt_tokens = n_prompt
+        self.prefill_s = cfg.ttft_s + n_prompt / cfg.prefill_tok_s if cfg.prefill_tok_s else cfg.ttft_s
         self.role_chunk, self.tok, self.reason, self.last = _templates(
             str(body.get("model", "synthetic")), chat, cfg.token_text, cfg.role != "none")
         b = b'"%s"' % rid.encode()
@@ -136,7 +236,19 @@ class _Stream:
         self.t_loop = loop.time() - (time.perf_counter() - self.t_recv)
         if self.cfg.role == "immediate" and self.role_chunk:
             self._write(self.role_chunk)
-        self._schedule(loop, self.cfg.ttft_s)
+        self._schedule(loop, self.prefill_s)
+
+    def offset(self, k: int) -> float:
+        """When token k is due, after recv: the prefill, then gaps 1..k (in closed form)."""
+        off = self.prefill_s + k * self.cfg.itl_s
+        if c := self.cfg.itl_per_context_token_s:
+            off += c * (k * self.prompt_tokens + k * (k + 1) / 2)
+        return off
+
+    def gaps(self) -> list[float]:
+        """The decode gaps injected before tokens 1..n-1."""
+        c, itl, p = self.cfg.itl_per_context_token_s, self.cfg.itl_s, self.prompt_tokens
+        return [itl + (p + k) * c for k in range(1, self.n)] if c else [itl] * (self.n - 1)
 
     def _schedule(self, loop, offset: float) -> None:
         # epoll rounds timeouts up to whole ms; wake early and spin the rest (see emit).
@@ -170,7 +282,7 @@ class _Stream:
         self._write(self.last if k == self.n - 1 else self.reason if k < cfg.reasoning_tokens else self.tok)
         self.k = k + 1
         if self.k < self.n:
-            self._schedule(loop, cfg.ttft_s + self.k * cfg.itl_s)
+            self._schedule(loop, self.offset(self.k))
             return
         tail = b""
         if self.usage:
@@ -248,10 +360,15 @@ class SyntheticServerCore:
     def handle(self, proto: _Protocol, method: str, path: str, raw: bytes, now: float) -> None:
         if method == "GET" and path == "/v1/models":
             return proto.respond("200 OK", {"object": "list", "data": [
-                {"id": "synthetic", "object": "model", "root": "synthetic"}]})
+                {"id": "synthetic", "object": "model", "root": "synthetic",
+                 "max_model_len": self.config.max_model_len}]})
+        if method == "GET" and path == "/version":
+            return proto.respond("200 OK", {"version": "synthetic"})
         if method == "GET" and path == "/sparkops/records":
             records, self.records = self.records, []
             return proto.respond("200 OK", records)
+        if method == "POST" and path in ("/tokenize", "/detokenize"):
+            return self.tokenizer(proto, path, raw)
         chat = path == "/v1/chat/completions"
         if method != "POST" or not (chat or path == "/v1/completions"):
             return proto.respond("404 Not Found", {"error": {"message": f"no route {path}"}})
@@ -260,8 +377,14 @@ class SyntheticServerCore:
             cfg = self.config
             if b"[[sparkops:" in raw:  # only then pay for finding the directive
                 cfg = request_config(cfg, json.dumps(body.get("messages") or body.get("prompt")))
-        except ValueError as e:
+            n_prompt = prompt_tokens(body)
+            requested = body.get("max_tokens") or body.get("max_completion_tokens")  # as _Stream.n
+            error = length_error(cfg, n_prompt, None if requested is None else int(requested))
+        except (ValueError, TypeError, AttributeError) as e:
             return proto.respond("400 Bad Request", {"error": {"message": str(e)}})
+        if error is not None:
+            return proto.respond("400 Bad Request", {"error": {
+                "message": error, "type": "BadRequestError", "param": None, "code": 400}})
         self.count += 1
         if cfg.fault == "http500":
             return proto.respond("500 Internal Server Error", {"error": {
@@ -269,13 +392,33 @@ class SyntheticServerCore:
         assert proto.transport is not None  # requests are handled only while connected (_next)
         proto.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                               b"transfer-encoding: chunked\r\n\r\n")
-        proto.stream = _Stream(proto, cfg, body, chat, f"{self.id_prefix}{self.count}", now)
+        proto.stream = _Stream(proto, cfg, body, chat, f"{self.id_prefix}{self.count}", now, n_prompt)
         proto.stream.start(asyncio.get_running_loop())
+
+    def tokenizer(self, proto: _Protocol, path: str, raw: bytes) -> None:
+        """vLLM's /tokenize (a prompt or chat messages; no template tokens) and /detokenize."""
+        try:
+            body = json.loads(raw)
+            if path == "/detokenize":
+                tokens = body["tokens"]
+                if not isinstance(tokens, list):
+                    raise ValueError("tokens must be a list of token ids")
+                return proto.respond("200 OK", {"prompt": " ".join(id_word(t) for t in tokens)})
+            if not body.get("messages") and not isinstance(body.get("prompt"), str):
+                raise ValueError("a tokenize request needs a prompt (a string) or messages")
+            words = [w for t in _contents(body) for w in t.split()]
+            ids = [word_id(w) for w in words]
+        except (ValueError, TypeError, AttributeError, KeyError) as e:
+            return proto.respond("400 Bad Request", {"error": {
+                "message": str(e), "type": "BadRequestError", "param": None, "code": 400}})
+        proto.respond("200 OK", {"count": len(ids), "max_model_len": self.config.max_model_len, "tokens": ids,
+                                 "token_strs": words if body.get("return_token_strs") else None})
 
     def done(self, s: _Stream) -> None:
         if s.cfg.record:
             rec = {"id": s.rid, "recv": s.t_recv, "writes": s.writes,
-                   "ttft_s": s.cfg.ttft_s, "itl_s": s.cfg.itl_s}
+                   "ttft_s": s.cfg.ttft_s, "itl_s": s.cfg.itl_s,
+                   "prompt_tokens": s.prompt_tokens, "prefill_s": s.prefill_s, "gaps_s": s.gaps()}
             if self.records_file is not None:
                 self.records_file.write(json.dumps(rec) + "\n")
             else:
@@ -351,7 +494,15 @@ class SyntheticServer:
             raise RuntimeError("synthetic server did not start within 10 s")
 
     def records(self) -> list[dict]:
-        """Server-side timings of completed streams since the last call (then cleared)."""
+        """Server-side timings of completed streams since the last call (then cleared).
+
+        Each: id, recv (perf_counter when the request's first byte arrived), writes (when each
+        choice event was written, a role-only chunk included: the n tokens are writes[-n:] of a
+        stream that ran to its end), ttft_s and itl_s (configured), and the truth injected:
+        prompt_tokens, prefill_s (token 0 due at recv + prefill_s) and gaps_s (n - 1 gaps, gap k
+        before token k). True rates: pp = prompt_tokens / prefill_s, and
+        tg = len(gaps_s) / sum(gaps_s) (tokens after the first over the time they took).
+        """
         if self._records_dir is not None:
             out = []
             for path in sorted(Path(self._records_dir).glob("*.jsonl")):
@@ -407,6 +558,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     ap.add_argument("--ttft-ms", type=float, help="time to first token")
     ap.add_argument("--itl-ms", type=float, help="gap between tokens")
+    ap.add_argument("--prefill-tok-s", type=float, help="prefill speed: adds prompt tokens / this to the TTFT")
+    ap.add_argument("--itl-ctx-us", type=float, help="added to the ITL per token of context, in microseconds")
+    ap.add_argument("--max-model-len", type=int, help="context length (prompt + max_tokens)")
     ap.add_argument("--config-json", help="a full ServerConfig as JSON")
     ap.add_argument("--workers", type=int, default=1, help="processes sharing the port")
     ap.add_argument("--records-dir", help="with --workers: where each worker appends its records")
@@ -416,6 +570,12 @@ def main(argv: list[str] | None = None) -> None:
         cfg = replace(cfg, ttft_s=args.ttft_ms / 1000)
     if args.itl_ms is not None:
         cfg = replace(cfg, itl_s=args.itl_ms / 1000)
+    if args.prefill_tok_s is not None:
+        cfg = replace(cfg, prefill_tok_s=args.prefill_tok_s)
+    if args.itl_ctx_us is not None:
+        cfg = replace(cfg, itl_per_context_token_s=args.itl_ctx_us / 1e6)
+    if args.max_model_len is not None:
+        cfg = replace(cfg, max_model_len=args.max_model_len)
 
     port, worker, reuse = args.port, 0, args.workers > 1
     if reuse:
