@@ -341,7 +341,7 @@ def bench_all(c, cluster=None, profiles=None, skip_token=False, single_node=Fals
 @task(help={"results": "folder of result files (default results/)", "out": "output folder (default results/report/)"})
 @user_errors
 def report(c, results=None, out=None):
-    """Comparison matrix (CSV, Markdown) and charts (PNG) from the result files."""
+    """Comparison matrices (CSV, Markdown), charts (PNG) and one self-contained index.html from the results."""
     from pathlib import Path
 
     from sparkops.base.paths import project_root, results_dir
@@ -351,7 +351,8 @@ def report(c, results=None, out=None):
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     bad = df[df["status"] != "ok"] if not df.empty else df
-    print(f"{len(df)} rows ({len(bad)} failed or skipped) from {folder}:")
+    print(f"{len(df)} mode rows ({len(bad)} failed or skipped) from {folder}, sweeps in compare.csv; "
+          f"open {next((f for f in files if f.name == 'index.html'), 'index.html')}:")
     print("\n".join(f"  {f}" for f in files))
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -47,6 +48,41 @@ def calm_vllm_servers() -> list[int]:
         except OSError:  # gone, or a kernel without autogroups
             continue
     return done
+
+
+def pin_vllm_servers(cpu: int) -> list[int]:
+    """Every thread of the CPU vLLM servers onto `cpu` (the clients then get the others): vLLM's
+    CPU build spins its OpenMP threads at each step's barrier, so a client sharing their core
+    slows the server itself, and by more for a busier client, so two clients would measure two
+    different servers."""
+    pids = calm_vllm_servers()
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                os.sched_setaffinity(int(task.name), {cpu})
+            except OSError:  # a thread that ended meanwhile
+                continue
+    return pids
+
+
+def decode_counters(api: str) -> dict[str, float]:
+    """vLLM's own decode accounting (Prometheus): tokens generated, requests, decode seconds."""
+    keys = ("vllm:generation_tokens_total", "vllm:request_decode_time_seconds_count",
+            "vllm:request_decode_time_seconds_sum")
+    out = dict.fromkeys(keys, 0.0)
+    for line in requests.get(f"{api}/metrics", timeout=10).text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in out:
+            out[name] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def server_tg(before: dict[str, float], after: dict[str, float]) -> float:
+    """The tokens after each request's first over the decode time vLLM measured itself, for
+    the requests finished between two decode_counters() readings."""
+    d = {k: after[k] - before[k] for k in after}
+    n = d["vllm:request_decode_time_seconds_count"]
+    return (d["vllm:generation_tokens_total"] - n) / d["vllm:request_decode_time_seconds_sum"]
 
 
 def gap(a: float, b: float) -> float:

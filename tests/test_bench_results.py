@@ -55,9 +55,12 @@ def test_bench_by_url_writes_a_valid_result(server, tmp_path):
 @pytest.mark.timing
 def test_single_mode_reports_decode_rate(server, tmp_path):
     doc, _ = run_bench(server.base_url, tmp_path, single=True, max_tokens=21)
-    assert doc["mode"] == "single" and doc["settings"]["num_prompts"] == 1
-    assert doc["single"]["decode_tok_s"] == pytest.approx(200, rel=0.1)  # 1 / 5 ms
-    assert 40 <= doc["single"]["ttft_ms"] <= 48
+    assert doc["mode"] == "single" and doc["settings"]["num_prompts"] == 5  # bench.single_runs
+    s = doc["single"]
+    assert s["runs"] == 5 and len(s["decode_tok_s_values"]) == 5
+    assert s["decode_tok_s"] == pytest.approx(200, rel=0.1)  # 1 / 5 ms, the mean of five
+    assert s["decode_tok_s_std"] < 5 and s["decode_tok_s_median"] == pytest.approx(200, rel=0.1)
+    assert 40 <= s["ttft_ms"] <= 48
 
 
 def test_faults_are_counted_with_their_messages(server, tmp_path):

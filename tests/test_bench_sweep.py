@@ -48,12 +48,14 @@ def timed():
 
 def test_pp_and_tg_within_2_percent_of_the_truth_at_every_depth(timed, tmp_path):
     cfg, srv = timed
-    doc, path = sweep(srv.base_url, tmp_path, pp="512", tg="64", depth="0,2048,8192,16384", runs=3)
+    # pp 2048, the community's unit: a prefill of 100 ms, next to which the request's own trip
+    # (~0.5 ms on this VM, more when busy) is well under 2%
+    doc, path = sweep(srv.base_url, tmp_path, pp="2048", tg="64", depth="0,2048,8192,16384", runs=3)
     validate(json.loads(path.read_text()))
     assert doc["sweep"]["tokenizer"] == "server" and doc["sweep"]["complete"]
     for cell in doc["cells"]:
         assert cell["status"] == "ok", cell
-        n = cell["depth"] + 512
+        n = cell["depth"] + 2048
         assert cell["prompt_tokens_counted"] == n  # exact, as the server counts
         pp, tg = truth(cfg, n, 64)
         b = cell["benchy"]
@@ -68,16 +70,17 @@ def test_pp_and_tg_within_2_percent_of_the_truth_at_every_depth(timed, tmp_path)
 
 def test_within_5_percent_at_concurrency_64(timed, tmp_path):
     cfg, srv = timed
-    doc, _ = sweep(srv.base_url, tmp_path, pp="256", tg="32", depth="0,1024", concurrency="64", runs=2)
+    doc, _ = sweep(srv.base_url, tmp_path, pp="2048", tg="32", depth="0,1024", concurrency="64", runs=2)
     for cell in doc["cells"]:
         assert cell["status"] == "ok", cell
-        pp, tg = truth(cfg, cell["depth"] + 256, 32)
+        pp, tg = truth(cfg, cell["depth"] + 2048, 32)
         b = cell["benchy"]
         assert b["pp_req_throughput"]["mean"] == pytest.approx(pp, rel=0.05), cell["id"]
         assert b["tg_req_throughput"]["mean"] == pytest.approx(tg, rel=0.05), cell["id"]
         assert len(b["tg_req_throughput"]["values"]) == 2 * 64  # every request of every run
-        # the streams run side by side: the total is about 64 times one stream
-        assert b["tg_throughput"]["mean"] == pytest.approx(64 * tg, rel=0.1), cell["id"]
+        # the streams run side by side: the total is about 64 times one stream (less: the 64
+        # uploads of a few thousand words go out one after another, so the first tokens spread)
+        assert 0.85 * 64 * tg <= b["tg_throughput"]["mean"] <= 1.02 * 64 * tg, cell["id"]
         assert len(b["tg_throughput"]["values"]) == 2
 
 

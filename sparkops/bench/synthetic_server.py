@@ -390,10 +390,31 @@ class SyntheticServerCore:
             return proto.respond("500 Internal Server Error", {"error": {
                 "message": "synthetic server failure", "type": "InternalServerError", "code": 500}})
         assert proto.transport is not None  # requests are handled only while connected (_next)
+        stream = _Stream(proto, cfg, body, chat, f"{self.id_prefix}{self.count}", now, n_prompt)
+        proto.stream = stream
+        if not body.get("stream"):
+            # A whole answer (llama-benchy's warm-up, usage probes): one JSON body when the last
+            # token is due; not recorded, since no token was timed.
+            loop = asyncio.get_running_loop()
+            stream.handle = loop.call_later(max(0.0, now + stream.offset(stream.n - 1) - time.perf_counter()),
+                                            self._whole, proto, stream, chat)
+            return
         proto.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                               b"transfer-encoding: chunked\r\n\r\n")
-        proto.stream = _Stream(proto, cfg, body, chat, f"{self.id_prefix}{self.count}", now, n_prompt)
-        proto.stream.start(asyncio.get_running_loop())
+        stream.start(asyncio.get_running_loop())
+
+    def _whole(self, proto: _Protocol, s: _Stream, chat: bool) -> None:
+        if proto.transport is None:
+            return
+        text = s.cfg.token_text * s.n
+        choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"} if chat
+                  else {"index": 0, "text": text, "finish_reason": "length"})
+        proto.respond("200 OK", {"id": s.rid, "object": "chat.completion" if chat else "text_completion",
+                                 "created": 0, "model": "synthetic", "choices": [choice],
+                                 "usage": {"prompt_tokens": s.prompt_tokens, "completion_tokens": s.n,
+                                           "total_tokens": s.prompt_tokens + s.n}})
+        proto.stream = None
+        proto._next()
 
     def tokenizer(self, proto: _Protocol, path: str, raw: bytes) -> None:
         """vLLM's /tokenize (a prompt or chat messages; no template tokens) and /detokenize."""

@@ -62,8 +62,11 @@ class Config:
         return doc
 
     def config_hash(self) -> str:
-        """Identity of what would be served; secrets count only as present or absent."""
-        text = json.dumps(self.public(), sort_keys=True, separators=(",", ":"))
+        """Identity of what would be served; secrets count only as present or absent. The
+        [bench] section is left out: how a deployment is measured does not change it (a result
+        records its own benchmark settings), so a new suite does not make a deployment stale."""
+        served = {k: v for k, v in self.public().items() if k != "bench"}
+        text = json.dumps(served, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def secret_values(self) -> list[str]:
