@@ -276,15 +276,15 @@ BENCH_MODE = "one mode: --single (one streamed request), --quick, -n/-c (custom)
             "runs": "repetitions per sweep cell after its warm-up (default 3), or --single's requests (default 5)",
             "suite": "a named sweep from [bench.suites]: leaderboard, serving, quick (or your own)",
             "latency_mode": "sweep: api, generation or none (llama-benchy's --latency-mode; default api)",
-            "prefix_caching": "sweep: load each context once, then measure the prompt on it (llama-benchy's "
-                              "--enable-prefix-caching)",
+            "enable_prefix_caching": "sweep: load each context once, then measure the prompt on it (as "
+                                     "llama-benchy's flag of that name)",
             "resume": "sweep: continue the unfinished sweep with the same settings at its first unfinished cell",
             "set": SET}, iterable=["set"])
 @user_errors
 def bench(c, profile=None, url=None, num_prompts=None, concurrency=None, cluster=None, single=False,
           quick=False, dataset=None, max_tokens=None, output=None, engine="sparkops",
           ignore_eos=True, pp=None, tg=None, depth=None, runs=None, suite=None, latency_mode=None,
-          prefix_caching=False, resume=False, set=None):
+          enable_prefix_caching=False, resume=False, set=None):
     """Benchmark the served model: a mode (vLLM's metric definitions) or a pp/tg/depth/concurrency sweep
     (llama-benchy's); one JSON result in results/."""
     from sparkops.bench.bench import bench as do_bench
@@ -294,7 +294,7 @@ def bench(c, profile=None, url=None, num_prompts=None, concurrency=None, cluster
                       max_tokens=int(max_tokens) if max_tokens else None, output=output, engine=engine,
                       ignore_eos=ignore_eos, sets=list(set or ()), pp=pp, tg=tg, depth=depth,
                       runs=_whole(runs, "runs"), suite=suite, latency_mode=latency_mode,
-                      prefix_caching=prefix_caching, resume=resume)
+                      prefix_caching=enable_prefix_caching, resume=resume)
     if doc["status"] != "ok":
         raise Exit(code=1)
 

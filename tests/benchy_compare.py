@@ -143,12 +143,12 @@ def round_means(rounds: list[dict]) -> dict[str, dict]:
     return cells
 
 
-OURS_VS_SERVER = 0.12  # vLLM's counters include each cell's warm-up request, which runs cold
+OURS_VS_SERVER = 0.15  # vLLM's counters include each cell's warm-up request, which runs cold
 SANITY = 0.35  # the same cells on the same server: a larger gap means different work, not noise
 
 
 def check_rounds(rounds: list[dict]) -> None:
-    """Ours within 12% of vLLM's own decode accounting in every round, closer to it than
+    """Ours within 15% of vLLM's own decode accounting in every round, closer to it than
     llama-benchy on average, and both tools within SANITY of each other on every cell."""
     from bench_compare import gap
     for i, r in enumerate(rounds):

@@ -120,3 +120,38 @@ def test_built_in_suites():
 def test_serving_plan_caps_prompts():
     plan = serving_plan(concurrency="1,64", max_tokens=64, runs=2, dataset="d", max_prompts=100)
     assert [c.requests for c in plan.cells] == [16, 100]
+
+
+def test_tokenizer_falls_back_to_the_cached_tokenizer_then_to_estimates(tmp_path):
+    """A server without /tokenize: the model's tokenizer.json from the Hugging Face cache (as
+    huggingface_hub lays it out), and without that, the word estimate."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from benchy_compare import word_tokenizer
+
+    from sparkops.bench.tokens import pick_tokens
+
+    class NoTokenize(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    srv = HTTPServer(("127.0.0.1", 0), NoTokenize)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        snap = tmp_path / "hub" / "models--org--model" / "snapshots" / "abc123"
+        snap.mkdir(parents=True)
+        (tmp_path / "hub" / "models--org--model" / "refs").mkdir()
+        (tmp_path / "hub" / "models--org--model" / "refs" / "main").write_text("abc123")
+        word_tokenizer(snap / "tokenizer.json")
+        tokens = pick_tokens(url, "m", None, hf_repo="org/model", hf_home=str(tmp_path))
+        assert tokens.kind == "huggingface"
+        ids = tokens.encode("It was the best of times")
+        assert len(ids) == 6 and tokens.decode(ids) == "It was the best of times"
+        assert pick_tokens(url, "m", None, hf_repo="org/other", hf_home=str(tmp_path)).kind == "approximate"
+    finally:
+        srv.shutdown()

@@ -95,8 +95,8 @@ def test_bench_all_skip_token_then_report(sim_vllm, tmp_path):
 def test_sweep_agrees_with_vllm_s_own_counters_and_llama_benchy_across_two_hosts(sim_vllm, tmp_path):
     """test_bench_vllm_local's comparison with the server split over two hosts (TP=2 over the
     simulated cable; each rank on a CPU of its own, so the clients share them, unpinned): ours
-    within 12% of vLLM's own decode accounting every round and closer to it than llama-benchy
-    (measured: ours +2%, llama-benchy -10 to -12%)."""
+    within 15% of vLLM's own decode accounting every round and closer to it than llama-benchy
+    (measured: ours +2 to +11%, llama-benchy -10 to -13%)."""
     cfg = sim_vllm("smoke", sets=[*SERVER_SETS, "serving.max_model_len=2048"])
     up(cfg, replace=True, progress=Silent())
     assert calm_vllm_servers()

@@ -146,7 +146,7 @@ def test_sweep_agrees_with_vllm_s_own_counters_and_llama_benchy(local, tmp_path)
     and this VM's vLLM runs anywhere between 200 and 400 tok/s from one minute to the next.
     The reference for tg is vLLM's own decode accounting over the same requests (Prometheus
     counters read before and after each tool; they include each cell's warm-up request, which
-    runs cold): ours within 12% of it in every round (measured +2 to +10%) and closer to it than
+    runs cold): ours within 15% of it in every round (measured +1 to +11%) and closer to it than
     llama-benchy, which reads 4-12% below it here (its chunks are stamped when its aiohttp task
     resumes; ours carry the kernel's receive time). The issue's bar of 5% (tg) and 10% (pp)
     between the two tools is therefore not asserted: the gap is llama-benchy's own error on this

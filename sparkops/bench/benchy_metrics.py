@@ -17,7 +17,6 @@ Each is {"mean", "std" (population, as numpy), "values"}. Pure functions, no I/O
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from sparkops.bench.metrics import mean, std
@@ -152,7 +151,3 @@ def counted_prompt_tokens(runs: Sequence[Sequence[RequestRecord]]) -> float | No
     """Mean of the server's usage.prompt_tokens over the cell's requests."""
     got = [r.prompt_tokens for rs in runs for r in rs if r.success and r.prompt_tokens is not None]
     return mean(got) if got else None
-
-
-def finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None

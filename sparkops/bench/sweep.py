@@ -5,18 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import http.client
 import json
 import random
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import requests
-
-from sparkops.apply.ready import headers
-from sparkops.base.errors import SparkopsError
 from sparkops.base.progress import Progress
 from sparkops.base.tables import text_table
 from sparkops.bench import benchy_metrics
@@ -25,16 +19,16 @@ from sparkops.bench.client import BenchmarkError, Client
 from sparkops.bench.corpus import load_corpus
 from sparkops.bench.datasets import load_dataset
 from sparkops.bench.depth_prompts import DepthPrompts, context_only
-from sparkops.bench.metrics import summarize
+from sparkops.bench.metrics import STALL_WARN_MS, summarize
+from sparkops.bench.probes import chat_prompt_tokens, max_model_len, measure_latency
 from sparkops.bench.prompts import Prompt
 from sparkops.bench.records import BenchRun
 from sparkops.bench.results import load_results, new_result, settings_key, write_result
 from sparkops.bench.target import Target
-from sparkops.bench.tokens import Tokens, pick_tokens
+from sparkops.bench.tokens import pick_tokens
 
 SPREAD_KEYS = ("output_throughput", "total_token_throughput", "request_throughput", "median_ttft_ms",
                "p99_ttft_ms", "median_tpot_ms", "median_itl_ms", "median_e2el_ms", "p99_e2el_ms")
-LATENCY_SAMPLES = 3  # as llama-benchy: the mean of three
 
 
 def run_sweep(target: Target, plan: SweepPlan, bench_cfg: dict, *, results: Path, progress: Progress,
@@ -132,56 +126,6 @@ def _unfinished(folder: Path, doc: dict) -> tuple[Path, dict] | None:
     return max(open_ones, key=lambda pd: pd[1]["created_at"]) if open_ones else None
 
 
-def measure_latency(target: Target, mode: str) -> float:
-    """llama-benchy's latency estimate in seconds: api = a /v1/models round trip, generation =
-    the first body bytes of a 1-token streamed request, none = 0; the mean of three, on a
-    connection opened beforehand (as llama-benchy's session would have it). http.client rather
-    than requests: the estimate is taken off every prompt's processing time, so a client
-    library's own overhead must not be in it (requests adds ~1 ms, 4% of a 25 ms prefill)."""
-    if mode == "none":
-        return 0.0
-    u = urlsplit(target.url)
-    cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
-    conn = cls(u.hostname or "127.0.0.1", u.port, timeout=120)
-    hdrs = headers(target.api_key) | {"Content-Type": "application/json"}
-    prefix = u.path.rstrip("/")
-    body = json.dumps({"model": target.model, "messages": [{"role": "user", "content": "hello"}],
-                       "max_tokens": 1, "stream": True})
-    samples = []
-    try:
-        conn.connect()
-        for _ in range(LATENCY_SAMPLES):
-            t0 = time.perf_counter()
-            if mode == "api":
-                conn.request("GET", f"{prefix}/v1/models", headers=hdrs)
-                conn.getresponse().read()
-                samples.append(time.perf_counter() - t0)
-            else:
-                conn.request("POST", f"{prefix}/v1/chat/completions", body=body, headers=hdrs)
-                r = conn.getresponse()
-                r.read1()
-                samples.append(time.perf_counter() - t0)
-                r.read()
-    except (OSError, http.client.HTTPException) as exc:
-        raise SparkopsError(f"latency probe ({mode}) of {target.url} failed: {exc}", step="bench") from None
-    finally:
-        conn.close()
-    return sum(samples) / len(samples)
-
-
-def max_model_len(target: Target) -> int | None:
-    if target.cfg is not None:
-        return int(target.cfg.serving["max_model_len"])
-    try:
-        r = requests.get(f"{target.url}/v1/models", headers=headers(target.api_key), timeout=10)
-        for m in r.json().get("data", []):
-            if m.get("id") == target.model and isinstance(m.get("max_model_len"), int):
-                return int(m["max_model_len"])
-    except (requests.RequestException, ValueError, AttributeError):
-        pass
-    return None
-
-
 def _depth_prompts(target: Target, doc: dict, progress: Progress) -> DepthPrompts:
     cfg = target.cfg
     tokens = pick_tokens(target.url, target.model, target.api_key,
@@ -193,22 +137,8 @@ def _depth_prompts(target: Target, doc: dict, progress: Progress) -> DepthPrompt
                                "tokenizer was available; pp t/s uses the server's usage counts")
     progress.say(f"  tokenizing the corpus with {tokens.note}")
     builder = DepthPrompts(tokens, load_corpus())
-    builder.calibrate(lambda msgs: _count(target, tokens, msgs))
+    builder.calibrate(lambda msgs: chat_prompt_tokens(target, tokens, msgs))
     return builder
-
-
-def _count(target: Target, tokens: Tokens, messages: list[dict]) -> int | None:
-    """The server's prompt tokens for these messages: /tokenize, else a 1-token request's usage."""
-    got = tokens.count_chat(messages)
-    if got is not None:
-        return got
-    body = {"model": target.model, "messages": messages, "max_tokens": 1, "temperature": 0.0}
-    try:
-        r = requests.post(f"{target.url}/v1/chat/completions", json=body, headers=headers(target.api_key),
-                          timeout=120)
-        return int(r.json()["usage"]["prompt_tokens"])
-    except (requests.RequestException, ValueError, KeyError, TypeError):
-        return None
 
 
 async def _measure(target: Target, plan: SweepPlan, cell: Cell, builder: DepthPrompts | None,
@@ -273,10 +203,18 @@ def _figures(cell: Cell, plan: SweepPlan, runs: list[BenchRun], context_runs: li
     per_run = [summarize(run) for run in runs]
     out["spread"] = {k: benchy_metrics.stat([m[k] for m in per_run if m.get(k) is not None]) for k in SPREAD_KEYS}
     out["metrics"] = _pooled(runs)
+    notes = []
     failed = sum(m["failed"] for m in per_run)
     if failed:
-        out["reason"] = f"{failed} of {sum(len(r) for r in records)} requests failed: " + \
-            "; ".join(next(m["errors"] for m in per_run if m["errors"])[:2])
+        notes.append(f"{failed} of {sum(len(r) for r in records)} requests failed: "
+                     + "; ".join(next(m["errors"] for m in per_run if m["errors"])[:2]))
+    stall = out["metrics"].get("client_max_stall_ms")
+    if stall is not None and stall >= STALL_WARN_MS:
+        # Chunks that queue in the socket while the client waits for a CPU come out of one
+        # read with one timestamp: tg and peak t/s read high, TTFT late. Say so beside them.
+        notes.append(f"benchmark client held up {stall:.0f} ms: tg t/s and latencies may be off "
+                     "(give the client a CPU of its own)")
+    out["reason"] = "; ".join(notes) or None
     return out
 
 
