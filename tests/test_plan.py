@@ -234,7 +234,8 @@ def test_single_node_plan_has_no_rendezvous_and_keeps_nccl_off_ib():
     assert env["NCCL_IB_DISABLE"] == "1"
     assert env["GLOO_SOCKET_IFNAME"] == "lo"  # no hostname lookup (minutes where DNS is absent)
     assert not {"NCCL_IB_HCA", "NCCL_SOCKET_IFNAME", "VLLM_HOST_IP"} & env.keys()
-    assert plan.notes == ()
+    assert [n for n in plan.notes if "RoCE" in n] == []  # no RoCE note; only which vLLM runs
+    assert plan.notes == ("spark-1: vLLM image sparkops/vllm:spark (not on this node yet)",)
 
 
 def test_cpu_accelerator_has_no_gpus_and_no_nccl_variables():

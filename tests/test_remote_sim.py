@@ -62,3 +62,52 @@ def test_follow_over_ssh_ends_with_the_remote_command_when_asked(sim_cluster):
     finally:
         stop.set()
         group.close()
+
+
+def test_a_lock_held_over_ssh_is_named_and_freed_when_its_holder_is_killed(sim_cluster, tmp_path):
+    """node_scripts/lock.py on a real sshd: a second holder hears who holds it, and a holder
+    killed with SIGKILL (its SSH connection dropped without a word) frees it within seconds."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from sparkops.node_scripts import source
+
+    node = sim_cluster.nodes()[0]
+    ssh = {"connect_timeout_s": 5, "command_timeout_s": 30, "strict_host_keys": True,
+           "known_hosts": str(sim_cluster.known_hosts_path)}
+    script = ["sh", "-c", 'exec python3 -I -S -c "$0" "$@"', source("lock.py"), "~/sparkops-test/op.lock"]
+    holder_code = (
+        "import json, sys, time\n"
+        "from sparkops.remote.connection import NodeConn\n"
+        "node, ssh, argv = json.loads(sys.argv[1])\n"
+        "held = NodeConn(node, ssh).hold(argv)\n"
+        "print(held.readline(30), flush=True)\n"
+        "time.sleep(60)\n")
+    argv = [*script, json.dumps({"verb": "up", "pid": 4242})]
+    holder = subprocess.Popen([sys.executable, "-c", holder_code, json.dumps([node, ssh, argv])],
+                              stdout=subprocess.PIPE, text=True)
+    conn = NodeConn(node, ssh)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        second = conn.hold([*script, json.dumps({"verb": "down"})])
+        busy = second.readline(30)
+        assert busy is not None and busy.startswith("busy ") and json.loads(busy[5:])["pid"] == 4242
+        second.release()
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        deadline = time.monotonic() + 20
+        while True:  # sshd notices the dead connection, closes the script's stdin, the lock goes
+            third = conn.hold([*script, json.dumps({"verb": "down"}), "--wait", "1"])
+            line = third.readline(30)
+            while line is not None and line.startswith("busy"):
+                line = third.readline(30)
+            third.release()
+            if line == "locked" or time.monotonic() > deadline:
+                break
+        assert line == "locked"
+    finally:
+        holder.kill()
+        holder.wait()
+        conn.close()

@@ -141,3 +141,19 @@ def test_setup_writes_a_private_override_that_plan_uses(inv, override):
 
     text_plan = inv("plan", "--facts", "recorded")
     assert TOKEN not in text_plan.stdout + text_plan.stderr
+
+
+def test_plan_on_a_machine_that_is_not_a_spark_points_at_recorded_facts(inv):
+    """This machine is spark-pair's head (host "local") and has no RoCE: the error says how to see
+    a Spark pair's plan anyway."""
+    done = inv("plan", "--profile", "gpt-oss-120b")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done
+    assert "error: [spark-1] step 'facts': no RoCE interface" in done.stderr, done.stderr
+    assert "`inv plan --profile gpt-oss-120b --cluster spark-pair --facts recorded`" in done.stderr
+
+
+def test_download_of_a_model_this_cluster_cannot_serve_only_warns(inv, tmp_path):
+    done = inv("download", "--profile", "gpt-oss-20b", "--cluster", "local", "--local-dir", str(tmp_path / "none"))
+    assert "the model does not fit" in done.stderr and "downloading anyway" in done.stderr, done.stderr
+    # it went on to the import, which found no folder
+    assert done.returncode == 1 and "is not a directory" in done.stderr and "Traceback" not in done.stderr

@@ -26,25 +26,39 @@ def headers(api_key: str | None) -> dict:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
-def probe(url: str, model: str, api_key: str | None = None, timeout: float = 10.0) -> Probe:
+def probe(url: str, model: str, api_key: str | None = None, timeout: float = 10.0,
+          completion_timeout: float | None = None) -> Probe:
+    """`completion_timeout` (default max(timeout, 60)): how long the 1-token request may take;
+    `watch` sets it short, since an engine that hangs is what it must notice."""
+    stage = "health"
     try:
         health = requests.get(f"{url}/health", timeout=timeout)
         if health.status_code != 200:
             return Probe(False, "health", f"/health answered {health.status_code}")
+        stage = "models"
         models = requests.get(f"{url}/v1/models", headers=headers(api_key), timeout=timeout)
         if models.status_code != 200:
             return Probe(False, "models", f"/v1/models answered {models.status_code}: {models.text[:200]}")
         ids = [m.get("id") for m in models.json().get("data", [])]
         if model not in ids:
             return Probe(False, "models", f"/v1/models lists {ids}, not {model!r}")
-        done = requests.post(f"{url}/v1/completions", headers=headers(api_key), timeout=max(timeout, 60),
+        stage = "completion"
+        limit = completion_timeout or max(timeout, 60)
+        t0 = time.monotonic()
+        done = requests.post(f"{url}/v1/completions", headers=headers(api_key), timeout=limit,
                              json={"model": model, "prompt": "Hello", "max_tokens": 1, "temperature": 0})
         if done.status_code != 200 or not done.json().get("choices"):
             return Probe(False, "completion", f"a 1-token completion answered {done.status_code}: {done.text[:200]}")
+    except requests.Timeout:
+        if stage == "completion":
+            # /health and /v1/models answered: the engine, not the server, is what does not.
+            return Probe(False, "completion", f"/health 200 and the model listed, but a 1-token completion "
+                                              f"did not finish in {time.monotonic() - t0:.0f}s")
+        return Probe(False, stage, f"no answer yet (timeout at {stage})")
     except requests.RequestException as exc:
-        return Probe(False, "health", f"no answer yet ({type(exc).__name__})")
+        return Probe(False, stage, f"no answer yet ({type(exc).__name__})")
     except ValueError as exc:  # not JSON
-        return Probe(False, "models", f"unexpected answer: {exc}")
+        return Probe(False, stage, f"unexpected answer: {exc}")
     return Probe(True, "ready", "health 200, model listed, completion ok")
 
 

@@ -33,3 +33,14 @@ def local_override_path(root: Path) -> Path:
 
 def results_dir(root: Path) -> Path:
     return root / "results"
+
+
+def user_cache_dir() -> Path:
+    """This machine's cache for what sparkops learns once (e.g. a vLLM version's flags):
+    $XDG_CACHE_HOME/sparkops, else ~/.cache/sparkops."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sparkops"
+
+
+def flags_cache_dir() -> Path:
+    return user_cache_dir() / "vllm-flags"

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sparkops.apply.lock import cluster_lock
 from sparkops.base.errors import SparkopsError
 from sparkops.base.progress import Progress, duration
 from sparkops.base.tables import text_table
@@ -31,6 +32,7 @@ from sparkops.config import Config, load_config
 from sparkops.config.memfit import nodes_needed
 from sparkops.deploy.down import down
 from sparkops.deploy.up import up
+from sparkops.facts.session import cluster_session
 
 PLACEMENTS = (None, "single-node", "multi-node")
 
@@ -49,17 +51,29 @@ def bench_all(*, profiles: list[str], cluster: str | None, sets: list[str], mode
               skip_token: bool = False, placement: str | None = None, resume: bool = False,
               engine: str = "sparkops", results: Path, keep_last: bool = False,
               suite: str | None = None, progress: Progress | None = None,
-              loader: Callable[..., Config] = load_config) -> list[Outcome]:
+              loader: Callable[..., Config] = load_config, wait: float | None = None) -> list[Outcome]:
+    """Every profile in turn, holding the cluster's lock for the whole run: no other `up` or
+    `down` can switch the cluster under a benchmark (the ups and downs inside share the hold)."""
     if mode not in ("quick", "full"):
         raise SparkopsError(f"--mode must be quick or full, not {mode!r}", step="bench-all")
     if placement not in PLACEMENTS:
         raise SparkopsError(f"unknown placement {placement!r}", step="bench-all")
+    if suite and engine != "sparkops":
+        raise SparkopsError("sweeps (--suite) run with the sparkops engine only", step="bench-all")
     progress = progress or Progress()
+    with cluster_session(loader("smoke", cluster, sets=sets), gather=False) as session:
+        with cluster_lock(session, "bench-all", wait=wait, progress=progress):
+            return _bench_all(profiles=profiles, cluster=cluster, sets=sets, mode=mode, skip_token=skip_token,
+                              placement=placement, resume=resume, engine=engine, results=results,
+                              keep_last=keep_last, suite=suite, progress=progress, loader=loader)
+
+
+def _bench_all(*, profiles: list[str], cluster: str | None, sets: list[str], mode: str, skip_token: bool,
+               placement: str | None, resume: bool, engine: str, results: Path, keep_last: bool,
+               suite: str | None, progress: Progress, loader: Callable[..., Config]) -> list[Outcome]:
     extra = ["serving.tensor_parallel=1", "serving.pipeline_parallel=1"] if placement == "single-node" else []
     done_before = _finished(results) if resume else set()
     complete = _complete_sweeps(results) if resume else set()
-    if suite and engine != "sparkops":
-        raise SparkopsError("sweeps (--suite) run with the sparkops engine only", step="bench-all")
     outcomes: list[Outcome] = []
     started = time.monotonic()
     last_cfg = None

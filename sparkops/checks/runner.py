@@ -5,6 +5,7 @@ import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
+from sparkops.apply.lock import cluster_lock
 from sparkops.apply.state import read_state
 from sparkops.base.progress import Progress
 from sparkops.checks import logs, nccl, network, quick, reach
@@ -65,5 +66,7 @@ def _nccl(session: ClusterSession, state: dict | None, progress: Progress) -> li
                       {"deployment": state}, f"`inv down --cluster {cfg.cluster_name}` first, then "
                       "`inv check --nccl`")]
     progress.say("running the all-reduce test on every node")
-    result = nccl.run(cfg, session.group, session.facts, progress)
+    # The all-reduce runs on the nodes' GPUs and ports: not while another verb changes them.
+    with cluster_lock(session, "check --nccl", wait=None, progress=progress):
+        result = nccl.run(cfg, session.group, session.facts, progress)
     return [result] if isinstance(result, Check) else nccl.checks(cfg, result)

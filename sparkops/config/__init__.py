@@ -5,7 +5,7 @@ import hashlib
 import json
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -80,7 +80,9 @@ def defaults_layer() -> Layer:
 
 def load_config(profile: str, cluster: str | None = None, *, root: Path | None = None,
                 sets: Sequence[str] = (), environ: Mapping[str, str] | None = None,
-                node_memory_gib: float | None = None) -> Config:
+                node_memory_gib: float | None = None, serving: bool = True) -> Config:
+    """The effective configuration. `serving=False` (download, sync) turns the findings that
+    only stop a model from serving on this cluster (memory, node count) into warnings."""
     root = root or project_root()
     environ = os_environ() if environ is None else environ
     check_name("profile", profile)
@@ -106,6 +108,8 @@ def load_config(profile: str, cluster: str | None = None, *, root: Path | None =
     validate(doc, layers)
 
     findings = check(doc, node_memory_gib=node_memory_gib)
+    if not serving:
+        findings = [replace(f, level="warn") if f.serving_only else f for f in findings]
     findings += _override_permissions(override_path, override)
     errors = [f for f in findings if f.level == "error"]
     if errors:

@@ -12,6 +12,9 @@ class Finding:
     path: str
     message: str
     fix: str = ""
+    # An error only for verbs that serve the model (up, switch, bench-all): downloading or
+    # copying a model that would not fit this cluster is still worth doing, so they only warn.
+    serving_only: bool = False
 
     def render(self) -> str:
         text = f"{self.level}: {self.path}: {self.message}"
@@ -32,7 +35,7 @@ def check(doc: dict, *, node_memory_gib: float | None = None) -> list[Finding]:
             f"GPU(s); cluster {cluster['name']!r} has {len(nodes)}",
             "lower serving.tensor_parallel (e.g. --set "
             f"serving.tensor_parallel={len(nodes) * cluster.get('gpus_per_node', 1)}) "
-            f"or add nodes to the cluster"))
+            f"or add nodes to the cluster", serving_only=True))
     names = [n["name"] for n in nodes]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -70,7 +73,7 @@ def check(doc: dict, *, node_memory_gib: float | None = None) -> list[Finding]:
     if fit.verdict == "does-not-fit":
         found.append(Finding("error", "serving", f"the model does not fit: {fit.reason}",
                              "raise tensor_parallel (more nodes), lower max_model_len, use a "
-                             "quantized model or fp8 kv_cache_dtype", ))
+                             "quantized model or fp8 kv_cache_dtype", serving_only=True))
     elif fit.verdict == "tight":
         found.append(Finding("warn", "serving", f"memory is tight: {fit.reason}",
                              "lower max_model_len or raise gpu_memory_utilization a little"))

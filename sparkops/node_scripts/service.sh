@@ -9,13 +9,19 @@ set -eu
 cmd=$1 name=$2 dir=$3
 pidf="$dir/$name.pid"
 
-alive() { [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; }
+# A service is every process of its session, not only the leader: vLLM's EngineCore and workers
+# outlive an API server killed by the OOM killer, holding their memory.
+# (a zombie, killed but not yet reaped by an init that is slow to, is not alive)
+leader_alive() { [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null && [ "$(ps -o stat= -p "$(cat "$pidf")" | cut -c1)" != Z ]; }
+members() { [ -f "$pidf" ] && ps -e -o sid=,pid=,stat= | awk -v s="$(cat "$pidf")" '$1 == s && $3 !~ /^Z/ {printf "%s ", $2}'; }
+alive() { leader_alive || [ -n "$(members)" ]; }
 
 case "$cmd" in
 start)
   log=$4; shift 4
   [ "${1:-}" = "--" ] && shift
-  if alive; then echo "$name is already running (pid $(cat "$pidf"))" >&2; exit 3; fi
+  if leader_alive; then echo "$name is already running (pid $(cat "$pidf"))" >&2; exit 3; fi
+  if alive; then echo "$name left processes behind (pids $(members)); \`inv down\` stops them" >&2; exit 3; fi
   mkdir -p "$dir" "$(dirname "$log")"
   rm -f "$pidf"  # stale: its process is gone (e.g. the node rebooted)
   envf="$dir/$name.env"
@@ -45,9 +51,11 @@ stop)
   echo "stopped $name"
   ;;
 status)
-  if alive; then
+  if leader_alive; then
     pid=$(cat "$pidf")
-    echo "running pid=$pid uptime_s=$(ps -o etimes= -p "$pid" | tr -d ' ')"
+    echo "running pid=$pid uptime_s=$(ps -o etimes= -p "$pid" | tr -d ' ') processes=$(members | wc -w)"
+  elif alive; then
+    echo "orphaned pids=$(members | tr ' ' ',' | sed 's/,$//')"; exit 1
   else
     echo "stopped"; exit 1
   fi

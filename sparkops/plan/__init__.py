@@ -67,6 +67,12 @@ def plan_up(cfg: Config, facts: dict[str, NodeFacts]) -> Plan:
     notes = [f"{c.name}: RoCE {roce[c.name].interface} {roce[c.name].ip}, HCAs "
              f"{','.join(roce[c.name].hcas) or '-'}, GID index {roce[c.name].gid_index}"
              for c in ctxs if c.name in roce]
+    # Which vLLM will run: the flag check asks that one, and the plan says so.
+    notes += [f"{c.name}: vLLM " + (f"image {cfg.cluster['image']} "
+                                    + (f"= {c.facts.image_id[:19]}" if c.facts.image_id else "(not on this node yet)")
+                                    if runtime.name == "docker"
+                                    else f"{c.facts.vllm_version or '(not installed)'} in {c.venv}")
+              for c in ctxs]
     return Plan("up", cfg.profile, cfg.cluster_name, cfg.config_hash(),
                 {c.name: c.facts.source for c in ctxs}, tuple(steps),
                 hosts={c.name: c.node["host"] for c in ctxs},

@@ -88,3 +88,11 @@ def exec_argv(ctx: NodeContext, service: str, argv: list[str]) -> tuple[str, ...
 
 def log_argv(ctx: NodeContext, service: str, lines: int, follow: bool = False) -> tuple[str, ...]:
     return ("docker", "logs", "--tail", str(lines), *(("-f",) if follow else ()), container(service))
+
+
+def tool_argv(ctx: NodeContext, argv: list[str]) -> tuple[str, ...]:
+    # The cluster's own mounts and extra arguments: an image may take its vLLM from a mount.
+    docker = ctx.cfg.cluster["docker"]
+    mounts = [a for mount in docker["mounts"] for a in ("-v", mount)]
+    return ("docker", "run", "--rm", "--label", "sparkops.managed=1", *mounts, *docker["extra_args"],
+            "--entrypoint", argv[0], ctx.cfg.cluster["image"], *argv[1:])

@@ -50,3 +50,7 @@ def exec_argv(ctx: NodeContext, service: str, argv: list[str]) -> tuple[str, ...
 
 def log_argv(ctx: NodeContext, service: str, lines: int, follow: bool = False) -> tuple[str, ...]:
     return ("tail", "-n", str(lines), *(("-F",) if follow else ()), ctx.log_file(service))
+
+
+def tool_argv(ctx: NodeContext, argv: list[str]) -> tuple[str, ...]:
+    return tuple(program(ctx, list(argv)))

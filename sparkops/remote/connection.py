@@ -137,6 +137,16 @@ class NodeConn:
         else:
             stream.follow_channel(self.connect().client, argv, on_line, stop)
 
+    def hold(self, argv: Sequence[str]) -> stream.Held:
+        """Start argv with its stdin kept open until `release()` (or until this process ends):
+        what holds a lock on the node for as long as we live."""
+        if self.is_local:
+            return stream.hold_local(argv)
+        try:
+            return stream.hold_channel(self.connect().client, argv)
+        except _broken_connection() as exc:
+            raise self._lost_connection(exc) from None
+
     def write_file(self, path: str, content: str, mode: int, *, timeout: float = 30) -> Result:
         """Write a file atomically. It is born 0600 and empty, so a secret is never readable by
         others, even for a moment; it gets its final mode before it takes the real name."""

@@ -174,3 +174,79 @@ def _feed_channel(chan: Any, data: bytes) -> None:
         chan.shutdown_write()
     except OSError:
         pass
+
+
+class Held:
+    """A command that keeps running while we keep its stdin open (a lock holder): read its
+    lines as they come, then `release()` closes its stdin and waits for it to end. If this
+    process dies first, its stdin closes all the same (the pipe, or the SSH connection)."""
+
+    def __init__(self, read: Callable[[int], bytes], ready: Callable[[float], bool],
+                 close_input: Callable[[], None], finish: Callable[[float], None]):
+        self._read, self._ready, self._close_input, self._finish = read, ready, close_input, finish
+        self._buf = b""
+        self.ended = False
+
+    def readline(self, timeout: float | None) -> str | None:
+        """The next line (without its newline), or None on timeout or when the command ended."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            if not self._ready(0.2 if left is None else min(0.2, left)):
+                continue
+            chunk = self._read(CHUNK)
+            if not chunk:
+                self.ended = True
+                return None
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line.decode("utf-8", "replace")
+
+    def release(self, timeout: float = 10) -> None:
+        try:
+            self._close_input()
+        except OSError:
+            pass
+        self._finish(timeout)
+
+
+def hold_local(argv: Sequence[str]) -> Held:
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdin and proc.stdout
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+
+    def finish(timeout: float) -> None:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        sel.close()
+        proc.stdout.close()  # type: ignore[union-attr]
+
+    return Held(lambda n: os.read(proc.stdout.fileno(), n), lambda t: bool(sel.select(t)),  # type: ignore[union-attr]
+                proc.stdin.close, finish)
+
+
+def hold_channel(client: Any, argv: Sequence[str]) -> Held:
+    chan = client.get_transport().open_session(timeout=30)
+    chan.exec_command(shlex.join(argv))
+
+    def ready(timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not (chan.recv_ready() or chan.exit_status_ready() or chan.closed):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def finish(timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not chan.exit_status_ready() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        chan.close()
+
+    return Held(chan.recv, ready, chan.shutdown_write, finish)

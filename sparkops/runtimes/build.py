@@ -7,6 +7,7 @@ from __future__ import annotations
 import posixpath
 import time
 
+from sparkops.apply.lock import cluster_lock
 from sparkops.apply.run import run_step_on_nodes
 from sparkops.base.errors import SparkopsError, StepError
 from sparkops.base.paths import project_root
@@ -50,13 +51,13 @@ def build_steps(cfg: Config, head: NodeContext, no_cache: bool) -> list[Step]:
                  {head.name: (Run((*argv, remote), BUILD_TIMEOUT_S),)})]
 
 
-def build(cfg: Config, progress: Progress, *, no_cache: bool = False) -> dict[str, str]:
+def build(cfg: Config, progress: Progress, *, no_cache: bool = False, wait: float | None = None) -> dict[str, str]:
     """Build (or pull) and distribute; returns {node: image id}."""
     if cfg.cluster["runtime"] != "docker":
         raise SparkopsError(f"cluster {cfg.cluster_name!r} uses the {cfg.cluster['runtime']} runtime: "
                             "there is no image to build", step="build",
                             fix="`inv install-vllm` prepares native nodes; or --set cluster.runtime=\"docker\"")
-    with cluster_session(cfg) as session:
+    with cluster_session(cfg) as session, cluster_lock(session, "build", wait=wait, progress=progress):
         session.require()
         ctxs = contexts(cfg, session.facts, all_nodes=True)
         head = ctxs[0]

@@ -1,0 +1,91 @@
+"""Is a recorded deployment whole? Every node it uses reachable, every service it started
+running there (its whole session: no orphans), and the API completing a 1-token request.
+`up` restarts what is not whole; `status` shows it as DEGRADED; `watch` checks it on a clock."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from sparkops.apply.ready import Probe, probe
+from sparkops.facts.session import ClusterSession
+from sparkops.plan import RUNTIMES
+from sparkops.plan.context import contexts
+
+PROBE_TIMEOUT_S = 30.0
+
+
+def parse_status(text: str, ok: bool) -> dict:
+    """A service's status line (service.sh or `docker inspect`) -> {"running", "uptime_s",
+    "started", "orphaned": [pids]}."""
+    text = text.strip()
+    uptime = re.search(r"uptime_s=(\d+)", text)
+    started = re.search(r"started=(\S+)", text)
+    orphans = re.search(r"orphaned pids=([\d,]+)", text)
+    return {"running": ok and text.startswith("running"),
+            "uptime_s": int(uptime.group(1)) if uptime else None,
+            "started": started.group(1) if started else None,
+            "orphaned": [int(p) for p in orphans.group(1).split(",")] if orphans else []}
+
+
+@dataclass
+class Health:
+    problems: list[str] = field(default_factory=list)  # "vllm is not running on spark-b", ...
+    services: dict[str, dict[str, dict]] = field(default_factory=dict)  # node -> service -> status
+    api: Probe | None = None
+
+    @property
+    def whole(self) -> bool:
+        return not self.problems and self.api is not None and self.api.ready
+
+
+def service_states(session: ClusterSession, nodes: list[str], services: list[str]) -> dict[str, dict[str, dict]]:
+    """Each reachable node's services, asked on all of them at once."""
+    cfg = session.cfg
+    runtime = RUNTIMES[cfg.cluster["runtime"]]
+    ctxs = {c.name: c for c in contexts(cfg, session.facts, all_nodes=True)}
+    reachable = [n for n in nodes if n in session.facts]
+
+    def ask(conn) -> dict[str, dict]:
+        out = {}
+        for service in services:
+            res = conn.run(runtime.status_argv(ctxs[conn.name], service), timeout=30)
+            out[service] = parse_status(res.stdout, res.ok)
+        return out
+    result = session.group.subset(reachable).map(ask)
+    return {name: value for name, value in result.succeeded.items()}
+
+
+def assess(state: dict, services: dict[str, dict[str, dict]], unreachable: dict[str, str],
+           api: Probe | None) -> list[str]:
+    """What is missing from the deployment `state` describes, given each node's services, the
+    unreachable nodes (name -> why) and the API probe. Pure: status and watch share it."""
+    problems = []
+    for name in state.get("nodes") or []:
+        if name in unreachable:
+            problems.append(f"{name} is unreachable ({unreachable[name]})")
+            continue
+        states = services.get(name)
+        if states is None:
+            problems.append(f"{name}: its services could not be read")
+            continue
+        for service in state.get("services") or ["vllm"]:
+            st = states.get(service) or {"running": False, "orphaned": []}
+            if st["orphaned"]:
+                problems.append(f"{service} on {name} died and left processes behind "
+                                f"(pids {', '.join(map(str, st['orphaned']))})")
+            elif not st["running"]:
+                problems.append(f"{service} is not running on {name}")
+    if api is not None and not api.ready:
+        problems.append(f"the API does not complete a 1-token request ({api.detail})")
+    return problems
+
+
+def deployment_health(session: ClusterSession, state: dict, *, timeout: float = PROBE_TIMEOUT_S) -> Health:
+    """What is missing from the deployment `state` (the head's state.json) describes."""
+    nodes, services = list(state.get("nodes") or []), list(state.get("services") or ["vllm"])
+    health = Health(services=service_states(session, nodes, services))
+    health.api = probe(state["api_url"], state["served_model_name"], session.cfg.secrets.get("api_key"),
+                       timeout=10, completion_timeout=timeout)
+    unreachable = {n: e.message for n, e in session.unreachable.items()}
+    health.problems = assess(state, health.services, unreachable, health.api)
+    return health

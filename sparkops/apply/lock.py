@@ -1,0 +1,107 @@
+"""One operation at a time on a cluster: an advisory lock on the head (node_scripts/lock.py),
+held by every verb that changes the cluster, for as long as the verb runs.
+
+The kernel drops the lock when its holder's process ends, so a verb killed with SIGKILL, or
+whose SSH connection dies, frees it at once: no stale lock files to clean up. A second caller
+is told who holds it (verb, pid, user, host, since when) and stops, or waits with --wait.
+Nested uses in one process (bench-all calls up and down) share the outer hold.
+"""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import posixpath
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+from sparkops.base.errors import SparkopsError
+from sparkops.base.progress import Progress
+from sparkops.facts.session import ClusterSession
+from sparkops.node_scripts import source
+
+_PYTHON = 'p=/usr/bin/python3; [ -x "$p" ] || p=python3; exec "$p" -I -S -c "$0" "$@"'
+_held: dict[str, int] = {}  # lock path on a head -> depth of nested holds in this process
+_guard = threading.Lock()
+START_S = 60  # to start the lock script and hear from it (an SSH exec, a python3)
+
+
+def lock_path(session: ClusterSession) -> str:
+    """In the head's run folder, as configured: the lock script expands `~` on the node itself,
+    so taking the lock needs no facts gathered first (a no-change `sync` reads none)."""
+    return posixpath.join(session.cfg.cluster["paths"]["work_dir"], "run", "operation.lock")
+
+
+def describe(holder: dict) -> str:
+    if not holder:
+        return "another sparkops operation (its details are not recorded)"
+    since = holder.get("since", "?")
+    return (f"`inv {holder.get('verb', '?')}` (pid {holder.get('pid', '?')}, {holder.get('user', '?')}@"
+            f"{holder.get('host', '?')}, since {since})")
+
+
+@contextmanager
+def cluster_lock(session: ClusterSession, verb: str, *, wait: float | None = None,
+                 progress: Progress | None = None) -> Iterator[None]:
+    """Hold the cluster's lock for the block. `wait`: seconds to wait for a holder to finish
+    (None: refuse at once, naming the holder)."""
+    if session.head_name in session.unreachable:
+        session.require([session.head_name])
+    path = lock_path(session)
+    key = f"{session.cfg.cluster_name}:{path}"
+    with _guard:
+        if _held.get(key):
+            _held[key] += 1
+            nested = True
+        else:
+            nested = False
+    if nested:
+        try:
+            yield
+        finally:
+            with _guard:
+                _held[key] -= 1
+        return
+    holder = {"verb": verb, "pid": os.getpid(), "user": getpass.getuser(), "host": socket.gethostname(),
+              "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    argv = ["sh", "-c", _PYTHON, source("lock.py"), path, json.dumps(holder)]
+    if wait is not None:
+        argv += ["--wait", str(wait)]
+    held = session.head.hold(argv)
+    try:
+        line = held.readline(START_S)
+        if line is not None and line.startswith("busy"):
+            other = _holder(line)
+            if wait is None:
+                raise SparkopsError(
+                    f"cluster {session.cfg.cluster_name!r} is busy: {describe(other)} is changing it",
+                    host=session.head_name, step="lock",
+                    fix=f"wait for it to finish (`inv status` shows what is serving), or add --wait to queue "
+                        f"behind it; the lock is {path} on {session.head_name}")
+            if progress:
+                progress.say(f"waiting for {describe(other)} to finish (up to {wait:.0f}s)")
+            line = held.readline(wait + START_S)
+        if line != "locked":
+            why = "it did not finish in time" if line == "timeout" else f"the lock script said {line!r}"
+            raise SparkopsError(f"could not take the lock of cluster {session.cfg.cluster_name!r}: {why}",
+                                host=session.head_name, step="lock")
+        with _guard:
+            _held[key] = 1
+        try:
+            yield
+        finally:
+            with _guard:
+                _held.pop(key, None)
+    finally:
+        held.release()
+
+
+def _holder(line: str) -> dict:
+    try:
+        value = json.loads(line.partition(" ")[2] or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,30 @@
+"""vLLM's Prometheus `/metrics`, the few series `watch` reads: requests running and waiting, KV
+cache use, tokens generated so far. Pure: text in, numbers out (summed over every label set:
+one engine, or one per data-parallel rank)."""
+from __future__ import annotations
+
+# Our name -> the series that carry it, newest vLLM first (V1 renamed the cache gauge).
+SERIES = {
+    "running": ("vllm:num_requests_running",),
+    "waiting": ("vllm:num_requests_waiting",),
+    "kv_cache_usage": ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+    "generation_tokens": ("vllm:generation_tokens_total",),
+    "prompt_tokens": ("vllm:prompt_tokens_total",),
+}
+
+
+def parse_metrics(text: str) -> dict[str, float | None]:
+    seen: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        try:
+            value = float(line.rsplit(" ", 1)[1])
+        except (IndexError, ValueError):
+            continue
+        seen[name] = seen.get(name, 0.0) + value
+    out: dict[str, float | None] = {}
+    for key, names in SERIES.items():
+        out[key] = next((seen[n] for n in names if n in seen), None)
+    return out

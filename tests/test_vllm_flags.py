@@ -1,0 +1,42 @@
+"""The plan's vLLM flags against a vLLM's own `vllm serve --help=all` (checks/vllm_flags.py),
+from recorded data: the help text of vLLM 0.32 (CPU build, recorded by this repository's
+scripts/test install) and the golden plan's recorded Spark facts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sparkops.checks.vllm_flags import known_flags, unknown, used_flags
+from sparkops.config import load_config
+from sparkops.facts.recorded import recorded_facts
+from sparkops.plan import plan_up
+
+ROOT = Path(__file__).resolve().parent.parent
+HELP = (Path(__file__).parent / "data" / "vllm-serve-help-all-0.32.txt").read_text()
+
+
+@pytest.fixture(autouse=True)
+def _isolated(isolated_override):
+    """No developer override."""
+
+
+def plan(*sets: str):
+    cfg = load_config("gpt-oss-120b", "spark-pair", root=ROOT, sets=list(sets), environ={})
+    return plan_up(cfg, recorded_facts(cfg)[0])
+
+
+def test_every_flag_of_the_shipped_plans_is_known_to_vllm_0_32():
+    known = known_flags(HELP)
+    assert {"--tensor-parallel-size", "--max-model-len", "--headless", "--enable-prefix-caching",
+            "--no-enable-prefix-caching"} <= known
+    used = used_flags(plan())
+    assert set(used) == {"spark-1", "spark-2"} and "--tensor-parallel-size" in used["spark-1"]
+    for node, flags in used.items():
+        assert unknown(flags, known) == [], node
+
+
+def test_an_unknown_flag_is_named_with_the_closest_one():
+    used = used_flags(plan('serving.extra_args=["--max-num-seq", "64", "--zzqx"]'))
+    assert unknown(used["spark-1"], known_flags(HELP)) == [("--max-num-seq", "--max-num-seqs"),
+                                                          ("--zzqx", None)]
