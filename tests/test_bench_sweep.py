@@ -176,3 +176,15 @@ def test_approximate_prompts_without_a_tokenizer():
     p = builder.build(200, 1000, 16, random.Random(0), "x")
     words = ApproximateTokens()
     assert abs(len(words.encode(p.context)) - 1000) <= 2 and abs(len(words.encode(p.text)) - 200) <= 2
+
+
+def test_a_second_sweep_sends_other_prompts_so_no_prefix_cache_of_the_first_helps(timed, tmp_path):
+    """Each sweep draws its own seed (recorded): run twice against one server, its prompts differ,
+    so the second cannot ride on the prefix cache the first left behind."""
+    _, srv = timed
+    srv.records()  # what came before
+    args = dict(pp="64", tg="4", depth="128", runs=1, latency_mode="none")
+    first, _ = sweep(srv.base_url, tmp_path, **args)
+    second, _ = sweep(srv.base_url, tmp_path, **args)
+    assert first["settings"]["seed"] != second["settings"]["seed"]
+    assert first["settings"]["key"] == second["settings"]["key"]  # still the same settings

@@ -154,7 +154,7 @@ def test_sweep_agrees_with_vllm_s_own_counters_and_llama_benchy(local, tmp_path)
     cfg = local("smoke", sets_=[*SERVER_SETS, "serving.max_model_len=2048"])
     up(cfg, replace=True, progress=Silent())
     assert pin_vllm_servers(1)
-    cells = dict(pp=[256], tg=[128], depth=[0, 1024], concurrency=[1], runs=5)
+    cells = dict(pp=[768], tg=[128], depth=[0, 1024], concurrency=[1], runs=5)
     rounds = compare_rounds(api_url(cfg), cfg.served_model_name, _tokenizer_json(cfg), tmp_path, cells,
                             client=("taskset", "-c", "0"))
     check_rounds(rounds)

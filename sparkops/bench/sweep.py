@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import random
+import secrets
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,7 +35,9 @@ SPREAD_KEYS = ("output_throughput", "total_token_throughput", "request_throughpu
 def run_sweep(target: Target, plan: SweepPlan, bench_cfg: dict, *, results: Path, progress: Progress,
               resume: bool = False, output: Path | None = None) -> tuple[dict, Path]:
     corpus = load_corpus()
-    settings = _settings(plan, bench_cfg, corpus.digest)
+    # A fresh seed per sweep: the same prompts again would hit the prefix cache an earlier sweep
+    # left on the server and read as a faster prefill. Recorded, so a sweep can be rebuilt.
+    settings = _settings(plan, bench_cfg, corpus.digest) | {"seed": secrets.randbits(31)}
     doc = new_result(status="ok", engine="sparkops", mode="sweep", settings=settings,
                      provenance=target.provenance, warnings=target.warnings)
     path = Path(output) if output else Path(results) / f"{doc['id']}.json"
@@ -45,6 +48,7 @@ def run_sweep(target: Target, plan: SweepPlan, bench_cfg: dict, *, results: Path
             path, old = found
             done = {c["id"]: c for c in old["cells"] if c["status"] in ("ok", "skipped")}
             doc["id"], doc["created_at"] = old["id"], old["created_at"]
+            doc["settings"]["seed"] = old["settings"].get("seed", doc["settings"]["seed"])
             progress.say(f"resuming {path}: {len(done)} of {len(plan.cells)} cells already done")
     doc["metrics"] = doc["single"] = None
     doc["sweep"] = {"suite": plan.suite, "kind": plan.kind, "runs": plan.runs, "latency_mode": plan.latency_mode,
@@ -70,7 +74,8 @@ def run_sweep(target: Target, plan: SweepPlan, bench_cfg: dict, *, results: Path
                 if why:
                     result = _cell(cell, "skipped", why, t0)
                 else:
-                    result = asyncio.run(_measure(target, plan, cell, builder, latency, bench_cfg))
+                    result = asyncio.run(_measure(target, plan, cell, builder, latency, bench_cfg,
+                                                  doc["settings"]["seed"]))
                     result["seconds"] = round(time.monotonic() - t0, 3)
                 doc["cells"].append(result)
                 write_result(_finish(doc, complete=False), path)
@@ -142,7 +147,7 @@ def _depth_prompts(target: Target, doc: dict, progress: Progress) -> DepthPrompt
 
 
 async def _measure(target: Target, plan: SweepPlan, cell: Cell, builder: DepthPrompts | None,
-                   latency: float, bench_cfg: dict) -> dict:
+                   latency: float, bench_cfg: dict, seed: int) -> dict:
     t0 = time.monotonic()
     timeout = float(bench_cfg["request_timeout_s"])
     async with Client(target.url, target.model, endpoint="chat", temperature=float(bench_cfg["temperature"]),
@@ -152,7 +157,7 @@ async def _measure(target: Target, plan: SweepPlan, cell: Cell, builder: DepthPr
         try:
             await client.prewarm(cell.concurrency)
             for r in range(plan.runs + 1):  # run 0 is the cell's warm-up
-                batch = _prompts(plan, cell, builder, r)
+                batch = _prompts(plan, cell, builder, r, seed)
                 if plan.prefix_caching and cell.depth:
                     ctx = await client.run([context_only(p) for p in batch], concurrency=cell.concurrency)
                     if r:
@@ -169,10 +174,10 @@ async def _measure(target: Target, plan: SweepPlan, cell: Cell, builder: DepthPr
     return _figures(cell, plan, runs, context_runs, latency, t0)
 
 
-def _prompts(plan: SweepPlan, cell: Cell, builder: DepthPrompts | None, run: int) -> list[Prompt]:
+def _prompts(plan: SweepPlan, cell: Cell, builder: DepthPrompts | None, run: int, seed: int) -> list[Prompt]:
     if plan.kind == "depth":
         assert builder is not None and cell.pp is not None and cell.depth is not None
-        rng = random.Random(f"{cell.id}/{run}")  # the same prompts for every model and every rerun
+        rng = random.Random(f"{seed}/{cell.id}/{run}")
         return [builder.build(cell.pp, cell.depth, cell.tg, rng, f"{cell.id}-r{run}-{i}")
                 for i in range(cell.requests)]
     assert plan.dataset is not None
@@ -184,7 +189,7 @@ def _prompts(plan: SweepPlan, cell: Cell, builder: DepthPrompts | None, run: int
     for i in range(cell.concurrency if run == 0 else cell.requests):
         p = ds.prompts[(run * cell.requests + i) % n]
         # A tag of its own at the start: no request reuses another's prefix cache.
-        out.append(Prompt(f"{p.id}-r{run}-{i}", f"[{cell.id} run {run} #{i}] {p.text}", cell.tg))
+        out.append(Prompt(f"{p.id}-r{run}-{i}", f"[{seed:x} {cell.id} run {run} #{i}] {p.text}", cell.tg))
     return out
 
 
