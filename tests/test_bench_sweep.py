@@ -68,8 +68,19 @@ def test_pp_and_tg_within_2_percent_of_the_truth_at_every_depth(timed, tmp_path)
     assert tgs == sorted(tgs, reverse=True) and tgs[0] / tgs[-1] > 1.3
 
 
-def test_within_5_percent_at_concurrency_64(timed, tmp_path):
-    cfg, srv = timed
+@pytest.fixture(scope="module")
+def loaded():
+    """The speeds of benchmarks/sweep_accuracy.py (8000 t/s prefill, 20 ms + 0.2 us per token
+    of context decode), nearer a Spark's than `timed`'s: 64 streams of 4 ms tokens are 16000
+    chunks a second, which on a 2-CPU CI VM measured the VM (a client held up 6 ms in 100)."""
+    cfg = ServerConfig(ttft_s=0.0, itl_s=0.02, prefill_tok_s=8000.0, itl_per_context_token_s=2e-7,
+                       max_model_len=20_000)
+    with SyntheticServer(cfg, process=True, workers=2) as srv:
+        yield cfg, srv
+
+
+def test_within_5_percent_at_concurrency_64(loaded, tmp_path):
+    cfg, srv = loaded
     doc, _ = sweep(srv.base_url, tmp_path, pp="2048", tg="32", depth="0,1024", concurrency="64", runs=2)
     for cell in doc["cells"]:
         assert cell["status"] == "ok", cell
