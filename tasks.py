@@ -88,6 +88,11 @@ def plan(c, profile=None, cluster=None, json=False, facts="auto", set=None):
                    "--facts recorded`")
         raise
     print(plan_json(result, cfg.secret_values()) if json else plan_text(result, cfg.secret_values()))
+    if not json:
+        from sparkops.base.paths import project_root, results_dir
+        from sparkops.bench.layout_choice import layout_lines
+        from sparkops.config import load_config
+        print("\n" + "\n".join(layout_lines(cfg, load_config, list(set or ()), results_dir(project_root()))))
 
 
 @task(help={"profile": PROFILE, "cluster": CLUSTER, "replace": "stop another profile that is serving first",
@@ -362,15 +367,20 @@ def _whole(value, name: str) -> int | None:
                       "continue an unfinished sweep at its first unfinished cell",
             "engine": "sparkops or vllm (see `inv --help bench`)",
             "suite": "instead of single + mode: this sweep ([bench.suites]: leaderboard, serving, quick) per profile",
+            "layouts": "comma-separated layouts to bench each profile in: tp (one model over every node), dp (a "
+                       "replica per node), solo (the head alone); with the serving suite unless --suite; "
+                       "`inv report` then says which layout wins at which concurrency",
             "keep_last": "leave the last profile serving (default: stop it)", "wait": WAIT, "set": SET},
       iterable=["set"])
 @user_errors
 def bench_all(c, cluster=None, profiles=None, skip_token=False, single_node=False, multi_node=False,
-              mode="quick", resume=False, engine="sparkops", keep_last=False, suite=None, wait=False, set=None):
+              mode="quick", resume=False, engine="sparkops", keep_last=False, suite=None, wait=False, set=None,
+              layouts=None):
     """Switch to each profile in turn and bench it; failures are recorded, never stop the run."""
     from sparkops.base.paths import project_root, results_dir
     from sparkops.bench.bench_all import bench_all as do_all
     from sparkops.config.catalog import profile_names
+    from sparkops.config.layouts import parse_layouts
     if single_node and multi_node:
         raise Exit("choose --single-node or --multi-node, not both", code=1)
     root = project_root()
@@ -378,7 +388,8 @@ def bench_all(c, cluster=None, profiles=None, skip_token=False, single_node=Fals
     placement = "single-node" if single_node else "multi-node" if multi_node else None
     outcomes = do_all(profiles=names, cluster=cluster, sets=list(set or ()), mode=mode, skip_token=skip_token,
                       placement=placement, resume=resume, engine=engine, results=results_dir(root),
-                      keep_last=keep_last, suite=suite, wait=WAIT_S if wait else None)
+                      keep_last=keep_last, suite=suite, wait=WAIT_S if wait else None,
+                      layouts=parse_layouts(layouts) if layouts else None)
     if any(o.status == "failed" for o in outcomes):
         raise Exit(code=1)
 
@@ -399,6 +410,9 @@ def report(c, results=None, out=None):
     print(f"{len(df)} mode rows ({len(bad)} failed or skipped) from {folder}, sweeps in compare.csv; "
           f"open {next((f for f in files if f.name == 'index.html'), 'index.html')}:")
     print("\n".join(f"  {f}" for f in files))
+    layouts = next((f for f in files if f.name == "layouts.md"), None)
+    if layouts:  # the crossover sentences: what a reader of the report wants first
+        print("\n" + "\n".join(line[2:] for line in layouts.read_text().splitlines() if line.startswith("- ")))
 
 
 ns = Collection(profiles, validate, plan, up, switch, down, status, watch, logs, check, build, download, sync,

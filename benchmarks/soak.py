@@ -35,7 +35,7 @@ from sparkops.plan import api_url  # noqa: E402
 from sparkops.sim.cluster import build  # noqa: E402
 from sparkops.sim.tasks import write_override  # noqa: E402
 
-CONCURRENCY, PROMPTS, MAX_TOKENS = 8, 32, 64
+CONCURRENCY, PROMPTS, MAX_TOKENS, MAX_MODEL_LEN = 8, 32, 64, 2048
 
 
 def session_rss_mib(host, pidfile: str) -> float | None:
@@ -68,7 +68,9 @@ def main() -> int:
         override = Path(tempfile.mkdtemp()) / "sparkops.local.toml"
         os.environ["SPARKOPS_LOCAL"] = str(override)
         write_override(cluster, override)
-        sets = [f"cluster.venv={json.dumps(args.venv)}"]
+        # The whole prompt set, long-context prompts too (~1250 tokens): the smoke profile's 512
+        # would refuse those with HTTP 400 in every run (a first soak counted 1570 such failures).
+        sets = [f"cluster.venv={json.dumps(args.venv)}", f"serving.max_model_len={MAX_MODEL_LEN}"]
         cfg = load_config("smoke", "sim", environ={}, sets=sets)
         build_everywhere(cfg, Progress(quiet=True))
         up(cfg, progress=Progress(quiet=True))
@@ -102,6 +104,7 @@ def main() -> int:
                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                "load": {"concurrency": CONCURRENCY, "prompts_per_run": PROMPTS, "max_tokens": MAX_TOKENS,
+                        "max_model_len": MAX_MODEL_LEN,
                         "minutes": round(seconds / 60, 1), "runs": runs},
                "requests": {"sent": sent, "failed": failed, "errors": errors, "output_tokens": out_tok,
                             "output_tok_s": round(out_tok / seconds, 1)},

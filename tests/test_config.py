@@ -6,6 +6,7 @@ tmp_path, via the `isolated_override` fixture), so nothing here reads the develo
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -357,3 +358,52 @@ def test_a_model_too_big_for_the_cluster_can_still_be_downloaded():
     cfg = load_config("gpt-oss-20b", "local", environ={}, serving=False)
     fit = [f for f in cfg.findings if f.serving_only]
     assert fit and fit[0].level == "warn" and "does not fit" in fit[0].message
+
+
+# --- data parallel (a replica per node) ------------------------------------------------------
+
+def test_data_parallel_replicas_need_a_node_each_and_hold_the_whole_model(isolated_override):
+    cfg = load_config("qwen2.5-7b-instruct", "spark-pair", root=ROOT, environ={},
+                      sets=["serving.tensor_parallel=1", "serving.data_parallel=2"])
+    fit = estimate(cfg.doc)
+    assert nodes_needed(cfg.doc) == fit.nodes == 2
+    single = estimate(load_config("qwen2.5-7b-instruct", "spark-pair", root=ROOT, environ={},
+                                  sets=["serving.tensor_parallel=1"]).doc)
+    # The fit is per replica: each node holds what one node of a single-node deployment holds.
+    assert (fit.weights_gib, fit.kv_one_seq_gib, fit.kv_room_gib) == (
+        single.weights_gib, single.kv_one_seq_gib, single.kv_room_gib)
+
+
+def test_data_parallel_on_nodes_of_several_gpus_puts_replicas_side_by_side():
+    doc = {"serving": {"tensor_parallel": 2, "pipeline_parallel": 1, "data_parallel": 4},
+           "cluster": {"gpus_per_node": 4}}
+    assert nodes_needed(doc) == 2  # two replicas of 2 GPUs per node
+    doc["serving"]["data_parallel"] = 3
+    assert nodes_needed(doc) == 2
+
+
+@pytest.mark.parametrize("sets, path, words", [
+    (["serving.data_parallel=2"], "serving.data_parallel",
+     "each of the 2 replicas needs tensor_parallel 2 x pipeline_parallel 1 GPUs inside one node, and a node has 1"),
+    (["serving.data_parallel=3", "serving.tensor_parallel=1"], "serving.data_parallel",
+     "data_parallel 3 (1 replica(s) per node of 1 GPU(s)) needs 3 nodes; cluster 'spark-pair' has 2"),
+    (["serving.data_parallel=2", "serving.tensor_parallel=1", "distributed.backend=ray"], "distributed.backend",
+     "data_parallel 2 starts vLLM's own replicas"),
+])
+def test_impossible_data_parallel_is_refused_with_the_fix(sets, path, words, isolated_override):
+    with pytest.raises(ConfigError) as e:
+        load_config("qwen2.5-7b-instruct", "spark-pair", root=ROOT, environ={}, sets=sets)
+    text = e.value.render()
+    assert f"error: {path}: " in text and words in text and "fix:" in text
+
+
+def test_data_parallel_1_leaves_the_config_hash_as_it_was_before_the_key_existed(isolated_override):
+    """Upgrading sparkops must not make a running deployment stale (it would restart it)."""
+    base = load_config("qwen2.5-7b-instruct", "spark-pair", root=ROOT, environ={}, sets=["serving.tensor_parallel=1"])
+    doc = {**base.public(), "serving": {k: v for k, v in base.public()["serving"].items() if k != "data_parallel"}}
+    doc = {k: v for k, v in doc.items() if k != "bench"}
+    old = hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    assert base.config_hash() == old
+    dp = load_config("qwen2.5-7b-instruct", "spark-pair", root=ROOT, environ={},
+                     sets=["serving.tensor_parallel=1", "serving.data_parallel=2"])
+    assert dp.config_hash() != old

@@ -140,6 +140,63 @@ def test_golden_file_says_what_spark_facts_require():
     assert [w["node"] for w in ready["watch"]] == ["spark-1", "spark-2"]  # head first
 
 
+# --- the golden plan of the replica layout (data parallel) -------------------------------------
+
+GOLDEN_DP = Path(__file__).parent / "golden" / "plan-qwen2.5-7b-instruct-dp2-spark-pair.json"
+DP_SETS = ("serving.tensor_parallel=1", "serving.data_parallel=2")
+
+
+def test_data_parallel_plan_matches_the_reviewed_golden_file():
+    cfg, plan = plan_for(*DP_SETS, profile="qwen2.5-7b-instruct")
+    text = plan_json(plan, cfg.secret_values()) + "\n"
+    if UPDATE_GOLDEN:
+        GOLDEN_DP.write_text(text)
+    assert GOLDEN_DP.read_text() == text, "the plan changed; see test_plan_matches_the_reviewed_golden_file"
+
+
+def test_data_parallel_golden_file_says_what_vllm_needs():
+    """The review, written down: a replica per Spark, vLLM's data-parallel flags as its docs
+    give them for a multi-node deployment, the head's API in front, the same network
+    environment as the TP plan (a MoE model's replicas exchange expert traffic over it)."""
+    plan = json.loads(GOLDEN_DP.read_text())
+    steps = {s["name"]: s for s in plan["steps"]}
+    assert [s["name"] for s in plan["steps"]] == ["prepare", "start-workers", "start-head", "ready", "record"]
+    worker = steps["start-workers"]["actions"]["spark-2"][0]["argv"]
+    head = steps["start-head"]["actions"]["spark-1"][0]["argv"]
+    for node, argv in (("spark-1", head), ("spark-2", worker)):
+        assert after(argv, "--tensor-parallel-size") == "1"
+        assert after(argv, "--data-parallel-size") == "2"
+        assert after(argv, "--data-parallel-size-local") == "1"
+        assert after(argv, "--data-parallel-address") == HEAD_IP  # the head's RoCE address
+        assert after(argv, "--data-parallel-rpc-port") == "29501"
+        for flag in ("--nnodes", "--node-rank", "--master-addr", "--distributed-executor-backend"):
+            assert flag not in argv  # not one model over the nodes
+        env = steps["start-workers" if node == "spark-2" else "start-head"]["env"][node]
+        assert env["VLLM_HOST_IP"] == {"spark-1": HEAD_IP, "spark-2": WORKER_IP}[node]
+        assert env["NCCL_IB_HCA"] == HCAS and env["NCCL_SOCKET_IFNAME"] == ROCE_IF
+        assert after(argv, "--gpus") == "all"
+    assert after(worker, "--data-parallel-start-rank") == "1" and worker[-1] == "--headless"
+    assert "--data-parallel-start-rank" not in head and "--headless" not in head
+    assert head[head.index("serve") + 1] == worker[worker.index("serve") + 1] == "Qwen/Qwen2.5-7B-Instruct"
+    ready = steps["ready"]["controller"][0]
+    assert ready["replicas"] == [[0, "spark-1"], [1, "spark-2"]]
+    assert [w["node"] for w in ready["watch"]] == ["spark-1", "spark-2"]
+    record = steps["record"]["actions"]["spark-1"][0]
+    assert json.loads(record["content"])["backend"] == "dp"
+    assert json.loads(record["content"])["data_parallel"] == 2
+
+
+def test_data_parallel_on_one_node_needs_no_address():
+    _, plan = plan_for("serving.tensor_parallel=1", "serving.data_parallel=2", "cluster.gpus_per_node=2",
+                       profile="qwen2.5-7b-instruct")
+    assert [s.name for s in plan.steps] == ["prepare", "start-head", "ready", "record"]
+    argv = start_argv(plan, "start-head", "spark-1")
+    assert after(argv, "--data-parallel-size-local") == "2"
+    assert "--data-parallel-address" not in argv and "--headless" not in argv
+    (ready,) = step(plan, "ready").controller
+    assert ready.replicas == ((0, "spark-1"), (1, "spark-1"))
+
+
 def test_workers_start_before_the_head():
     _, plan = plan_for()
     order = [s.name for s in plan.steps]

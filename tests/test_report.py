@@ -141,9 +141,9 @@ def test_compare_matrix_has_the_fixtures_numbers(results, tmp_path):
     assert not any("community-gpt-oss.json" in w for w in warnings)
 
     csv = pd.read_csv(tmp_path / "report" / "compare.csv")
-    assert list(csv.columns[:4]) == ["profile", "model", "source", "status"]
+    assert list(csv.columns[:5]) == ["profile", "layout", "model", "source", "status"]
     assert list(csv.columns[-5:]) == ["reason", "vllm_version", "config_hash", "date", "file"]
-    metric_columns = [c for c in csv.columns[4:-5] if not c.endswith(" ±")]
+    metric_columns = [c for c in csv.columns[5:-5] if not c.endswith(" ±")]
     assert metric_columns == ["pp2048 t/s @ d0", "tg32 t/s @ d0", "pp2048 t/s @ d4k", "tg32 t/s @ d4k",
                               "pp2048 t/s @ d16k", "tg32 t/s @ d16k",
                               "out tok/s @ c1", "TTFT p99 ms @ c1", "out tok/s @ c4", "TTFT p99 ms @ c4",
@@ -412,3 +412,38 @@ def test_index_html_in_headless_chromium(results, tmp_path):
     assert order("pp2048 t/s @ d0", desc=True) == ["alpha", "beta", "openai/gpt-oss-120b"]
     # Numbers as numbers: 100 above 95 (as text, "95" would come first); the empty cell stays last.
     assert order("out tok/s @ c4", desc=True) == ["beta", "alpha", "openai/gpt-oss-120b"]
+
+
+# --- layouts: a row per layout, the crossover sentence, the chart ------------------------------
+
+def layout_doc(profile: str, layout: str, tp: int, dp: int, points: list[tuple[int, float]], created_at: str) -> dict:
+    doc = sweep_doc(profile, "serving", [serving_cell(c, (v, v * 0.01), (100.0, 2.0), (150.0, 4.0)) for c, v in points],
+                    created_at=created_at)
+    doc["id"] += f"-{layout}"
+    doc["provenance"] |= {"layout": layout, "tensor_parallel": tp, "pipeline_parallel": 1, "data_parallel": dp}
+    validate(doc)
+    return doc
+
+
+def test_layouts_get_rows_a_sentence_that_matches_them_and_a_chart(tmp_path):
+    folder = tmp_path / "results"
+    write_result(layout_doc("delta", "tp", 2, 1, [(1, 70.0), (4, 200.0), (16, 400.0)], "2025-06-05T10:00:00+00:00"),
+                 folder)
+    write_result(layout_doc("delta", "dp", 1, 2, [(1, 50.0), (4, 190.0), (16, 520.0)], "2025-06-05T11:00:00+00:00"),
+                 folder)
+    write_result(layout_doc("delta", "solo", 1, 1, [(1, 60.0), (4, 120.0), (16, 260.0)], "2025-06-05T12:00:00+00:00"),
+                 folder)
+    _, files, _ = report(folder, tmp_path / "report")
+    csv = pd.read_csv(tmp_path / "report" / "compare.csv")
+    rows = {r["layout"]: r for _, r in csv.iterrows()}
+    assert set(rows) == {"TP=2", "DP=2", "TP=1, one node"} and set(csv["profile"]) == {"delta"}
+    md = (tmp_path / "report" / "layouts.md").read_text()
+    assert ("- delta: TP=2 fastest up to concurrency 4 (by 5% over DP=2 at 4); "
+            "above that DP=2, by 30% over TP=2 at 16.") in md
+    # the sentence's numbers are the matrix's
+    assert rows["TP=2"]["out tok/s @ c4"] / rows["DP=2"]["out tok/s @ c4"] == pytest.approx(200 / 190)
+    assert rows["DP=2"]["out tok/s @ c16"] / rows["TP=2"]["out tok/s @ c16"] == pytest.approx(1.30)
+    assert md.splitlines()[2] in (tmp_path / "report" / "compare.md").read_text()
+    chart = tmp_path / "report" / "layouts-delta.png"
+    assert chart in files and chart.read_bytes().startswith(PNG)
+    assert "delta: TP=2 fastest" in (tmp_path / "report" / "index.html").read_text()

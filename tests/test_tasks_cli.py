@@ -80,6 +80,26 @@ def test_plan_from_recorded_facts_prints_the_roce_environment(inv):
         assert expected in done.stdout, expected
 
 
+def test_plan_ends_with_the_layouts_that_fit(inv):
+    done = inv("plan", "--profile", "gpt-oss-120b", "--facts", "recorded")
+    assert "layouts of gpt-oss-120b on spark-pair (2 node(s) of 1 GPU(s)):" in done.stdout
+    assert "  dp    DP=2             fits:" in done.stdout
+    dp = inv("plan", "--profile", "qwen2.5-7b-instruct", "--facts", "recorded", "--set", "serving.tensor_parallel=1",
+             "--set", "serving.data_parallel=2")
+    assert dp.returncode == 0, dp.stderr
+    assert "--data-parallel-start-rank 1 --headless" in dp.stdout
+    assert "then until each of its 2 replicas has served a request" in dp.stdout
+    assert dp.stdout.rstrip().splitlines()[-3].endswith("<- this profile as configured")  # dp, of tp/dp/solo
+
+
+def test_impossible_layouts_are_user_errors(inv):
+    assert_user_error(inv("plan", "--profile", "qwen2.5-7b-instruct", "--facts", "recorded",
+                          "--set", "serving.data_parallel=2"),
+                      "serving.data_parallel: each of the 2 replicas needs tensor_parallel 2")
+    assert_user_error(inv("bench-all", "--cluster", "spark-pair", "--layouts", "tp,moe"),
+                      "--layouts: unknown layout(s) moe", "tp, dp, solo")
+
+
 def test_plan_json_is_valid_json(inv):
     done = inv("plan", "--profile", "gpt-oss-120b", "--facts", "recorded", "--json")
     assert done.returncode == 0, done.stderr

@@ -1,8 +1,8 @@
 """`inv watch`'s judgement from recorded samples (deploy/watch_rules.py) and vLLM's /metrics
-parsed (deploy/vllm_metrics.py, from a scrape of vLLM 0.32's CPU build)."""
+parsed (apply/vllm_metrics.py, from a scrape of vLLM 0.32's CPU build)."""
 from __future__ import annotations
 
-from sparkops.deploy.vllm_metrics import parse_metrics
+from sparkops.apply.vllm_metrics import parse_metrics, per_engine
 from sparkops.deploy.watch_rules import RestartPolicy, Verdict, judge
 
 SCRAPE = """# HELP vllm:num_requests_running Number of requests in model execution batches.
@@ -28,6 +28,18 @@ def test_metrics_are_summed_over_engines_and_the_old_cache_name_is_read():
     assert two["running"] == 4.0
     old = parse_metrics("vllm:gpu_cache_usage_perc{} 0.5\n")
     assert old["kv_cache_usage"] == 0.5 and old["running"] is None
+
+
+def test_requests_per_engine_for_the_data_parallel_readiness():
+    """One counter per replica and finish reason (vLLM 0.32 with --data-parallel-size 2)."""
+    text = (SCRAPE + '# TYPE vllm:request_success_total counter\n'
+            'vllm:request_success_total{engine="0",finished_reason="length",model_name="smoke"} 7.0\n'
+            'vllm:request_success_total{engine="0",finished_reason="stop",model_name="smoke"} 2.0\n'
+            'vllm:request_success_total{engine="1",finished_reason="length",model_name="smoke"} 0.0\n'
+            'vllm:request_success_created{engine="1",finished_reason="length",model_name="smoke"} 1.7e9\n')
+    assert per_engine(text, "vllm:request_success_total") == {0: 9.0, 1: 0.0}
+    assert per_engine("vllm:request_success_total{model_name=\"m\"} 3.0\n", "vllm:request_success_total") == {0: 3.0}
+    assert per_engine("garbage{engine=\"x\"} 1\n", "garbage") == {}
 
 
 def test_idle_is_ok_and_running_without_tokens_is_stuck_after_the_stall_time():

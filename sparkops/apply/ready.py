@@ -4,10 +4,12 @@ comes back. `wait_ready` waits for that while watching every started service sta
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import requests
 
+from sparkops.apply.vllm_metrics import per_engine
 from sparkops.base.errors import StepError
 from sparkops.base.progress import Progress
 from sparkops.facts.service_log import explain
@@ -73,6 +75,11 @@ def serving_model(url: str, api_key: str | None = None, timeout: float = 2.0) ->
         return None
 
 
+# The least time given to every replica to serve once the API is up (vLLM registers a headless
+# replica before the API answers, so a healthy one takes seconds).
+REPLICA_WAIT_S = 120.0
+
+
 def wait_ready(group: NodeGroup, wait: WaitReady, api_key: str | None, progress: Progress) -> None:
     deadline = time.monotonic() + wait.timeout_s
     start = time.monotonic()
@@ -81,6 +88,8 @@ def wait_ready(group: NodeGroup, wait: WaitReady, api_key: str | None, progress:
         last = probe(wait.url, wait.model, api_key)
         if last.ready:
             progress.say(f"      API ready after {time.monotonic() - start:.1f}s: {last.detail}")
+            if wait.replicas:
+                _each_replica_serves(group, wait, api_key, progress, max(deadline, time.monotonic() + REPLICA_WAIT_S))
             return
         for item in wait.watch:
             res = group[item.node].run(item.status_argv, timeout=30)
@@ -105,3 +114,48 @@ def wait_ready(group: NodeGroup, wait: WaitReady, api_key: str | None, progress:
             raise StepError(f"the API at {wait.url} was not ready within {wait.timeout_s:.0f}s "
                             f"(last check: {last.detail})", host=head.node, step="ready", **found)
         time.sleep(1.0)
+
+
+def replica_requests(url: str, api_key: str | None = None) -> dict[int, float]:
+    """Requests each data-parallel replica has finished (engine index -> count), from the
+    API server's /metrics; {} when it does not answer."""
+    try:
+        text = requests.get(f"{url}/metrics", headers=headers(api_key), timeout=10).text
+    except requests.RequestException:
+        return {}
+    return per_engine(text, "vllm:request_success_total")
+
+
+def _each_replica_serves(group: NodeGroup, wait: WaitReady, api_key: str | None, progress: Progress,
+                         deadline: float) -> None:
+    """Bursts of short completions, all at once so that vLLM's balancer spreads them, until
+    every replica's own counter has moved: an API that answers could otherwise hide a worker
+    whose replica never registered or cannot serve."""
+    def one(i: int) -> None:
+        try:
+            requests.post(f"{wait.url}/v1/completions", headers=headers(api_key), timeout=60,
+                          json={"model": wait.model, "prompt": f"Replica check {i}:", "max_tokens": 1})
+        except requests.RequestException:
+            pass  # counted (or not) by the replica's counter, which is what is checked
+
+    burst = 2 * len(wait.replicas)
+    while True:
+        served = replica_requests(wait.url, api_key)
+        idle = [(rank, node) for rank, node in wait.replicas if not served.get(rank)]
+        if not idle:
+            progress.say("      every replica served: " + ", ".join(
+                f"engine {rank} on {node} {served[rank]:.0f} request(s)" for rank, node in wait.replicas))
+            return
+        if time.monotonic() > deadline:
+            rank, node = idle[0]
+            item = next((w for w in wait.watch if w.node == node), wait.watch[0])
+            log = group[item.node].run(item.log_argv, timeout=30)
+            found = explain(log.stdout + log.stderr)
+            found["fix"] = found["fix"] or (f"see `inv logs --node {node}`; the replica on {node} must reach "
+                                            "the head's data-parallel RPC port (`inv check`)")
+            raise StepError("the API answers, but replica(s) " + ", ".join(f"{r} on {n}" for r, n in idle)
+                            + f" served none of the requests sent ({dict(sorted(served.items()))} by engine)",
+                            host=node, step="ready", **found)
+        with ThreadPoolExecutor(burst) as pool:
+            list(pool.map(one, range(burst)))
+        time.sleep(0.5)  # vLLM's balancer hears each engine's load every 100 ms

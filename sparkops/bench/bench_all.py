@@ -6,7 +6,10 @@ report shows it. Placement:
   default        each profile as configured (TP x PP from the profile and the cluster);
   --single-node  every profile forced onto the head alone (TP=1, PP=1); one that does not fit
                  one node's memory at TP=1 is skipped with the memory estimate as the reason;
-  --multi-node   only profiles that span more than one node as configured; the rest skipped.
+  --multi-node   only profiles that span more than one node as configured; the rest skipped;
+  --layouts L    each profile in each layout of L (tp, dp, solo: sparkops/config/layouts.py),
+                 with the `serving` suite unless --suite says otherwise; a layout the profile
+                 does not fit is skipped with the reason.
 A single-mode run comes first for each profile (the single-request decode tok/s column of
 the report), then the chosen mode (quick or full); or, with --suite NAME, that suite's sweep
 alone (its cells resumable one by one with --resume).
@@ -27,8 +30,9 @@ from sparkops.bench.datasets import load_dataset
 from sparkops.bench.engines import render, run_engine, settings_for
 from sparkops.bench.results import empty_provenance, load_results, new_result, settings_key, write_result
 from sparkops.bench.sweep import run_sweep, sweep_key
-from sparkops.bench.target import open_target
+from sparkops.bench.target import layout_provenance, open_target
 from sparkops.config import Config, load_config
+from sparkops.config.layouts import layout_sets
 from sparkops.config.memfit import nodes_needed
 from sparkops.deploy.down import down
 from sparkops.deploy.up import up
@@ -45,47 +49,61 @@ class Outcome:
     reason: str | None
     path: Path | None
     seconds: float
+    layout: str | None = None
 
 
 def bench_all(*, profiles: list[str], cluster: str | None, sets: list[str], mode: str = "quick",
               skip_token: bool = False, placement: str | None = None, resume: bool = False,
               engine: str = "sparkops", results: Path, keep_last: bool = False,
               suite: str | None = None, progress: Progress | None = None,
-              loader: Callable[..., Config] = load_config, wait: float | None = None) -> list[Outcome]:
+              loader: Callable[..., Config] = load_config, wait: float | None = None,
+              layouts: list[str] | None = None) -> list[Outcome]:
     """Every profile in turn, holding the cluster's lock for the whole run: no other `up` or
     `down` can switch the cluster under a benchmark (the ups and downs inside share the hold)."""
     if mode not in ("quick", "full"):
         raise SparkopsError(f"--mode must be quick or full, not {mode!r}", step="bench-all")
     if placement not in PLACEMENTS:
         raise SparkopsError(f"unknown placement {placement!r}", step="bench-all")
+    if layouts and placement:
+        raise SparkopsError(f"--layouts already says where each profile runs; drop --{placement}", step="bench-all")
+    if layouts:
+        suite = suite or "serving"  # the throughput-latency curve is where layouts part
     if suite and engine != "sparkops":
-        raise SparkopsError("sweeps (--suite) run with the sparkops engine only", step="bench-all")
+        raise SparkopsError("sweeps (--suite, --layouts) run with the sparkops engine only", step="bench-all")
     progress = progress or Progress()
-    with cluster_session(loader("smoke", cluster, sets=sets), gather=False) as session:
+    base = loader("smoke", cluster, sets=sets)
+    each: list[str | None] = list(layouts) if layouts else [None]
+    jobs = [(name, layout) for name in profiles for layout in each]
+    with cluster_session(base, gather=False) as session:
         with cluster_lock(session, "bench-all", wait=wait, progress=progress):
-            return _bench_all(profiles=profiles, cluster=cluster, sets=sets, mode=mode, skip_token=skip_token,
+            return _bench_all(jobs=jobs, cluster=cluster, sets=sets, mode=mode, skip_token=skip_token,
                               placement=placement, resume=resume, engine=engine, results=results,
-                              keep_last=keep_last, suite=suite, progress=progress, loader=loader)
+                              keep_last=keep_last, suite=suite, progress=progress, loader=loader,
+                              shape=(len(base.nodes), base.cluster.get("gpus_per_node", 1)))
 
 
-def _bench_all(*, profiles: list[str], cluster: str | None, sets: list[str], mode: str, skip_token: bool,
-               placement: str | None, resume: bool, engine: str, results: Path, keep_last: bool,
-               suite: str | None, progress: Progress, loader: Callable[..., Config]) -> list[Outcome]:
-    extra = ["serving.tensor_parallel=1", "serving.pipeline_parallel=1"] if placement == "single-node" else []
+def _bench_all(*, jobs: list[tuple[str, str | None]], cluster: str | None, sets: list[str], mode: str,
+               skip_token: bool, placement: str | None, resume: bool, engine: str, results: Path, keep_last: bool,
+               suite: str | None, progress: Progress, loader: Callable[..., Config],
+               shape: tuple[int, int]) -> list[Outcome]:
+    """`jobs`: (profile, layout or None), in order; `shape`: (nodes, GPUs per node) of the cluster."""
+    placed = ["serving.tensor_parallel=1", "serving.pipeline_parallel=1"] if placement == "single-node" else []
     done_before = _finished(results) if resume else set()
     complete = _complete_sweeps(results) if resume else set()
     outcomes: list[Outcome] = []
     started = time.monotonic()
     last_cfg = None
-    for i, name in enumerate(profiles, 1):
+    for i, (name, layout) in enumerate(jobs, 1):
         t0 = time.monotonic()
-        eta = _eta(outcomes, len(profiles) - i + 1)
-        progress.say(f"[{i}/{len(profiles)}] {name}" + (f"  (about {eta} left)" if eta else ""))
-        cfg, why = _load(loader, name, cluster, sets + extra, skip_token, placement)
+        eta = _eta(outcomes, len(jobs) - i + 1)
+        progress.say(f"[{i}/{len(jobs)}] {name}" + (f" in layout {layout}" if layout else "")
+                     + (f"  (about {eta} left)" if eta else ""))
+        extra = placed + (layout_sets(layout, *shape) if layout else [])
+        cfg, why = _load(loader, name, cluster, sets + extra, skip_token, placement, layout)
         modes = ["sweep"] if suite else ["single", mode]
         if cfg is None:
             for m in modes:
-                outcomes.append(_record(results, name, cluster, m, engine, "skipped", why, t0))
+                outcomes.append(_record(results, name, cluster, m, engine, "skipped", why, t0, layout=layout))
             progress.say(f"      skipped: {why}")
             continue
         bench_cfg = cfg.doc["bench"]
@@ -93,7 +111,7 @@ def _bench_all(*, profiles: list[str], cluster: str | None, sets: list[str], mod
             sweep = suite_plan(suite, bench_cfg) if suite else None
         except SparkopsError as exc:
             outcomes.append(_record(results, name, cfg.cluster_name, "sweep", engine, "skipped", exc.message, t0,
-                                    cfg=cfg))
+                                    cfg=cfg, layout=layout))
             progress.say(f"      skipped: {exc.message}")
             continue
         plans = {} if sweep else {m: settings_for(m, bench_cfg) for m in modes}
@@ -101,7 +119,7 @@ def _bench_all(*, profiles: list[str], cluster: str | None, sets: list[str], mod
             (not sweep and all(_already(done_before, cfg, m, engine, s) for m, s in plans.items()))
         if resume and finished:
             progress.say(f"      already benched with config {cfg.config_hash()} and the same settings")
-            outcomes += [Outcome(name, m, "resumed", None, None, 0.0) for m in modes]
+            outcomes += [Outcome(name, m, "resumed", None, None, 0.0, layout) for m in modes]
             continue
         try:
             up(cfg, replace=True, progress=progress)
@@ -110,7 +128,7 @@ def _bench_all(*, profiles: list[str], cluster: str | None, sets: list[str], mod
             reason = f"up failed: {exc.message}" + (f" (step {exc.step})" if exc.step else "")
             for m in modes:
                 outcomes.append(_record(results, name, cfg.cluster_name, m, engine, "failed", reason, t0,
-                                        cfg=cfg, log=exc.log_tail or exc.details[-30:]))
+                                        cfg=cfg, layout=layout, log=exc.log_tail or exc.details[-30:]))
             progress.say(f"      FAILED: {reason}")
             continue
         for m in modes:
@@ -120,16 +138,17 @@ def _bench_all(*, profiles: list[str], cluster: str | None, sets: list[str], mod
                     if sweep is not None:
                         doc, path = run_sweep(target, sweep, bench_cfg, results=results, progress=progress,
                                               resume=resume)
-                        outcomes.append(Outcome(name, m, doc["status"], doc["reason"], path, time.monotonic() - t0))
+                        outcomes.append(Outcome(name, m, doc["status"], doc["reason"], path,
+                                                time.monotonic() - t0, layout))
                         progress.say("      " + _sweep_line(doc))
                         continue
                     doc = run_engine(target, m, plans[m], engine, progress)
             except SparkopsError as exc:
                 outcomes.append(_record(results, name, cfg.cluster_name, m, engine, "failed",
-                                        f"bench failed: {exc.message}", t0, cfg=cfg, log=exc.log_tail))
+                                        f"bench failed: {exc.message}", t0, cfg=cfg, layout=layout, log=exc.log_tail))
                 continue
             path = write_result(doc, results)
-            outcomes.append(Outcome(name, m, doc["status"], doc["reason"], path, time.monotonic() - t0))
+            outcomes.append(Outcome(name, m, doc["status"], doc["reason"], path, time.monotonic() - t0, layout))
             progress.say("      " + render(doc).splitlines()[1].strip())
     if last_cfg is not None and not keep_last:
         progress.say("stopping the last profile (--keep-last leaves it serving)")
@@ -138,11 +157,13 @@ def _bench_all(*, profiles: list[str], cluster: str | None, sets: list[str], mod
     return outcomes
 
 
-def _load(loader, name, cluster, sets, skip_token, placement) -> tuple[Config | None, str | None]:
+def _load(loader, name, cluster, sets, skip_token, placement, layout=None) -> tuple[Config | None, str | None]:
     try:
         cfg = loader(name, cluster, sets=sets)
     except SparkopsError as exc:
         detail = "; ".join(exc.details[:3])
+        if layout:
+            return None, f"layout {layout} does not fit: {detail or exc.message}"
         if placement == "single-node":
             return None, f"does not fit one node at TP=1: {detail or exc.message}"
         return None, f"cannot run on this cluster: {detail or exc.message}"
@@ -158,22 +179,21 @@ def _fixed(cfg: Config) -> Callable[[str], Config]:
     return lambda profile: cfg
 
 
-def _record(results, name, cluster, mode, engine, status, reason, t0, *, cfg=None, log=()) -> Outcome:
-    prov = empty_provenance() | {"profile": name, "cluster": cluster, "nccl_note": "not started"}
+def _record(results, name, cluster, mode, engine, status, reason, t0, *, cfg=None, log=(), layout=None) -> Outcome:
+    prov = empty_provenance() | {"profile": name, "cluster": cluster, "nccl_note": "not started", "layout": layout}
     settings = {"dataset": "-", "num_prompts": 1, "concurrency": None, "max_tokens": 1,
                 "temperature": 0.0, "ignore_eos": True, "endpoint": "chat", "request_rate": "inf"}
     if cfg is not None:
         prov |= {"config_hash": cfg.config_hash(), "model": cfg.model["repo"],
                  "revision": cfg.model.get("revision"), "served_model_name": cfg.served_model_name,
                  "runtime": cfg.cluster["runtime"], "backend": cfg.doc["distributed"]["backend"],
-                 "tensor_parallel": cfg.serving["tensor_parallel"],
-                 "pipeline_parallel": cfg.serving["pipeline_parallel"],
+                 **layout_provenance(cfg),
                  "nodes": [n["name"] for n in cfg.nodes[:nodes_needed(cfg.doc)]]}
         if mode != "sweep":
             settings = settings_for(mode, cfg.doc["bench"])
     doc = new_result(status=status, engine=engine, mode=mode, settings=settings, provenance=prov,
                      reason=reason, log_excerpt=list(log)[-30:])
-    return Outcome(name, mode, status, reason, write_result(doc, results), time.monotonic() - t0)
+    return Outcome(name, mode, status, reason, write_result(doc, results), time.monotonic() - t0, layout)
 
 
 def _finished(results: Path) -> set[tuple[str | None, str | None, str]]:
@@ -203,10 +223,10 @@ def _already(done: set[tuple[str | None, str | None, str]], cfg: Config, mode: s
 
 def _eta(outcomes: list[Outcome], left: int) -> str | None:
     """Average time of the profiles that were switched to and benched, times those left."""
-    per: dict[str, float] = {}
+    per: dict[tuple[str, str | None], float] = {}
     for o in outcomes:
         if o.status in ("ok", "failed"):
-            per[o.profile] = max(per.get(o.profile, 0.0), o.seconds)
+            per[o.profile, o.layout] = max(per.get((o.profile, o.layout), 0.0), o.seconds)
     if not per or left <= 0:
         return None
     return duration(sum(per.values()) / len(per) * left)
@@ -217,7 +237,8 @@ def summary(outcomes: list[Outcome], seconds: float) -> str:
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
     head = f"bench-all finished in {duration(seconds)}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    rows = [{"profile": o.profile, "mode": o.mode, "status": o.status.upper() if o.status == "failed" else o.status,
+    rows = [{"profile": o.profile + (f" [{o.layout}]" if o.layout else ""), "mode": o.mode,
+             "status": o.status.upper() if o.status == "failed" else o.status,
              "outcome": (o.reason or "") + (f"  -> {o.path}" if o.path else "")} for o in outcomes]
     table = text_table(rows, ["profile", "mode", "status", "outcome"], header=False, indent="  ", gap=" ",
                        min_width={"profile": 28, "mode": 7, "status": 8})

@@ -25,10 +25,12 @@ from sparkops.base.errors import SparkopsError
 from sparkops.base.files import atomic_write
 from sparkops.base.tables import markdown_cell, markdown_table
 from sparkops.bench.benchy_json import BENCHY_ENGINE, BenchyFormatError, from_benchy, looks_like_benchy
+from sparkops.bench.crossover import crossovers
 from sparkops.bench.metrics import STALL_WARN_MS
-from sparkops.bench.report_charts import classic_charts, depth_label, sweep_charts
+from sparkops.bench.report_charts import classic_charts, depth_label, layout_charts, sweep_charts
 from sparkops.bench.report_html import Cell, Table, page
 from sparkops.bench.results import load_results
+from sparkops.config.layouts import label as layout_label
 
 # (column, where in a result document it comes from)
 METRICS = [
@@ -152,9 +154,9 @@ DEPTH_FIGURES = [("pp", "benchy", "pp_throughput"), ("tg", "benchy", "tg_through
 SERVING_FIGURES = [("out_tok_s", "spread", "output_throughput"), ("ttft_p50_ms", "spread", "median_ttft_ms"),
                    ("ttft_p99_ms", "spread", "p99_ttft_ms")]
 SERVING_TITLES = {"out_tok_s": "out tok/s", "ttft_p99_ms": "TTFT p99 ms"}  # p50: in the charts only
-CELL_COLUMNS = ["label", "kind", "metric", "pp", "tg", "depth", "concurrency", "status", "reason", "cell",
-                "mean", "std", "column"]
-COMPARE_ID = ["profile", "model", "source", "status"]
+CELL_COLUMNS = ["label", "profile", "layout", "kind", "metric", "pp", "tg", "depth", "concurrency", "status",
+                "reason", "cell", "mean", "std", "column"]
+COMPARE_ID = ["profile", "layout", "model", "source", "status"]
 COMPARE_TAIL = ["reason", "vllm_version", "config_hash", "date", "file"]
 STD = " ±"  # a compare.csv column holding the std of the column before it
 COMPARE_NOTE = (
@@ -172,7 +174,7 @@ def sweep_tables(sweeps: list[tuple[Path, dict]]) -> tuple[pd.DataFrame, pd.Data
     newest depth and serving sweeps merged; a llama-benchy file is a row of its own."""
     groups = newest_sweeps(sweeps)
     labels = row_labels(groups)
-    records = {key: [r for _, doc in docs for r in cell_records(labels[key], doc)] for key, docs in groups.items()}
+    records = {key: [r for _, doc in docs for r in cell_records(labels[key], doc, key)] for key, docs in groups.items()}
     every = [r for rs in records.values() for r in rs]
     name_columns(every)
     columns = ordered_columns(every)
@@ -181,7 +183,7 @@ def sweep_tables(sweeps: list[tuple[Path, dict]]) -> tuple[pd.DataFrame, pd.Data
     if not df.empty:
         # Our profiles first, then the community's files, each by model.
         df = (df.assign(_theirs=df["source"] != "sparkops")
-              .sort_values(["_theirs", "model", "profile"], kind="stable", na_position="last")
+              .sort_values(["_theirs", "model", "profile", "layout"], kind="stable", na_position="last")
               .drop(columns="_theirs").reset_index(drop=True))
     cells = pd.DataFrame(every, columns=CELL_COLUMNS)
     for col in ("pp", "tg", "depth", "concurrency"):
@@ -189,18 +191,22 @@ def sweep_tables(sweeps: list[tuple[Path, dict]]) -> tuple[pd.DataFrame, pd.Data
     return df, cells
 
 
-def row_key(path: Path, doc: dict) -> tuple[str, str]:
-    """(source, name) of the compare row a sweep belongs to: our profile (or the API URL when
-    benched by URL); a llama-benchy file is a row by itself."""
+RowKey = tuple[str, str, str]  # (source, profile or file, layout label or "")
+
+
+def row_key(path: Path, doc: dict) -> RowKey:
+    """(source, name, layout) of the compare row a sweep belongs to: our profile (or the API URL
+    when benched by URL) in its layout; a llama-benchy file is a row by itself."""
     if doc["engine"] == BENCHY_ENGINE:
-        return BENCHY_ENGINE, path.name
+        return BENCHY_ENGINE, path.name, ""
     p = doc["provenance"]
-    return "sparkops", str(p.get("profile") or p.get("api_url") or "?")
+    layout = layout_label(p.get("layout"), p.get("tensor_parallel"), p.get("pipeline_parallel"), p.get("data_parallel"))
+    return "sparkops", str(p.get("profile") or p.get("api_url") or "?"), layout
 
 
-def newest_sweeps(sweeps: list[tuple[Path, dict]]) -> dict[tuple[str, str], list[tuple[Path, dict]]]:
+def newest_sweeps(sweeps: list[tuple[Path, dict]]) -> dict[RowKey, list[tuple[Path, dict]]]:
     """Per compare row, the newest sweep of each kind (depth, serving)."""
-    newest: dict[tuple[str, str], dict[object, tuple[Path, dict]]] = {}
+    newest: dict[RowKey, dict[object, tuple[Path, dict]]] = {}
     for path, doc in sorted(sweeps, key=lambda found: str(found[1]["created_at"])):
         kind = (doc.get("sweep") or {}).get("kind")
         newest.setdefault(row_key(path, doc), {})[kind] = (path, doc)
@@ -212,24 +218,30 @@ def model_of(docs: list[tuple[Path, dict]]) -> str | None:
                  if (p := d["provenance"]).get("model") or p.get("served_model_name")), None)
 
 
-def row_labels(groups: dict[tuple[str, str], list[tuple[Path, dict]]]) -> dict[tuple[str, str], str]:
-    """What a row is called in the charts' legends: the profile; for llama-benchy, the model and
-    the source (and the file, when two files are of one model)."""
-    labels = {key: key[1] if key[0] != BENCHY_ENGINE else f"{model_of(docs)} (llama-benchy)"
+def row_labels(groups: dict[RowKey, list[tuple[Path, dict]]]) -> dict[RowKey, str]:
+    """What a row is called in the charts' legends: the profile (and its layout, when it was
+    benched in several); for llama-benchy, the model and the source (and the file, when two
+    files are of one model)."""
+    layouts: dict[str, set[str]] = {}
+    for _source, name, layout in groups:
+        layouts.setdefault(name, set()).add(layout)
+    labels = {key: (key[1] + (f" {key[2]}" if len(layouts[key[1]]) > 1 and key[2] else "")
+                    if key[0] != BENCHY_ENGINE else f"{model_of(docs)} (llama-benchy)")
               for key, docs in groups.items()}
     taken = list(labels.values())
     return {key: f"{label[:-1]}, {key[1]})" if key[0] == BENCHY_ENGINE and taken.count(label) > 1 else label
             for key, label in labels.items()}
 
 
-def cell_records(label: str, doc: dict) -> list[dict]:
+def cell_records(label: str, doc: dict, row: RowKey = ("", "", "")) -> list[dict]:
     """One record per cell and figure, with mean and std (None unless the cell is ok and has it)."""
     out = []
     for cell in doc.get("cells") or []:
         kind = "depth" if cell.get("depth") is not None else "serving"
         for metric, part, key in DEPTH_FIGURES if kind == "depth" else SERVING_FIGURES:
             stat = (cell.get(part) or {}).get(key) if cell.get("status") == "ok" else None
-            out.append({"label": label, "kind": kind, "metric": metric, "pp": cell.get("pp"), "tg": cell.get("tg"),
+            out.append({"label": label, "profile": row[1], "layout": row[2],
+                        "kind": kind, "metric": metric, "pp": cell.get("pp"), "tg": cell.get("tg"),
                         "depth": cell.get("depth"), "concurrency": cell.get("concurrency") or 1,
                         "status": cell.get("status"), "reason": cell.get("reason"), "cell": cell.get("id"),
                         "mean": stat_value(stat, "mean"), "std": stat_value(stat, "std"), "column": None})
@@ -286,10 +298,11 @@ def ordered_columns(records: list[dict]) -> list[str]:
     return list(dict.fromkeys(r["column"] for r in sorted(records, key=order) if r["column"]))
 
 
-def compare_row(key: tuple[str, str], docs: list[tuple[Path, dict]], records: list[dict]) -> dict:
+def compare_row(key: RowKey, docs: list[tuple[Path, dict]], records: list[dict]) -> dict:
     prov = [doc["provenance"] for _, doc in docs]
     row: dict[str, object] = {
-        "profile": key[1] if key[0] != BENCHY_ENGINE else model_of(docs), "model": model_of(docs), "source": key[0],
+        "profile": key[1] if key[0] != BENCHY_ENGINE else model_of(docs), "layout": key[2] or None,
+        "model": model_of(docs), "source": key[0],
         "status": sweep_status(docs), "reason": "; ".join(sweep_reasons(docs)) or None,
         "vllm_version": joined(p.get("vllm_version") for p in prov),
         "config_hash": joined(p.get("config_hash") for p in prov),
@@ -358,6 +371,18 @@ def with_std(mean: object, std: object) -> str:
     return f"{mean:.{places}f}{spread}"
 
 
+LAYOUTS_NOTE = ("Output throughput of each profile's serving sweeps, layout against layout at each "
+                "concurrency both measured; a lead inside the two runs' spreads (mean ± std) is called "
+                "within the spread. Charts: layouts-<profile>.png.")
+
+
+def layouts_markdown(crossings: dict[str, str]) -> str:
+    """The crossover sentences (layouts.md, and the end of compare.md); '' without any."""
+    if not crossings:
+        return ""
+    return "## Layouts\n\n" + "\n".join(f"- {text}" for text in crossings.values()) + f"\n\n{LAYOUTS_NOTE}\n"
+
+
 # --- index.html -----------------------------------------------------------------------------------
 
 HTML_MATRIX_COLUMNS = [*MARKDOWN_COLUMNS, "vllm_version", "config_hash", "file"]
@@ -398,9 +423,14 @@ def report(results: Path, out: Path) -> tuple[pd.DataFrame, list[Path], list[str
     compare, cells = sweep_tables([(p, d) for p, d in found if d["mode"] == "sweep"])
     out.mkdir(parents=True, exist_ok=True)
     files = [atomic_write(out / "matrix.csv", df.to_csv(index=False)), atomic_write(out / "matrix.md", to_markdown(df)),
-             atomic_write(out / "compare.csv", compare.to_csv(index=False)),
-             atomic_write(out / "compare.md", compare_markdown(compare))]
-    charts = classic_charts(df, out) + sweep_charts(cells, out)
-    notes = [f"From {len(found)} result files in {results}.", *warnings]
+             atomic_write(out / "compare.csv", compare.to_csv(index=False))]
+    crossings = crossovers(cells)
+    layouts_md = layouts_markdown(crossings)
+    tail = f"\n{layouts_md}" if layouts_md else ""
+    files.append(atomic_write(out / "compare.md", compare_markdown(compare) + tail))
+    if layouts_md:
+        files.append(atomic_write(out / "layouts.md", layouts_md))
+    charts = classic_charts(df, out) + sweep_charts(cells, out) + layout_charts(cells, out)
+    notes = [f"From {len(found)} result files in {results}.", *crossings.values(), *warnings]
     html = page("sparkops benchmark report", html_tables(df, compare), charts, notes)
     return df, [*files, *charts, atomic_write(out / "index.html", html)], warnings

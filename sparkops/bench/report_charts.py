@@ -6,6 +6,7 @@ ms of the same cells). A chart is written only when some result has data for it.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,36 @@ def concurrency_chart(points: pd.DataFrame, path: Path, title: str, unit: str) -
     ax.set_ylabel(unit)
     finish(ax, title)
     return save(fig, path)
+
+
+def layout_charts(cells: pd.DataFrame, out: Path) -> list[Path]:
+    """Per profile benched in two or more layouts: output throughput and TTFT p99 against
+    concurrency, a line per layout (layouts-<profile>.png)."""
+    if cells.empty:
+        return []
+    ok = cells[(cells["status"] == "ok") & cells["mean"].notna() & (cells["kind"] == "serving")
+               & cells["layout"].notna() & (cells["layout"] != "")]
+    written = []
+    for profile, points in ok.groupby("profile", sort=True):
+        if points["layout"].nunique() < 2:
+            continue
+        plt = pyplot()
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+        for ax, metric, unit, title in ((axes[0], "out_tok_s", "tokens/s", "output throughput (higher is better)"),
+                                        (axes[1], "ttft_p99_ms", "ms", "TTFT p99 (lower is better)")):
+            for layout, line in points[points["metric"] == metric].groupby("layout", sort=True):
+                line = line.sort_values("concurrency")
+                ax.errorbar(floats(line["concurrency"]), floats(line["mean"]), yerr=floats(line["std"]),
+                            marker="o", capsize=3, label=str(layout))
+            levels = sorted(points["concurrency"].unique())
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(levels, [str(int(c)) for c in levels])
+            ax.set_xlabel("concurrency (requests in flight)")
+            ax.set_ylabel(unit)
+            finish(ax, f"{profile}: {title}")
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(profile)).strip("._") or "profile"
+        written.append(save(fig, out / f"layouts-{name}.png"))
+    return written
 
 
 def floats(values: pd.Series) -> list[float]:

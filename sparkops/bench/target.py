@@ -15,6 +15,7 @@ from sparkops.apply.state import read_state
 from sparkops.base.errors import SparkopsError
 from sparkops.bench.results import empty_provenance
 from sparkops.config import Config
+from sparkops.config.layouts import layout_of
 from sparkops.facts.nccl_log import parse_nccl_log
 from sparkops.facts.node import NodeFacts
 from sparkops.facts.session import cluster_session
@@ -111,9 +112,14 @@ def _url_only(url: str | None, cfg: Config | None, api_key: str | None) -> Targe
                                  "nccl_note": "not looked at: benched by URL, no node access"}
     if cfg is not None:
         prov |= {"profile": cfg.profile, "model": cfg.model["repo"], "revision": cfg.model.get("revision"),
-                 "tensor_parallel": cfg.serving["tensor_parallel"],
-                 "pipeline_parallel": cfg.serving["pipeline_parallel"]}
+                 **layout_provenance(cfg)}
     return Target(url, model, api_key, prov, cfg)
+
+
+def layout_provenance(cfg: Config) -> dict:
+    """How the model was placed: parallel sizes and the layout's name."""
+    return {"tensor_parallel": cfg.serving["tensor_parallel"], "pipeline_parallel": cfg.serving["pipeline_parallel"],
+            "data_parallel": cfg.serving["data_parallel"], "layout": layout_of(cfg.doc)}
 
 
 def _provenance(cfg: Config, state: dict, url: str, api_key: str | None, facts: dict[str, NodeFacts],
@@ -128,8 +134,7 @@ def _provenance(cfg: Config, state: dict, url: str, api_key: str | None, facts: 
         "image_id": hf.image_id if runtime.name == "docker" else None,
         "venv_vllm_version": hf.vllm_version if runtime.name == "native" else None,
         "nodes": list(state.get("nodes", [])),
-        "tensor_parallel": cfg.serving["tensor_parallel"],
-        "pipeline_parallel": cfg.serving["pipeline_parallel"],
+        **layout_provenance(cfg),
         "backend": state.get("backend"),
     }
     hardware = []

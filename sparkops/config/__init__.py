@@ -66,11 +66,20 @@ class Config:
         [bench] section is left out: how a deployment is measured does not change it (a result
         records its own benchmark settings), so a new suite does not make a deployment stale."""
         served = {k: v for k, v in self.public().items() if k != "bench"}
+        # Keys added later with a default that serves the same as before they existed count
+        # only when set otherwise: upgrading sparkops must not make a running deployment stale.
+        for table, key, same in ADDED_LATER:
+            if served.get(table, {}).get(key) == same:
+                served[table] = {k: v for k, v in served[table].items() if k != key}
         text = json.dumps(served, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def secret_values(self) -> list[str]:
         return [v for v in self.secrets.values() if v]
+
+
+# (table, key, default): see Config.config_hash.
+ADDED_LATER = (("serving", "data_parallel", 1),)
 
 
 def defaults_layer() -> Layer:

@@ -1,8 +1,9 @@
 """Will the model fit? A per-node memory estimate made before anything starts.
 
-Weights are split evenly over tensor x pipeline ranks; the KV cache of one full-length
-sequence must fit beside them inside node memory x gpu_memory_utilization. On unified
-memory (DGX Spark) that budget is carved out of the same RAM the OS lives in.
+Weights are split evenly over tensor x pipeline ranks (each data-parallel replica holds them
+all); the KV cache of one full-length sequence must fit beside them inside node memory x
+gpu_memory_utilization. On unified memory (DGX Spark) that budget is carved out of the same
+RAM the OS lives in.
 """
 from __future__ import annotations
 
@@ -36,16 +37,28 @@ class MemFit:
         return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
+def replicas_per_node(doc: dict) -> int:
+    """How many data-parallel replicas one node holds: each needs tensor x pipeline GPUs of
+    its own node (0: one replica needs more GPUs than a node has)."""
+    serving = doc["serving"]
+    ranks = serving["tensor_parallel"] * serving["pipeline_parallel"]
+    return doc["cluster"].get("gpus_per_node", 1) // ranks
+
+
 def nodes_needed(doc: dict) -> int:
     serving, cluster = doc["serving"], doc["cluster"]
     ranks = serving["tensor_parallel"] * serving["pipeline_parallel"]
-    return math.ceil(ranks / cluster.get("gpus_per_node", 1))
+    dp = serving.get("data_parallel", 1)
+    if dp > 1 and replicas_per_node(doc):
+        return math.ceil(dp / replicas_per_node(doc))
+    return math.ceil(ranks * dp / cluster.get("gpus_per_node", 1))
 
 
 def estimate(doc: dict, node_memory_gib: float | None = None) -> MemFit:
     cluster, serving, model = doc["cluster"], doc["serving"], doc["model"]
     tp, pp = serving["tensor_parallel"], serving["pipeline_parallel"]
-    per_node_ranks = min(tp * pp, cluster.get("gpus_per_node", 1))
+    # A node holds one replica's share, or whole replicas side by side (data parallel).
+    per_node_ranks = min(tp * pp * serving.get("data_parallel", 1), cluster.get("gpus_per_node", 1))
     memory = node_memory_gib or cluster["node_memory_gib"]
     budget = memory * serving["gpu_memory_utilization"]
     os_left = memory - budget

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sparkops.config.memfit import estimate, nodes_needed
+from sparkops.config.memfit import estimate, nodes_needed, replicas_per_node
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,31 @@ def check(doc: dict, *, node_memory_gib: float | None = None) -> list[Finding]:
     cluster, serving, model = doc["cluster"], doc["serving"], doc["model"]
     nodes = cluster["nodes"]
 
+    dp = serving.get("data_parallel", 1)
+    gpn = cluster.get("gpus_per_node", 1)
+    if dp > 1 and not replicas_per_node(doc):
+        found.append(Finding(
+            "error", "serving.data_parallel",
+            f"each of the {dp} replicas needs tensor_parallel {serving['tensor_parallel']} x "
+            f"pipeline_parallel {serving['pipeline_parallel']} GPUs inside one node, and a node has {gpn}",
+            "set serving.tensor_parallel=1 (one replica per node), or serving.data_parallel=1 "
+            "(one model across the nodes)"))
+    elif dp > 1 and doc["distributed"]["backend"] != "mp":
+        found.append(Finding(
+            "error", "distributed.backend",
+            f"data_parallel {dp} starts vLLM's own replicas (its mp launcher); backend "
+            f"{doc['distributed']['backend']!r} is for one model across nodes",
+            'set distributed.backend = "mp" (--set distributed.backend=mp)'))
     needed = nodes_needed(doc)
-    if needed > len(nodes):
+    if needed > len(nodes) and dp > 1:
+        per = replicas_per_node(doc) or 1
+        found.append(Finding(
+            "error", "serving.data_parallel",
+            f"data_parallel {dp} ({per} replica(s) per node of {gpn} GPU(s)) needs {needed} nodes; "
+            f"cluster {cluster['name']!r} has {len(nodes)}",
+            f"lower serving.data_parallel (e.g. --set serving.data_parallel={len(nodes) * per}) "
+            f"or add nodes to the cluster", serving_only=True))
+    elif needed > len(nodes):
         found.append(Finding(
             "error", "serving.tensor_parallel",
             f"tensor_parallel {serving['tensor_parallel']} x pipeline_parallel "

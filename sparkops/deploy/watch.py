@@ -25,12 +25,12 @@ import requests
 from sparkops.apply.health import assess, service_states
 from sparkops.apply.ready import headers, probe
 from sparkops.apply.state import read_state
+from sparkops.apply.vllm_metrics import parse_metrics
 from sparkops.base.errors import SparkopsError
 from sparkops.base.files import atomic_write
 from sparkops.base.progress import Progress, Silent
 from sparkops.config import Config
 from sparkops.deploy.up import up
-from sparkops.deploy.vllm_metrics import parse_metrics
 from sparkops.deploy.watch_rules import RestartPolicy, Verdict, judge
 from sparkops.facts.nccl_log import parse_nccl_log
 from sparkops.facts.session import ClusterSession, cluster_session

@@ -10,14 +10,14 @@ import json
 from sparkops.config import Config
 from sparkops.facts.node import NodeFacts
 from sparkops.facts.roce import select_roce
-from sparkops.plan import backend_mp, backend_ray, runtime_docker, runtime_native
+from sparkops.plan import backend_dp, backend_mp, backend_ray, runtime_docker, runtime_native
 from sparkops.plan.context import NodeContext, contexts
 from sparkops.plan.env import env_file_text, serving_env
 from sparkops.plan.interfaces import Backend, Runtime
 from sparkops.plan.steps import Action, Plan, Run, Step, WaitReady, Watch, WriteFile
 
 RUNTIMES: dict[str, Runtime] = {m.name: m for m in (runtime_docker, runtime_native)}
-BACKENDS: dict[str, Backend] = {m.name: m for m in (backend_mp, backend_ray)}
+BACKENDS: dict[str, Backend] = {m.name: m for m in (backend_mp, backend_ray, backend_dp)}
 ALL_SERVICES = ("vllm", "ray")
 # Log lines `up` reads from a watched service that stopped: it shows the last 30, but looks for
 # the cause in all of them (vLLM's root cause comes before the API server's own traceback).
@@ -30,9 +30,15 @@ def api_url(cfg: Config) -> str:
     return f"http://{host}:{cfg.cluster['ports']['api']}"
 
 
+def layout(cfg: Config) -> str:
+    """The launcher module of a profile: replicas (`dp`) when serving.data_parallel > 1,
+    otherwise one model over the nodes with the configured backend (`mp` or `ray`)."""
+    return "dp" if cfg.serving.get("data_parallel", 1) > 1 else cfg.doc["distributed"]["backend"]
+
+
 def plan_up(cfg: Config, facts: dict[str, NodeFacts]) -> Plan:
     runtime = RUNTIMES[cfg.cluster["runtime"]]
-    backend = BACKENDS[cfg.doc["distributed"]["backend"]]
+    backend = BACKENDS[layout(cfg)]
     ctxs = contexts(cfg, facts)
     multi = len(ctxs) > 1
     roce = {c.name: select_roce(c.facts, c.node, cfg.cluster["network"]) for c in ctxs} if multi else {}
@@ -53,11 +59,15 @@ def plan_up(cfg: Config, facts: dict[str, NodeFacts]) -> Plan:
     state = {"profile": cfg.profile, "cluster": cfg.cluster_name, "hash": cfg.config_hash(),
              "model": cfg.model["repo"], "served_model_name": cfg.served_model_name,
              "api_url": api_url(cfg), "runtime": runtime.name, "backend": backend.name,
-             "nodes": [c.name for c in ctxs], "services": list(backend.SERVICES)}
+             "nodes": [c.name for c in ctxs], "services": list(backend.SERVICES),
+             "data_parallel": cfg.serving["data_parallel"]}
     started = [(node, step.service) for step in reversed(launch) for node in step.env]
     watch = tuple(Watch(node, service, runtime.status_argv(ctx_of[node], service),
                         runtime.log_argv(ctx_of[node], service, WATCH_LOG_LINES)) for node, service in started)
-    ready = WaitReady(api_url(cfg), cfg.served_model_name, float(cfg.serving["ready_timeout_s"]), watch)
+    replicas = tuple((rank, node) for node, ranks in backend_dp.replica_ranks(ctxs).items()
+                     for rank in ranks) if backend.name == "dp" else ()
+    ready = WaitReady(api_url(cfg), cfg.served_model_name, float(cfg.serving["ready_timeout_s"]), watch,
+                      replicas)
     steps = [Step("prepare", "create directories, write scripts and 0600 env files",
                   {n: tuple(a) for n, a in files.items()}),
              *launch,

@@ -66,10 +66,15 @@ class WaitReady:
     model: str
     timeout_s: float
     watch: tuple[Watch, ...]
+    # Data parallel: (engine index, node) of every replica; each must serve a request (its
+    # own counter in /metrics) before the deployment is ready.
+    replicas: tuple[tuple[int, str], ...] = ()
     kind: str = "wait-ready"
 
     def render(self) -> str:
-        return f"wait until {self.url} serves {self.model!r} (timeout {self.timeout_s:.0f}s)"
+        each = (f", then until each of its {len(self.replicas)} replicas has served a request"
+                if self.replicas else "")
+        return f"wait until {self.url} serves {self.model!r}{each} (timeout {self.timeout_s:.0f}s)"
 
 
 Action = Run | WriteFile | Poll | WaitReady

@@ -28,3 +28,20 @@ def parse_metrics(text: str) -> dict[str, float | None]:
     for key, names in SERIES.items():
         out[key] = next((seen[n] for n in names if n in seen), None)
     return out
+
+
+def per_engine(text: str, name: str) -> dict[int, float]:
+    """One series summed per engine (vLLM's `engine` label: the data-parallel rank)."""
+    out: dict[int, float] = {}
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        labels = line[len(name) + 1:line.rfind("}")]
+        engine = next((part.split("=", 1)[1].strip('"') for part in labels.split(",")
+                       if part.split("=", 1)[0].strip() == "engine"), None)
+        try:
+            rank, value = int(engine or "0"), float(line.rsplit(" ", 1)[1])
+        except (IndexError, ValueError):
+            continue
+        out[rank] = out.get(rank, 0.0) + value
+    return out

@@ -1,0 +1,42 @@
+"""`inv plan`'s layouts section: which layouts of a profile fit this cluster, and, where the
+results folder holds serving sweeps of the profile in two or more layouts, which one was
+fastest at which concurrency (the report's sentence)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from sparkops.base.errors import SparkopsError
+from sparkops.bench.crossover import crossovers
+from sparkops.bench.report import sweep_tables
+from sparkops.bench.results import load_results
+from sparkops.config import Config
+from sparkops.config.layouts import LAYOUTS, describe, layout_of, layout_sets
+from sparkops.config.memfit import estimate
+
+
+def layout_lines(cfg: Config, loader: Callable[..., Config], sets: list[str], results: Path) -> list[str]:
+    nodes, gpn = len(cfg.nodes), cfg.cluster.get("gpus_per_node", 1)
+    current = layout_of(cfg.doc)
+    out = [f"layouts of {cfg.profile} on {cfg.cluster_name} ({nodes} node(s) of {gpn} GPU(s)):"]
+    fitting = []
+    for layout in LAYOUTS:
+        try:
+            alt = loader(cfg.profile, cfg.cluster_name, sets=[*sets, *layout_sets(layout, nodes, gpn)])
+        except SparkopsError as exc:
+            why = next((d for d in exc.details if d.startswith("error")), exc.message).splitlines()[0]
+            out.append(f"  {layout:<5} does not fit: {why.removeprefix('error: ').removeprefix('serving: ')}")
+            continue
+        fitting.append(layout)
+        fit = estimate(alt.doc)
+        mark = "  <- this profile as configured" if layout == current else ""
+        out.append(f"  {layout:<5} {describe(alt.doc):<16} {fit.verdict}: {fit.reason}{mark}")
+    found = [(p, d) for p, d in (load_results(results)[0] if results.is_dir() else [])
+             if d["mode"] == "sweep" and d["provenance"].get("profile") == cfg.profile]
+    said = crossovers(sweep_tables(found)[1]).get(cfg.profile) if found else None
+    if said:
+        out.append(f"  measured: {said}")
+    elif len(fitting) > 1:
+        out.append(f"  which is fastest is not measured here yet: inv bench-all --profiles {cfg.profile} "
+                   f"--layouts {','.join(fitting)}, then inv report")
+    return out
