@@ -17,7 +17,7 @@ from sparkops.base.progress import Silent
 from sparkops.bench.bench_all import bench_all
 from sparkops.bench.report import report
 from sparkops.deploy.down import down
-from sparkops.deploy.status import collect
+from sparkops.deploy.status import collect, render
 from sparkops.deploy.up import up
 
 pytestmark = [pytest.mark.cluster, pytest.mark.vllm, pytest.mark.slow]
@@ -60,6 +60,7 @@ def test_up_dp2_serves_a_replica_on_each_host_and_down_leaves_nothing(sim_vllm, 
 
     data = collect(cfg)
     assert data["health"]["verdict"] == "READY"
+    assert "backend dp, nodes spark-a, spark-b, 2 replicas" in render(data)
     assert [n["services"]["vllm"]["running"] for n in data["nodes"]] == [True, True]
     assert down(cfg, progress=Silent()) == []
     assert processes(head) == [] and processes(worker) == []

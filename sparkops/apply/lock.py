@@ -21,9 +21,8 @@ from datetime import datetime, timezone
 from sparkops.base.errors import SparkopsError
 from sparkops.base.progress import Progress
 from sparkops.facts.session import ClusterSession
-from sparkops.node_scripts import source
+from sparkops.node_scripts import python_argv
 
-_PYTHON = 'p=/usr/bin/python3; [ -x "$p" ] || p=python3; exec "$p" -I -S -c "$0" "$@"'
 _held: dict[str, int] = {}  # lock path on a head -> depth of nested holds in this process
 _guard = threading.Lock()
 START_S = 60  # to start the lock script and hear from it (an SSH exec, a python3)
@@ -67,7 +66,7 @@ def cluster_lock(session: ClusterSession, verb: str, *, wait: float | None = Non
         return
     holder = {"verb": verb, "pid": os.getpid(), "user": getpass.getuser(), "host": socket.gethostname(),
               "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    argv = ["sh", "-c", _PYTHON, source("lock.py"), path, json.dumps(holder)]
+    argv = python_argv("lock.py", path, json.dumps(holder))
     if wait is not None:
         argv += ["--wait", str(wait)]
     held = session.head.hold(argv)

@@ -86,7 +86,8 @@ def render(data: dict) -> str:
     dep = data.get("deployment")
     if dep:
         out.append(f"serving profile {dep['profile']} (config {dep['hash']}): {dep['model']} "
-                   f"as {dep['served_model_name']!r}, backend {dep['backend']}, nodes {', '.join(dep['nodes'])}")
+                   f"as {dep['served_model_name']!r}, backend {dep['backend']}, nodes {', '.join(dep['nodes'])}"
+                   + (f", {dep['data_parallel']} replicas" if (dep.get("data_parallel") or 1) > 1 else ""))
     else:
         out.append("no sparkops deployment recorded on the head")
     api = data.get("api")

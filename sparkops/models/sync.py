@@ -29,7 +29,7 @@ from sparkops.facts.roce import cable_address
 from sparkops.facts.session import ClusterSession, cluster_session
 from sparkops.models import transport
 from sparkops.models.download import download
-from sparkops.node_scripts import source
+from sparkops.node_scripts import python_argv
 from sparkops.node_scripts.hf_cache import repo_folder
 from sparkops.remote.connection import LOCAL_HOSTS, NodeConn
 from sparkops.remote.openssh import ssh_command
@@ -88,15 +88,13 @@ def hash_cache(cfg: Config, node: dict) -> str:
 
 
 # The system's python3 when there is one: it starts in ~30 ms, where a pyenv shim takes ~300.
-_PYTHON = 'p=/usr/bin/python3; [ -x "$p" ] || p=python3; exec "$p" -I -S -c "$0" "$@"'
 
 
 def script(conn: NodeConn, command: str, cfg: Config, *, full: bool = False,
            stdin: str | None = None, timeout: float = 120) -> dict:
     """Run manifest.py on the node (any python3, the file's text as `-c`) -> its JSON."""
     node = next(n for n in cfg.nodes if n["name"] == conn.name)
-    argv = ["sh", "-c", _PYTHON, source("manifest.py"), command, model_root(cfg, node),
-            "--cache", hash_cache(cfg, node)]
+    argv = python_argv("manifest.py", command, model_root(cfg, node), "--cache", hash_cache(cfg, node))
     res = conn.run_piped(argv + (["--full"] if full else []), timeout=timeout, stdin=stdin or "")
     if not res.ok:
         raise StepError(f"manifest {command} failed (exit {res.rc})", host=conn.name, step="sync",

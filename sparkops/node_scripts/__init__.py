@@ -20,3 +20,13 @@ from importlib import resources
 def source(name: str) -> str:
     """The text of a node-side script, to copy to a node."""
     return resources.files(__name__).joinpath(name).read_text()
+
+
+def python_argv(name: str, *args: str) -> list[str]:
+    """argv that runs node script `name` with the node's own Python 3 (/usr/bin/python3, else
+    the first on PATH), isolated (-I -S: no user site, no PYTHONPATH) and handed the script's
+    text as `-c`, so nothing has to be copied first."""
+    return ["sh", "-c", _PYTHON, source(name), *args]
+
+
+_PYTHON = 'p=/usr/bin/python3; [ -x "$p" ] || p=python3; exec "$p" -I -S -c "$0" "$@"'
