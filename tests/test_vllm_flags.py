@@ -34,6 +34,11 @@ def test_every_flag_of_the_shipped_plans_is_known_to_vllm_0_32():
     assert set(used) == {"spark-1", "spark-2"} and "--tensor-parallel-size" in used["spark-1"]
     for node, flags in used.items():
         assert unknown(flags, known) == [], node
+    # the replica layout too
+    used = used_flags(plan("serving.tensor_parallel=1", "serving.data_parallel=2"))
+    assert "--data-parallel-start-rank" in used["spark-2"] and "--data-parallel-address" in used["spark-1"]
+    for node, flags in used.items():
+        assert unknown(flags, known) == [], node
 
 
 def test_an_unknown_flag_is_named_with_the_closest_one():
