@@ -11,7 +11,7 @@ from sparkops.bench.crossover import crossovers, leads, sentence
 
 def cells(profile: str, series: dict[str, list[tuple[int, float, float]]]) -> pd.DataFrame:
     rows = [{"label": profile, "profile": profile, "layout": layout, "kind": "serving", "metric": "out_tok_s",
-             "concurrency": c, "status": "ok", "mean": mean, "std": std}
+             "tg": 256, "concurrency": c, "status": "ok", "mean": mean, "std": std}
             for layout, points in series.items() for c, mean, std in points]
     return pd.DataFrame(rows)
 
@@ -52,3 +52,11 @@ def test_nothing_to_say_without_two_layouts_at_one_concurrency():
     assert crossovers(cells("solo", {"TP=2": [(1, 10.0, 0.0)]})) == {}
     assert crossovers(cells("apart", {"TP=2": [(1, 10.0, 0.0)], "DP=2": [(2, 10.0, 0.0)]})) == {}
     assert crossovers(pd.DataFrame()) == {}
+
+
+def test_runs_of_other_reply_lengths_are_not_compared():
+    df = cells("mixed", {"TP=2": [(1, 100.0, 0.0)], "DP=2": [(1, 50.0, 0.0)]})
+    other = cells("mixed", {"DP=2": [(1, 500.0, 0.0)], "TP=2": [(1, 400.0, 0.0)]}).assign(tg=16)
+    text = crossovers(pd.concat([df, other]))["mixed"]
+    assert text == ("mixed (tg16): DP=2 fastest at concurrency 1, by 25% over TP=2 at 1. "
+                    "mixed (tg256): TP=2 fastest at concurrency 1, by 100% over DP=2 at 1.")

@@ -58,8 +58,8 @@ def sentence(profile: str, found: list[Lead]) -> str | None:
     lo, hi = found[0].concurrency, found[-1].concurrency
     if len(runs) == 1:
         end = found[-1]
-        return (f"{profile}: {end.winner} fastest at every concurrency measured ({lo} to {hi}), "
-                f"{_by(end)} at {hi}{_ties(found)}.")
+        where = f"at every concurrency measured ({lo} to {hi})" if lo != hi else f"at concurrency {hi}"
+        return f"{profile}: {end.winner} fastest {where}, {_by(end)} at {hi}{_ties(found)}."
     parts = []
     for i, run in enumerate(runs):
         first, last = run[0].concurrency, run[-1].concurrency
@@ -91,7 +91,10 @@ def crossovers(cells: pd.DataFrame) -> dict[str, str]:
                & cells["mean"].notna() & cells["layout"].notna() & (cells["layout"] != "")]
     out = {}
     for profile, points in ok.groupby("profile", sort=True):
-        text = sentence(str(profile), leads(points))
-        if text:
-            out[str(profile)] = text
+        # Only runs of the same reply length are compared (two suites may differ in it).
+        by_tg = list(points.groupby(points["tg"].fillna(-1), sort=True))
+        texts = [sentence(f"{profile} (tg{int(tg)})" if len(by_tg) > 1 else str(profile), leads(part))
+                 for tg, part in by_tg]
+        if any(texts):
+            out[str(profile)] = " ".join(t for t in texts if t)
     return out
