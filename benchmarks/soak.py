@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from sparkops.base.progress import Progress  # noqa: E402
 from sparkops.bench.client import run_benchmark  # noqa: E402
 from sparkops.bench.datasets import load_dataset  # noqa: E402
+from sparkops.bench.tokens import ServerTokens  # noqa: E402
 from sparkops.config import load_config  # noqa: E402
 from sparkops.deploy.down import down  # noqa: E402
 from sparkops.deploy.up import up  # noqa: E402
@@ -82,7 +83,12 @@ def main() -> int:
                 "--interval", "10", "--probe-timeout", "60"]
         watcher = subprocess.Popen(argv, cwd=ROOT, stdout=watch_log.open("w"), stderr=subprocess.STDOUT,
                                    env=os.environ | {"SPARKOPS_LOCAL": str(override)})
-        prompts = list(load_dataset("sparkops-prompts-v1", PROMPTS, MAX_TOKENS).prompts)
+        # Only prompts the model can take: the set's longest exceed even 2048 tokens of the smoke
+        # tokenizer, and vLLM refuses them (HTTP 400) in every run; counted by the server itself.
+        tokens = ServerTokens(url, "smoke", None)
+        every = list(load_dataset("sparkops-prompts-v1", PROMPTS, MAX_TOKENS).prompts)
+        prompts = [p for p in every if (tokens.count_chat([{"role": "user", "content": p.text}]) or 0)
+                   + p.max_tokens <= MAX_MODEL_LEN]
         start_rss = {"head_vllm_mib": session_rss_mib(head, pidfile), "client_mib": own_rss_mib()}
         t0, runs, sent, failed, errors, out_tok = time.monotonic(), 0, 0, 0, [], 0
         while time.monotonic() - t0 < args.minutes * 60:
@@ -103,8 +109,8 @@ def main() -> int:
         doc = {"benchmark": "soak_sim", "command": "python3 benchmarks/soak.py " + " ".join(sys.argv[1:]),
                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-               "load": {"concurrency": CONCURRENCY, "prompts_per_run": PROMPTS, "max_tokens": MAX_TOKENS,
-                        "max_model_len": MAX_MODEL_LEN,
+               "load": {"concurrency": CONCURRENCY, "prompts_per_run": len(prompts), "max_tokens": MAX_TOKENS,
+                        "max_model_len": MAX_MODEL_LEN, "prompts_left_out": [p.id for p in every if p not in prompts],
                         "minutes": round(seconds / 60, 1), "runs": runs},
                "requests": {"sent": sent, "failed": failed, "errors": errors, "output_tokens": out_tok,
                             "output_tok_s": round(out_tok / seconds, 1)},
