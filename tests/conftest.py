@@ -48,3 +48,48 @@ def isolated_override(tmp_path, monkeypatch) -> Path:
             monkeypatch.delenv(name)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     return path
+
+
+# --- timing tests on a shared VM -----------------------------------------------------------------
+# A `timing` test asserts a measurement against a known truth or a peer tool. When the hypervisor
+# takes the CPUs away (steal time; one CI VM lost 22-33 % of them for minutes), the measurement
+# is of the VM, not of sparkops: such a test is run again, at most TIMING_TRIES times in all, and
+# only when steal time during the failed attempt reached STEAL_RETRY. A failure on a machine the
+# hypervisor left alone fails at once. Every rerun is reported as a warning with the steal seen.
+TIMING_TRIES = 3
+STEAL_RETRY = 0.02
+
+
+def cpu_times() -> list[int]:
+    """The all-CPU line of /proc/stat (user nice system idle iowait irq softirq steal ...)."""
+    try:
+        return [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return []
+
+
+def steal_fraction(before: list[int], after: list[int]) -> float:
+    deltas = [b - a for a, b in zip(before, after)]
+    total = sum(deltas[:8])
+    return deltas[7] / total if len(deltas) >= 8 and total > 0 else 0.0
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    if pyfuncitem.get_closest_marker("timing") is None:
+        return None
+    import warnings
+    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    for attempt in range(1, TIMING_TRIES + 1):
+        before = cpu_times()
+        try:
+            pyfuncitem.obj(**args)
+            return True
+        except AssertionError as exc:
+            stolen = steal_fraction(before, cpu_times())
+            if attempt == TIMING_TRIES or stolen < STEAL_RETRY:
+                raise
+            warnings.warn(f"{pyfuncitem.nodeid}: attempt {attempt} failed while the hypervisor took "
+                          f"{stolen:.0%} of the CPUs (steal time); running it again. The failure: "
+                          f"{str(exc).splitlines()[0][:200] if str(exc) else 'AssertionError'}", stacklevel=1)
+    return True

@@ -17,6 +17,9 @@ from sparkops.bench.results import validate
 from sparkops.bench.synthetic_server import ServerConfig, SyntheticServer
 from sparkops.bench.tokens import ApproximateTokens
 
+# Every test here measures against the injected truth (see conftest's timing reruns).
+pytestmark = pytest.mark.timing
+
 PREFILL_TOK_S = 20_000.0
 ITL_S = 0.004
 ITL_PER_CONTEXT_S = 1e-7  # +1.6 ms per token at 16k of context
