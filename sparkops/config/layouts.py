@@ -11,9 +11,8 @@ and the report finds where one overtakes another.
 """
 from __future__ import annotations
 
-import math
-
 from sparkops.base.errors import SparkopsError
+from sparkops.config.memfit import nodes_needed
 
 LAYOUTS = ("tp", "dp", "solo")
 
@@ -43,11 +42,10 @@ def parse_layouts(text: str) -> list[str]:
 
 def layout_of(doc: dict) -> str:
     """The layout a configuration is in (by its serving settings and the nodes it needs)."""
-    serving, gpn = doc["serving"], doc["cluster"].get("gpus_per_node", 1)
+    serving = doc["serving"]
     if serving.get("data_parallel", 1) > 1:
         return "dp"
-    ranks = serving["tensor_parallel"] * serving["pipeline_parallel"]
-    return "solo" if math.ceil(ranks / gpn) <= 1 else ("tp" if serving["pipeline_parallel"] == 1 else "pp")
+    return "solo" if nodes_needed(doc) <= 1 else ("tp" if serving["pipeline_parallel"] == 1 else "pp")
 
 
 def describe(doc: dict) -> str:
