@@ -134,17 +134,19 @@ def download(c, profile=None, cluster=None, local_dir=None, set=None):
 
 @task(help={"profile": PROFILE, "cluster": CLUSTER, "set": SET,
             "full": "hash every file again on every node (else unchanged files keep their cached hash)",
-            "streams": "parallel rsync streams per worker (default: the head's cores, at most 4)", "wait": WAIT},
+            "streams": "parallel streams per worker (default: from both nodes' cores and the link's speed)",
+            "transport": "ssh (default: encrypted) or tcp (plain TCP over the cable, a one-time secret; "
+                         "README: Models)", "wait": WAIT},
       iterable=["set"])
 @user_errors
-def sync(c, profile=None, cluster=None, full=False, set=None, streams=None, wait=False):
+def sync(c, profile=None, cluster=None, full=False, set=None, streams=None, transport=None, wait=False):
     """Copy the model from the head to every worker over the RoCE link; verify every file."""
     from sparkops.base.progress import Progress
     from sparkops.models.sync import sync as do_sync
     cfg = _config(c, profile, cluster, set, serving=False)
     _warn([f for f in cfg.findings if f.serving_only], "copying anyway: only serving needs it to fit")
-    report = do_sync(cfg, Progress(), full=full, streams=int(streams) if streams else None,
-                     wait=WAIT_S if wait else None)
+    report = do_sync(cfg, Progress(), full=full, streams=_whole(streams, "streams"),
+                     transport_name=transport, wait=WAIT_S if wait else None)
     for node in report.nodes:
         print(f"{node.node}: {node.line()}")
     print(f"{report.repo}: {report.source_files} files, {report.source_bytes / 1e9:.2f} GB; "

@@ -1,10 +1,15 @@
-"""`inv sync` on the simulated cluster: real rsync from spark-a to spark-b over the 169.254
-"cable", real damage on the worker's disk, a real kill midway, a real too-small tmpfs; and,
-once, the worker serving a model it got only through `up --sync`."""
+"""`inv sync` on the simulated cluster: real copies from spark-a to spark-b over the 169.254
+"cable" in both transports (SSH, and plain TCP with a one-time secret), real damage on the
+worker's disk, real kills midway, a real too-small tmpfs; and, once, the worker serving a
+model it got only through `up --sync`."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +25,7 @@ from sparkops.config import load_config
 from sparkops.deploy.down import down
 from sparkops.deploy.up import up
 from sparkops.facts.recorded import facts_for_plan
+from sparkops.models import sync as sync_module
 from sparkops.models.smoke import REPO_ID as SMOKE_REPO
 from sparkops.models.sync import sync
 from sparkops.node_scripts.hf_cache import repo_folder
@@ -32,6 +38,34 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 SIZE, SHARDS = 200_000_000, 100
 HUB = Path(".cache/huggingface/hub")
+ROOT = Path(__file__).resolve().parents[1]
+TRANSPORTS = pytest.mark.parametrize("how", ["ssh", "tcp"])
+
+
+def transfer_processes() -> dict[int, list[str]]:
+    """Every node-side transfer.py process on this machine (the simulated hosts share its
+    process table): pid -> its arguments after the script's text."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        text = next((i for i, a in enumerate(args) if "class Receiver" in a and "def listen(" in a), None)
+        if text is not None and "python" in " ".join(args[:text]):
+            found[int(pid)] = [a for a in args[text + 1:] if a]
+    return found
+
+
+def cable_listeners(cluster) -> list[str]:
+    """Listening TCP addresses on the worker other than sshd's."""
+    lines = in_worker(cluster, "ss", "-Htln").splitlines()
+    return [addr for addr in (line.split()[3] for line in lines if line.strip()) if not addr.endswith(":22")]
+
+
+def copied_bytes(cluster) -> int:
+    blobs = worker_dir(cluster) / "blobs"
+    return sum(p.stat().st_size for p in blobs.iterdir()) if blobs.is_dir() else 0
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +100,18 @@ def in_worker(cluster, *argv) -> str:
     return res.stdout
 
 
-def test_sync_copies_a_valid_cache_then_has_nothing_to_do(sim, sim_cluster):
+@TRANSPORTS
+def test_sync_copies_a_valid_cache_then_has_nothing_to_do(sim, sim_cluster, how):
     shutil.rmtree(worker_dir(sim_cluster), ignore_errors=True)
-    report = sync(sim(), Silent())
+    report = sync(sim(), Silent(), transport_name=how)
     [node] = report.nodes
     assert node.verified and node.address == "169.254.100.12"  # the cable, not the LAN
     assert report.source_files == SHARDS + 4 and node.copied_bytes == report.source_bytes
+    # Verified without a second read: the worker hashed each file as it wrote it, and the
+    # check after the copy read nothing back.
+    assert node.transport == how and node.written_hashed_bytes == report.source_bytes
+    assert node.hashed_bytes == 0 and node.sent_bytes == report.source_bytes
+    assert transfer_processes() == {}  # nothing left running on either host
     # Inside the worker: every snapshot link resolves to a blob (relative links kept).
     root = f"/root/{HUB}/{repo_folder(REPO)}"
     listing = in_worker(sim_cluster, "sh", "-c", f'for l in {root}/snapshots/*/*; do readlink -e "$l"; done')
@@ -82,15 +122,16 @@ def test_sync_copies_a_valid_cache_then_has_nothing_to_do(sim, sim_cluster):
     assert again.seconds < 5  # measured ~0.4 s; benchmarks/sync_throughput.py has the numbers
 
 
-def test_flipped_byte_truncation_and_deletion_are_repaired_exactly(sim, sim_cluster):
-    sync(sim(), Silent())
+@TRANSPORTS
+def test_flipped_byte_truncation_and_deletion_are_repaired_exactly(sim, sim_cluster, how):
+    sync(sim(), Silent(), transport_name=how)
     flipped = blob(sim_cluster, "model-00007-of-00100.safetensors")
     with open(flipped, "r+b") as handle:
         handle.seek(500_000)
         byte = handle.read(1)
         handle.seek(500_000)
         handle.write(bytes([byte[0] ^ 0x01]))
-    report = sync(sim(), Silent())
+    report = sync(sim(), Silent(), transport_name=how)
     assert report.nodes[0].copied_files == 1 and report.nodes[0].repaired == [f"blobs/{flipped.name}"]
     assert report.nodes[0].verified
 
@@ -102,13 +143,15 @@ def test_flipped_byte_truncation_and_deletion_are_repaired_exactly(sim, sim_clus
     deleted.unlink()
     link = next((worker_dir(sim_cluster) / "snapshots").iterdir()) / "config.json"
     link.unlink()
-    report = sync(sim(), Silent())
+    report = sync(sim(), Silent(), transport_name=how)
     node = report.nodes[0]
     assert node.verified and node.copied_files == 3  # the two blobs and the link
     assert node.copied_bytes == (size - size // 2) + deleted.stat().st_size
     assert node.sent_bytes < size // 2 + deleted.stat().st_size + 1  # the truncated one resumed
     assert link.is_symlink() and link.resolve().is_file()
-    assert sync(sim(), Silent(), full=True).nodes[0].copied_files == 0  # every byte re-hashed: equal
+    assert node.hashed_bytes < size  # the resumed file's prefix was read, no copied file was
+    full = sync(sim(), Silent(), full=True, transport_name=how).nodes[0]
+    assert full.copied_files == 0 and full.hashed_bytes >= SIZE  # every byte read again: equal
 
 
 def test_preflight_fails_a_partly_synced_worker_before_vllm_would(sim, sim_cluster):
@@ -133,37 +176,135 @@ def test_preflight_fails_a_partly_synced_worker_before_vllm_would(sim, sim_clust
     assert model_checks()["spark-b"].status == "ok"
 
 
-def test_interrupted_copy_resumes_and_ends_verified(sim, sim_cluster):
+@TRANSPORTS
+def test_interrupted_copy_resumes_and_ends_verified(sim, sim_cluster, how):
+    """The sender on the head is killed (-9) a fifth of the way in: the sync fails saying so,
+    the receiver on the worker ends too, and the next sync appends the missing tails."""
     shutil.rmtree(worker_dir(sim_cluster), ignore_errors=True)
-    head = sim_cluster.host("spark-a")
     failure: list[BaseException] = []
 
     def first():
         try:
-            sync(sim(), Silent(), streams=1)
+            sync(sim(), Silent(), streams=1, transport_name=how)
         except BaseException as exc:  # the kill makes it fail: that is the point
             failure.append(exc)
     thread = threading.Thread(target=first)
     thread.start()
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # kill rsync on the head once a part has arrived
-        blobs = worker_dir(sim_cluster) / "blobs"
-        copied = sum(p.stat().st_size for p in blobs.iterdir()) if blobs.is_dir() else 0
-        if copied > SIZE // 5:
-            pids = head.run(["pgrep", "-x", "rsync"]).stdout.split()
-            if pids:
-                head.run(["kill", "-9", *pids])
+    while time.monotonic() < deadline:
+        if copied_bytes(sim_cluster) > SIZE // 5:
+            senders = [pid for pid, args in transfer_processes().items() if args[:1] == ["send"]]
+            if senders:
+                os.kill(senders[0], signal.SIGKILL)
                 break
         time.sleep(0.01)
     thread.join(60)
-    assert failure and isinstance(failure[0], SparkopsError) and "rsync" in failure[0].render()
-    there = sum(p.stat().st_size for p in (worker_dir(sim_cluster) / "blobs").iterdir())
+    assert failure and isinstance(failure[0], SparkopsError), failure
+    assert "the copy stopped" in failure[0].render() and "resumes" in failure[0].render()
+    there = copied_bytes(sim_cluster)
     assert SIZE // 5 < there < SIZE
+    deadline = time.monotonic() + 10
+    while transfer_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert transfer_processes() == {}  # the receiver (or listener) ended with the sender
 
-    report = sync(sim(), Silent())
+    report = sync(sim(), Silent(), transport_name=how)
     node = report.nodes[0]
     assert node.verified and node.copied_bytes <= SIZE - there + 100_000
     assert node.sent_bytes <= node.copied_bytes + 100_000
+
+
+def test_a_file_changed_on_the_worker_during_the_copy_is_caught(sim, sim_cluster):
+    """A shard already written (and hashed as written) is altered while the copy goes on:
+    its key changed, so the check reads it, finds it wrong, and the second attempt copies it."""
+    shutil.rmtree(worker_dir(sim_cluster), ignore_errors=True)
+    manifest_sizes = {p.name: p.stat().st_size for p in
+                      (sim_cluster.host("spark-a").home / HUB / repo_folder(REPO) / "blobs").iterdir()}
+    hit: list[Path] = []
+
+    def scribble():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not hit:
+            blobs = worker_dir(sim_cluster) / "blobs"
+            done = [p for p in blobs.iterdir() if p.stat().st_size == manifest_sizes[p.name]] \
+                if blobs.is_dir() else []
+            if len(done) >= 3 and copied_bytes(sim_cluster) < SIZE // 2:
+                with open(done[0], "r+b") as handle:
+                    handle.write(b"\0\1\2\3")
+                hit.append(done[0])
+            time.sleep(0.005)
+    thread = threading.Thread(target=scribble)
+    thread.start()
+    report = sync(sim(), Silent(), streams=1)
+    thread.join()
+    node = report.nodes[0]
+    assert hit, "the copy ended before the test could change a file"
+    assert node.verified and f"blobs/{hit[0].name}" in node.repaired
+    assert node.copied_files == (SHARDS + 4) + (SHARDS + 3) + 1  # files and links, then that file again
+
+
+def test_tcp_secret_stays_secret_and_its_receiver_is_gone_after(sim, sim_cluster, monkeypatch):
+    """The one-time secret never shows in any process's argv or environment on this machine
+    (both simulated hosts included) while the sync runs, nor in any file under either host's
+    home or sparkops' folders after it; the receiver listens on the cable only, and is gone."""
+    shutil.rmtree(worker_dir(sim_cluster), ignore_errors=True)
+    made: list[str] = []
+    real = sync_module.one_time_secret
+    monkeypatch.setattr(sync_module, "one_time_secret", lambda: made.append(real()) or made[-1])
+    seen, listening, stop = [], [], threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                for part in ("cmdline", "environ"):
+                    try:
+                        data = Path(f"/proc/{pid}/{part}").read_bytes()
+                    except OSError:
+                        continue
+                    if made and made[0].encode() in data:
+                        seen.append((pid, part))
+            listening.extend(cable_listeners(sim_cluster))
+            stop.wait(0.02)
+    thread = threading.Thread(target=watch)
+    thread.start()
+    try:
+        report = sync(sim(), Silent(), transport_name="tcp")
+    finally:
+        stop.set()
+        thread.join()
+    assert report.nodes[0].verified and report.nodes[0].transport == "tcp" and made
+    assert seen == []
+    assert listening and all(addr.startswith("169.254.100.12:") for addr in listening), listening
+    assert transfer_processes() == {} and cable_listeners(sim_cluster) == []
+    found = subprocess.run(["grep", "-rl", "--exclude-dir=blobs", made[0], *(str(h.home) for h in sim_cluster.hosts)],
+                           capture_output=True, text=True)
+    assert found.returncode == 1 and found.stdout == "", found
+
+
+def test_killed_inv_sync_over_tcp_leaves_nothing_running(sim, sim_cluster):
+    """`inv sync --transport tcp` killed with -9 (no cleanup of its own can run): the sender
+    on the head and the listener on the worker notice their SSH sessions end and stop."""
+    shutil.rmtree(worker_dir(sim_cluster), ignore_errors=True)
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "sync", "--profile", "smoke", "--cluster", "sim",
+                             "--transport", "tcp", "--streams", "1", "--set", f'model.repo="{REPO}"'],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while copied_bytes(sim_cluster) < SIZE // 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        running = {tuple(args[:1]) for args in transfer_processes().values()}
+        proc.kill()
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert SIZE // 10 <= copied_bytes(sim_cluster) < SIZE, "the copy was not under way when killed"
+    assert {("send",), ("listen",)} <= running, running
+    deadline = time.monotonic() + 15
+    while transfer_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert transfer_processes() == {} and cable_listeners(sim_cluster) == []
+    assert sync(sim(), Silent(), transport_name="tcp").nodes[0].verified  # and it resumes
 
 
 def test_too_small_target_disk_is_refused_before_copying(sim, sim_cluster):

@@ -62,7 +62,7 @@ def facts_from_sections(node: str, sections: dict[str, tuple[int, str]]) -> Node
         model_present=sections.get("model", (1, ""))[0] == 0,
         model_blobs=parsed("model-blobs", parsers.parse_model_blobs),
         ports_in_use=parsed("ports", parse_ss_listen, ()),
-        clock=parsed("clock", float), errors=errors)
+        clock=parsed("clock", float), cpus=parsed("cpus", int), errors=errors)
 
 
 def gather(cfg: Config, group: NodeGroup) -> tuple[dict[str, NodeFacts], dict[str, SparkopsError]]:

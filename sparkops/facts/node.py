@@ -30,6 +30,7 @@ class NodeFacts:
     model_blobs: ModelBlobs | None = None
     ports_in_use: tuple[int, ...] = ()
     clock: float | None = None  # the node's epoch time when facts were read
+    cpus: int | None = None  # `nproc`
     errors: dict[str, str] = field(default_factory=dict)  # fact name -> why it could not be read
 
     def to_dict(self) -> dict:

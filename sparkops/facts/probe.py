@@ -17,6 +17,7 @@ _SECTIONS = {
     "user": "id -un",
     "home": "printenv HOME",
     "clock": "date +%s.%N",
+    "cpus": "nproc",  # the cores this user may use: how many copy streams a node can feed
     "nvidia-smi": shlex.join(NVIDIA_SMI_QUERY_ARGV),
     "ibdev2netdev": "ibdev2netdev",
     "sysfs-roce": shlex.join(["sh", "-c", SYSFS_ROCE_SCRIPT]),

@@ -4,19 +4,19 @@ The head's folder is described once by a manifest (each file's size and sha256, 
 symlink's target; hashes cached per node). Each worker, in parallel, compares its copy with
 it and reports what is missing, cut short or wrong and how much free disk it has; a worker
 short of space refuses the whole sync before anything is copied. Wrong files are deleted,
-then rsync (run on the head, over the RoCE link, see transport.py) copies exactly what
-differs, symlinks as symlinks, so `snapshots/<rev>/*` keep pointing into `blobs/`. Every
-copied file is hashed again on the worker: a node is `verified` only when its whole copy
-matches the manifest.
+then the head sends exactly what differs over the RoCE link, in parallel streams (SSH, or
+plain TCP when asked: transport.py), symlinks as symlinks, so `snapshots/<rev>/*` keep
+pointing into `blobs/`. The worker hashes each file as it writes it; the check that follows
+takes those hashes for every file nobody else touched since, and reads the rest. A node is
+`verified` only when its whole copy matches the manifest.
 """
 from __future__ import annotations
 
 import json
 import os
 import posixpath
+import secrets
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sparkops.apply.lock import cluster_lock
@@ -25,7 +25,7 @@ from sparkops.base.progress import Meter, Progress
 from sparkops.base.units import gb
 from sparkops.config import Config
 from sparkops.config.memfit import nodes_needed
-from sparkops.facts.roce import cable_address
+from sparkops.facts.roce import cable_address, select_roce
 from sparkops.facts.session import ClusterSession, cluster_session
 from sparkops.models import transport
 from sparkops.models.download import download
@@ -33,8 +33,8 @@ from sparkops.node_scripts import python_argv
 from sparkops.node_scripts.hf_cache import repo_folder
 from sparkops.remote.connection import LOCAL_HOSTS, NodeConn
 from sparkops.remote.openssh import ssh_command
+from sparkops.remote.stream import Held
 
-MAX_STREAMS = 4  # parallel rsync streams per worker: SSH encrypts one stream on one core
 RESERVE_BYTES = 512 << 20  # left free on the worker's disk (or 2% of it, if less)
 
 
@@ -44,12 +44,15 @@ class NodeSync:
     verified: bool = False
     copied_files: int = 0
     copied_bytes: int = 0  # what had to travel, from the comparison
-    sent_bytes: int = 0  # what rsync reports it sent (less when it resumed)
-    hashed_bytes: int = 0
+    sent_bytes: int = 0  # what the sender sent (less than copied when a file resumed... or equal)
+    hashed_bytes: int = 0  # read back from disk to hash (the checks)
+    written_hashed_bytes: int = 0  # hashed as it was written, by the receiver
     extra_files: int = 0
     seconds: float = 0.0
     copy_seconds: float = 0.0
     address: str = ""
+    transport: str = ""
+    streams: int = 0
     repaired: list[str] = field(default_factory=list)
 
     def line(self) -> str:
@@ -57,7 +60,16 @@ class NodeSync:
             return f"verified, nothing to copy ({self.seconds:.1f}s)"
         rate = self.copied_bytes / self.copy_seconds / 1e6 if self.copy_seconds else 0
         return (f"{'verified' if self.verified else 'NOT verified'}: copied {self.copied_files} file(s), "
-                f"{gb(self.copied_bytes)} in {self.copy_seconds:.1f}s ({rate:.0f} MB/s) via {self.address}")
+                f"{gb(self.copied_bytes)} in {self.copy_seconds:.1f}s ({rate:.0f} MB/s) via {self.address}, "
+                f"{self.transport} x{self.streams}; read back to verify: {gb(self.hashed_bytes)}")
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """How bytes go to the workers: the transport, and the streams per worker (0: chosen
+    per worker from the cores of both nodes and the link's speed)."""
+    transport: str = "ssh"
+    streams: int = 0
 
 
 @dataclass
@@ -102,28 +114,38 @@ def script(conn: NodeConn, command: str, cfg: Config, *, full: bool = False,
     return json.loads(res.stdout)
 
 
-def default_streams() -> int:
-    """One rsync stream per core of the head (where sparkops runs), at most MAX_STREAMS."""
-    return max(1, min(MAX_STREAMS, os.cpu_count() or 1))
+def transfer_of(cfg: Config, transport_name: str | None = None, streams: int | None = None) -> Transfer:
+    """The cluster file's [cluster.sync] settings, with the command line's over them."""
+    conf = cfg.cluster.get("sync", {})
+    name = transport_name or conf.get("transport", "ssh")
+    if name not in transport.TRANSPORTS:
+        raise SparkopsError(f"unknown sync transport {name!r}", step="sync",
+                            fix=f"use one of: {', '.join(transport.TRANSPORTS)}")
+    count = conf.get("streams", 0) if streams is None else streams
+    if not 0 <= count <= transport.MAX_STREAMS:
+        raise SparkopsError(f"streams must be 1 to {transport.MAX_STREAMS} (0: chosen from cores and "
+                            f"link), not {count}", step="sync", fix="pass --streams N with N in that range")
+    return Transfer(name, count)
 
 
 def sync(cfg: Config, progress: Progress, *, full: bool = False, streams: int | None = None,
-         wait: float | None = None) -> SyncReport:
+         transport_name: str | None = None, wait: float | None = None) -> SyncReport:
     """Copy the model from the head to the workers the profile uses; verify every one."""
+    how = transfer_of(cfg, transport_name, streams)
     used = [n["name"] for n in cfg.nodes[:nodes_needed(cfg.doc)]]
     with cluster_session(cfg, used, gather=False) as session, \
             cluster_lock(session, "sync", wait=wait, progress=progress):
-        return sync_nodes(session, progress, full=full, streams=streams)
+        return sync_nodes(session, progress, full=full, how=how)
 
 
 def sync_nodes(session: ClusterSession, progress: Progress, *, full: bool = False,
-               streams: int | None = None) -> SyncReport:
+               how: Transfer | None = None) -> SyncReport:
     """`sync` inside a session (up's, with facts, or sync's own, without). Node facts (for the
-    workers' RoCE addresses) are read only when something must be copied, so a sync with
-    nothing to do costs two round trips."""
+    workers' RoCE addresses, cores and link speeds) are read only when something must be
+    copied, so a sync with nothing to do costs two round trips."""
     cfg, group = session.cfg, session.group
     start = time.monotonic()
-    streams = streams or default_streams()
+    how = how or transfer_of(cfg)
     nodes = cfg.nodes[:nodes_needed(cfg.doc)]
     head, workers = nodes[0], nodes[1:]
     if not workers:
@@ -137,10 +159,10 @@ def sync_nodes(session: ClusterSession, progress: Progress, *, full: bool = Fals
                               ).raise_failures("comparing the copies")
     _refuse_if_short(cfg, checks)
     behind = [w for w in workers if not checks[w["name"]]["verified"]]
-    addresses = _addresses(session, behind) if behind else {}
+    routes = _routes(session, head, behind, checks, how) if behind else {}
     results = worker_group.map(lambda conn: _sync_one(
-        cfg, group[head["name"]], head, conn, addresses.get(conn.name), manifest, body,
-        checks[conn.name], streams, progress)).raise_failures("sync")
+        cfg, group[head["name"]], head, conn, routes.get(conn.name), manifest, body,
+        checks[conn.name], progress)).raise_failures("sync")
     return SyncReport(cfg.model["repo"], manifest["bytes"], len(manifest["files"]),
                       [results[w["name"]] for w in workers], time.monotonic() - start)
 
@@ -178,25 +200,29 @@ def _refuse_if_short(cfg: Config, checks: dict[str, dict]) -> None:
                                 "or point cluster.paths.hf_home at a larger disk")
 
 
-def _sync_one(cfg, head_conn: NodeConn, head: dict, conn: NodeConn, address: str | None,
-              manifest: dict, body: str, check: dict, streams: int, progress: Progress) -> NodeSync:
+def _sync_one(cfg, head_conn: NodeConn, head: dict, conn: NodeConn, route: tuple[str, Transfer] | None,
+              manifest: dict, body: str, check: dict, progress: Progress) -> NodeSync:
     t0 = time.monotonic()
     node = next(n for n in cfg.nodes if n["name"] == conn.name)
+    address, how = route or ("", Transfer())
     out = NodeSync(conn.name, extra_files=len(check["extra"]), hashed_bytes=check["hashed_bytes"],
-                   address=address or "")
+                   address=address, transport=how.transport, streams=how.streams)
     for attempt in (1, 2):
         todo = _todo(check)
         if not todo:
             break
         out.repaired += [r for r in check["wrong"] if r not in out.repaired]
         progress.say(f"[{conn.name}] copying {len(todo)} of {len(manifest['files']) + len(manifest['links'])} "
-                     f"entries ({gb(check['need_bytes'])}) from {head_conn.name} to {address}"
+                     f"entries ({gb(check['need_bytes'])}) from {head_conn.name} to {address} "
+                     f"({how.transport}, {how.streams} stream(s))"
                      + (f" (attempt {attempt})" if attempt > 1 else ""))
         if check["wrong"]:
             script(conn, "prune", cfg, stdin=json.dumps(check["wrong"]))
         c0 = time.monotonic()
-        out.sent_bytes += _copy(cfg, head_conn, head, node, address, manifest, check, streams, progress)
+        result = _copy(cfg, head_conn, head, conn, node, address, manifest, check, how, progress)
         out.copy_seconds += time.monotonic() - c0
+        out.sent_bytes += result["sent"]
+        out.written_hashed_bytes += sum(s.get("hashed", 0) for s in result["streams"])
         out.copied_files += len(todo)
         out.copied_bytes += check["need_bytes"]
         check = script(conn, "check", cfg, stdin=body, timeout=120 + manifest["bytes"] / 200e6)
@@ -221,59 +247,125 @@ def _describe(check: dict) -> list[str]:
             for k in ("missing", "partial", "wrong", "links") if check[k]]
 
 
-def _addresses(session: ClusterSession, workers: list[dict]) -> dict[str, str]:
-    """Each worker's RoCE address (the cable), else the address sparkops reaches it at."""
-    names = [w["name"] for w in workers]
+def _routes(session: ClusterSession, head: dict, workers: list[dict], checks: dict[str, dict],
+            how: Transfer) -> dict[str, tuple[str, Transfer]]:
+    """Each worker's RoCE address (the cable), else the address sparkops reaches it at, and
+    the streams to it: as asked, or from both nodes' cores and the link's speed."""
+    names = [head["name"], *(w["name"] for w in workers)]
     if any(n not in session.facts for n in names):
-        session.gather(names)
+        session.gather([n for n in names if n not in session.facts])
         session.require(names)
+    network = session.cfg.cluster["network"]
     out = {}
     for w in workers:
         if w["host"] in LOCAL_HOSTS:
             raise SparkopsError("a worker cannot be `local`: sync copies from the head over SSH",
                                 host=w["name"], step="sync", fix="give the worker its SSH address")
-        out[w["name"]] = cable_address(session.facts[w["name"]], w, session.cfg.cluster["network"])
+        facts = session.facts[w["name"]]
+        streams = how.streams or transport.stream_count(
+            how.transport, [session.facts[head["name"]].cpus, facts.cpus], _link_mbps(facts, w, network),
+            len(_todo(checks[w["name"]])))
+        out[w["name"]] = (cable_address(facts, w, network), Transfer(how.transport, streams))
     return out
 
 
-def _copy(cfg: Config, head_conn: NodeConn, head: dict, node: dict, address: str | None,
-          manifest: dict, check: dict, streams: int, progress: Progress) -> int:
-    """rsync streams on the head, in parallel; returns the bytes rsync sent."""
-    sizes = {rel: manifest["files"].get(rel, [0])[0] for rel in _todo(check) if rel not in check["partial"]}
-    ssh = ssh_command(node, cfg.cluster["ssh"])
-    jobs = [(part, False) for part in transport.split(sizes, streams)]
-    if check["partial"]:
-        jobs.append((sorted(check["partial"]), True))
+def _link_mbps(facts, node: dict, network: dict) -> int | None:
+    """The speed of the worker's RoCE port, when the node can say (a veth cannot)."""
+    try:
+        return facts.link_speed_mbps.get(select_roce(facts, node, network).interface) or None
+    except SparkopsError:
+        return None
+
+
+def _copy(cfg: Config, head_conn: NodeConn, head: dict, conn: NodeConn, node: dict, address: str,
+          manifest: dict, check: dict, how: Transfer, progress: Progress) -> dict:
+    """One worker's missing pieces, in `how.streams` parallel streams -> the sender's result."""
+    files, links = transport.entries(manifest, check)
+    plan = transport.plan_streams(files, links, how.streams)
     meter = progress.meter(f"      {node['name']:<12} copied", check["need_bytes"], amount=gb, rate=True,
                            every=5.0)
-    total_timeout = 600 + check["need_bytes"] / 20e6
-    src, dest = model_root(cfg, head), model_root(cfg, node)
+    src, dest, cache = model_root(cfg, head), model_root(cfg, node), hash_cache(cfg, node)
+    listener = None
+    try:
+        if how.transport == "tcp":
+            secret = one_time_secret()
+            listener = conn.hold(transport.listen_argv(dest, cache, address, len(plan)))
+            listener.send(secret + "\n")  # stdin: never argv, never a file
+            port = _reply(listener, conn.name, "starting the receiver", START_S)["port"]
+            carrier = {"kind": "tcp", "address": address, "port": port, "secret": secret}
+        else:
+            argv = transport.receive_over_ssh(ssh_command(node, cfg.cluster["ssh"]), address, dest, cache)
+            carrier = {"kind": "ssh", "argv": argv}
+        sender = head_conn.hold(transport.send_argv())
+        try:
+            sender.send(json.dumps({"root": src, "streams": plan, "carrier": carrier, "every": 1.0}) + "\n")
+            result = _follow(sender, head_conn.name, meter)
+        finally:
+            sender.release()
+        if listener is not None:
+            _reply(listener, conn.name, "the receiver's summary", START_S)
+    finally:
+        if listener is not None:
+            listener.release()  # its stdin closes: it stops, whatever it was doing
+    failed = [(i, r) for i, r in enumerate(result["streams"]) if "error" in r]
+    if failed:
+        index, first = failed[0]
+        fix = (f"check that {head['name']} can `ssh` to {address} without a password (the worker's "
+               "user and key from the cluster file)" if how.transport == "ssh" else
+               f"check that {node['name']} accepts TCP connections from {head['name']} on {address} "
+               "(a firewall on the cable?), or sync with `--transport ssh`")
+        raise StepError(f"copy from {head['name']} to {address} ({how.transport}) failed in "
+                        f"{len(failed)} of {len(plan)} stream(s): {first['error']}", host=node["name"],
+                        step="sync", log_tail=first.get("log") or [], fix=fix)
+    for stream in result["streams"]:
+        for problem in stream.get("problems", []):
+            progress.say(f"      {node['name']:<12} {problem}: checked again below")
+    return result
 
-    def one(index: int) -> int:
-        paths, append = jobs[index]
-        argv = transport.rsync_argv(ssh, src, address or node["host"], dest, append=append)
-        res = head_conn.run_piped(argv, stdin="\0".join(paths) + "\0", timeout=total_timeout,
-                                  on_line=_count(meter, index))
-        if res.rc != 0:
-            raise StepError(f"rsync from {head['name']} to {address} exited {res.rc}", host=node["name"],
-                            step="sync", log_tail=res.tail(20),
-                            fix=f"check that {head['name']} can `ssh` to {address} without a password "
-                                "(the worker's user and key from the cluster file) and has rsync")
-        return transport.literal_bytes(res.stdout)
 
-    # Every stream runs to its end before a failure is reported: none is left copying.
-    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-        futures = [pool.submit(one, i) for i in range(len(jobs))]
-    return sum(f.result() for f in futures)
+START_S = 60.0  # for a node-side script to start and answer
+IDLE_S = 120.0  # no byte moved for this long: the copy has stalled
 
 
-def _count(meter: Meter, part: int) -> Callable[[str], None]:
-    """rsync's --info=progress2 lines of one stream -> that stream's bytes on the meter."""
-    def on_line(line: str) -> None:
-        done = transport.progress_bytes(line)
-        if done is not None:
-            meter.update(done, part=part)
-    return on_line
+def one_time_secret() -> str:
+    """The tcp transport's secret: new for every sync, known only to sparkops and the two
+    scripts' stdin."""
+    return secrets.token_hex(32)
+
+
+def _reply(held: Held, node: str, what: str, timeout: float) -> dict:
+    line = held.readline(timeout) or ""
+    try:
+        doc = json.loads(line) if line else {}
+    except ValueError:
+        doc = {"error": f"unexpected output: {line[:200]}"}
+    if "error" in doc or not doc:
+        raise StepError(f"{what} failed: {doc.get('error') or ('it ended' if held.ended else 'no answer')}",
+                        host=node, step="sync", fix="the node needs python3 on its PATH; run again")
+    return doc.get("result", doc)
+
+
+def _follow(sender: Held, head: str, meter: Meter) -> dict:
+    """The sender's progress lines onto the meter, until its result; stalls and deaths are errors."""
+    done, moved = 0, time.monotonic()
+    while True:
+        line = sender.readline(IDLE_S)
+        if line is None:
+            why = "ended without a result (killed?)" if sender.ended else f"moved nothing for {IDLE_S:.0f}s"
+            raise StepError(f"the copy stopped: the sender on {head} {why}", host=head, step="sync",
+                            fix="run the same `inv sync` again: it resumes where this one stopped")
+        doc = json.loads(line)
+        if "error" in doc:
+            raise StepError(f"the sender failed: {doc['error']}", host=head, step="sync",
+                            fix="run the same `inv sync` again: it resumes where this one stopped")
+        if "result" in doc:
+            return doc["result"]
+        if doc["progress"] > done:
+            done, moved = doc["progress"], time.monotonic()
+            meter.update(done)
+        elif time.monotonic() - moved > IDLE_S:
+            raise StepError(f"the copy stalled: nothing moved for {IDLE_S:.0f}s", host=head, step="sync",
+                            fix="check the cable between the nodes (`inv check`), then sync again")
 
 
 def ensure_model(session: ClusterSession, progress: Progress) -> None:

@@ -1,44 +1,77 @@
-"""How a model's bytes travel from the head to a worker (pure: argv only).
+"""How a model's bytes travel from the head to a worker (pure: what goes in which stream,
+how many streams, and the argv that carries them).
 
-rsync runs on the head and reaches the worker over SSH at its RoCE address, so the bytes
-take the cable, not the management network (the ssh argv: sparkops.remote.openssh). Files that are
-absent or wrong go whole (`--whole-file`: rsync's delta search only costs CPU on a fast
-link); files cut short by an interrupted copy get their missing tail (`--append-verify`,
-which checks the whole file afterwards). `--inplace` writes to the final name, so even a
-killed copy leaves a prefix that the next sync resumes from.
+Both transports run node_scripts/transfer.py: a sender on the head, and on the worker a
+receiver that hashes what it writes, so that a copied file needs no second read.
+  ssh  (the default) each stream is `ssh <worker's RoCE address> ... transfer.py receive`:
+       the worker's SSH user, key and port, its host key checked strictly, every byte
+       encrypted (one core's cipher per stream, at each end).
+  tcp  one `transfer.py listen`, started on the worker over sparkops' own SSH connection,
+       takes plain TCP connections on the worker's RoCE address only, for this sync only,
+       each proving it knows a one-time secret that travels on stdin. No cipher: what NCCL
+       already does on the same cable. The bytes can be read by anyone on the cable; their
+       integrity is still proven against the head's manifest, which travels over SSH.
 """
 from __future__ import annotations
 
-import re
+import math
 import shlex
 
-_LITERAL = re.compile(r"Literal data: ([\d,.]+)")
-_PROGRESS = re.compile(r"^\s*([\d,]+)\s+\d+%")
+from sparkops.node_scripts import python_argv
+
+TRANSPORTS = ("ssh", "tcp")
+MAX_STREAMS = 16
+# What one stream carries, about, on a Spark-class core: SSH's AES-GCM, or (tcp) the
+# receiver's sha256 with the CPU's SHA instructions. The link divided by this is the number
+# of streams that could fill it.
+STREAM_BYTES_S = {"ssh": 1.0e9, "tcp": 2.0e9}
 
 
-def rsync_argv(ssh: list[str], src_dir: str, address: str, dest_dir: str, *, append: bool) -> list[str]:
-    """argv of one rsync stream; the relative paths to copy arrive on stdin, NUL-separated."""
-    return ["rsync", "-a", "--inplace", "--mkpath", "--from0", "--files-from=-", "--stats",
-            "--info=progress2", "--append-verify" if append else "--whole-file",
-            "-e", shlex.join(ssh), src_dir.rstrip("/") + "/", f"{address}:{dest_dir.rstrip('/')}/"]
+def stream_count(transport: str, cpus: list[int | None], link_mbps: int | None, files: int) -> int:
+    """Streams for one worker: enough to fill the link, at most half the cores of the smaller
+    of the two nodes (a stream keeps a core busy at each end, and the kernel's network and
+    disk work needs the rest), never more than the files to copy."""
+    known = [c for c in cpus if c]
+    by_cores = max(1, min(known) // 2) if known else 2
+    by_link = math.ceil(link_mbps * 1e6 / 8 / STREAM_BYTES_S[transport]) if link_mbps else MAX_STREAMS
+    return max(1, min(by_cores, by_link, MAX_STREAMS, files or 1))
 
 
-def split(sizes: dict[str, int], streams: int) -> list[list[str]]:
-    """Paths into at most `streams` lists of about equal bytes (largest first, greedy)."""
-    buckets: list[tuple[int, list[str]]] = [(0, []) for _ in range(max(1, min(streams, len(sizes))))]
-    for rel in sorted(sizes, key=lambda r: (-sizes[r], r)):
+def entries(manifest: dict, check: dict) -> tuple[list[dict], list[dict]]:
+    """(files, links) to send: a missing or wrong file whole, a file cut short from where it
+    stops (check's `partial`: its current size), a bad link as a link."""
+    files = []
+    for rel in sorted({*check["missing"], *check["wrong"], *check["partial"]} & set(manifest["files"])):
+        size, sha = manifest["files"][rel]
+        files.append({"rel": rel, "offset": check["partial"].get(rel, 0), "size": size, "sha256": sha})
+    links = [{"link": rel, "target": manifest["links"][rel]} for rel in sorted(check["links"])]
+    return files, links
+
+
+def plan_streams(files: list[dict], links: list[dict], streams: int) -> list[list[dict]]:
+    """Files into at most `streams` lists of about equal bytes (largest first, greedy); the
+    links ride with the lightest."""
+    buckets: list[tuple[int, list[dict]]] = [(0, []) for _ in range(max(1, min(streams, len(files))))]
+    for entry in sorted(files, key=lambda e: (-(e["size"] - e["offset"]), e["rel"])):
         i = min(range(len(buckets)), key=lambda b: buckets[b][0])
         load, items = buckets[i]
-        buckets[i] = (load + sizes[rel], items + [rel])
+        buckets[i] = (load + entry["size"] - entry["offset"], items + [entry])
+    lightest = min(range(len(buckets)), key=lambda b: buckets[b][0])
+    buckets[lightest] = (buckets[lightest][0], buckets[lightest][1] + links)
     return [items for _, items in buckets if items]
 
 
-def literal_bytes(stats: str) -> int:
-    """Bytes rsync really sent (its --stats "Literal data"), summed over the output given."""
-    return sum(int(m.group(1).replace(",", "").replace(".", "")) for m in _LITERAL.finditer(stats))
+def receive_over_ssh(ssh: list[str], address: str, dest: str, cache: str) -> list[str]:
+    """argv the head runs for one ssh stream: the receiver, on the worker, through ssh."""
+    return [*ssh, address, shlex.join(python_argv("transfer.py", "receive", dest, "--cache", cache))]
 
 
-def progress_bytes(line: str) -> int | None:
-    """Bytes done so far from one `--info=progress2` line, None for other lines."""
-    m = _PROGRESS.match(line)
-    return int(m.group(1).replace(",", "")) if m else None
+def listen_argv(dest: str, cache: str, address: str, streams: int) -> list[str]:
+    """argv of the tcp receiver, run on the worker over sparkops' SSH connection."""
+    return python_argv("transfer.py", "listen", dest, "--cache", cache, "--address", address,
+                       "--streams", str(streams))
+
+
+def send_argv() -> list[str]:
+    """argv of the sender, run on the head; its job arrives on stdin."""
+    return python_argv("transfer.py", "send")

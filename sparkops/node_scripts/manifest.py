@@ -9,7 +9,9 @@ symlink's target. Stdlib only: sparkops runs this very file on the nodes with `p
 Hashing is the slow part (about 1 GB/s), so each node keeps a cache of the hashes it
 computed, keyed by (size, mtime, ctime, inode): a file whose key is unchanged is not read
 again. Any write to a file changes its ctime, even when mtime is put back, so only bit rot
-under an unchanged inode slips through: `--full` hashes everything.
+under an unchanged inode slips through: `--full` hashes everything. transfer.py hashes what
+it writes and appends those entries to `<cache>.received`, which the next load takes in: a
+copied file is not read back.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import sys
 SKIP_SUFFIXES = (".incomplete", ".lock")  # huggingface_hub's own unfinished downloads
 CHUNK = 4 << 20
 SHA256_NAME = re.compile(r"^[0-9a-f]{64}$")
+JOURNAL = ".received"  # transfer.py's entries for files it wrote (same name there)
 # hashlib releases the GIL on large buffers: threads hash files on several cores at once.
 THREADS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
@@ -64,6 +67,21 @@ class HashCache:
                     self.entries = json.load(handle)
             except (OSError, ValueError):
                 self.entries = {}
+            self._take_journal(path + JOURNAL)
+
+    def _take_journal(self, journal: str) -> None:
+        try:
+            with open(journal) as handle:
+                lines = handle.readlines()
+        except OSError:
+            return
+        for line in lines:
+            try:
+                item = json.loads(line)
+                self.entries[item["rel"]] = item["entry"]
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a killed copy
+        self.changed = True  # saving folds the journal in and removes it
 
     def sha256(self, root: str, rel: str, st: os.stat_result) -> str:
         return self.sha256_many(root, {rel: st})[rel]
@@ -97,6 +115,10 @@ class HashCache:
         with open(tmp, "w") as handle:
             json.dump(self.entries, handle)
         os.replace(tmp, self.path)
+        try:
+            os.unlink(self.path + JOURNAL)
+        except FileNotFoundError:
+            pass
 
 
 def scan(root: str, cache_path: str | None, full: bool = False) -> dict:

@@ -182,8 +182,10 @@ class Held:
     process dies first, its stdin closes all the same (the pipe, or the SSH connection)."""
 
     def __init__(self, read: Callable[[int], bytes], ready: Callable[[float], bool],
-                 close_input: Callable[[], None], finish: Callable[[float], None]):
+                 close_input: Callable[[], None], finish: Callable[[float], None],
+                 write: Callable[[bytes], None]):
         self._read, self._ready, self._close_input, self._finish = read, ready, close_input, finish
+        self._write = write
         self._buf = b""
         self.ended = False
 
@@ -203,6 +205,10 @@ class Held:
             self._buf += chunk
         line, _, self._buf = self._buf.partition(b"\n")
         return line.decode("utf-8", "replace")
+
+    def send(self, text: str) -> None:
+        """Write to its stdin, which stays open (how a job or a secret reaches it: never argv)."""
+        self._write(text.encode())
 
     def release(self, timeout: float = 10) -> None:
         try:
@@ -227,8 +233,12 @@ def hold_local(argv: Sequence[str]) -> Held:
         sel.close()
         proc.stdout.close()  # type: ignore[union-attr]
 
+    def write(data: bytes) -> None:
+        proc.stdin.write(data)  # type: ignore[union-attr]
+        proc.stdin.flush()  # type: ignore[union-attr]
+
     return Held(lambda n: os.read(proc.stdout.fileno(), n), lambda t: bool(sel.select(t)),  # type: ignore[union-attr]
-                proc.stdin.close, finish)
+                proc.stdin.close, finish, write)
 
 
 def hold_channel(client: Any, argv: Sequence[str]) -> Held:
@@ -249,4 +259,4 @@ def hold_channel(client: Any, argv: Sequence[str]) -> Held:
             time.sleep(0.02)
         chan.close()
 
-    return Held(chan.recv, ready, chan.shutdown_write, finish)
+    return Held(chan.recv, ready, chan.shutdown_write, finish, chan.sendall)
