@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable
 
 from sparkops.base.errors import ConnectError, SparkopsError
 from sparkops.config import Config
@@ -65,9 +66,10 @@ def facts_from_sections(node: str, sections: dict[str, tuple[int, str]]) -> Node
         clock=parsed("clock", float), cpus=parsed("cpus", int), errors=errors)
 
 
-def gather(cfg: Config, group: NodeGroup) -> tuple[dict[str, NodeFacts], dict[str, SparkopsError]]:
+def gather(cfg: Config, group: NodeGroup, only: Iterable[str] | None = None
+           ) -> tuple[dict[str, NodeFacts], dict[str, SparkopsError]]:
     """Facts from every node of the group at once: (facts of the reachable nodes, why each
-    other node could not be read)."""
+    other node could not be read). `only` these probe sections: the rest stay unknown."""
     c = cfg.cluster
 
     def one(conn: NodeConn) -> NodeFacts:
@@ -80,7 +82,7 @@ def gather(cfg: Config, group: NodeGroup) -> tuple[dict[str, NodeFacts], dict[st
 
         try:
             res = conn.run(probe.argv(where(c["paths"]["hf_home"]), repo_folder(cfg.model["repo"]),
-                                      where(c["venv"]), c["image"], c["runtime"]),
+                                      where(c["venv"]), c["image"], c["runtime"], only),
                            timeout=c["ssh"]["command_timeout_s"])
         except CommandTimeout as exc:
             raise ConnectError(f"reading facts timed out after {exc.timeout:.0f}s", host=conn.name,

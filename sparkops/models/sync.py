@@ -20,11 +20,12 @@ import time
 from dataclasses import dataclass, field
 
 from sparkops.apply.lock import cluster_lock
-from sparkops.base.errors import SparkopsError, StepError
+from sparkops.base.errors import SparkopsError, StepError, every_node
 from sparkops.base.progress import Meter, Progress
 from sparkops.base.units import gb
 from sparkops.config import Config
 from sparkops.config.memfit import nodes_needed
+from sparkops.facts.gather import gather
 from sparkops.facts.roce import cable_address, select_roce
 from sparkops.facts.session import ClusterSession, cluster_session
 from sparkops.models import transport
@@ -35,6 +36,9 @@ from sparkops.remote.connection import LOCAL_HOSTS, NodeConn
 from sparkops.remote.openssh import ssh_command
 from sparkops.remote.stream import Held
 
+# The facts a copy needs (the cable's address and speed, the cores), read without the
+# slower rest (nvidia-smi, Docker): a fifth of the time on the simulated cluster.
+COPY_FACTS = ("ibdev2netdev", "sysfs-roce", "ip", "net-speed", "cpus")
 RESERVE_BYTES = 512 << 20  # left free on the worker's disk (or 2% of it, if less)
 
 
@@ -252,18 +256,21 @@ def _routes(session: ClusterSession, head: dict, workers: list[dict], checks: di
     """Each worker's RoCE address (the cable), else the address sparkops reaches it at, and
     the streams to it: as asked, or from both nodes' cores and the link's speed."""
     names = [head["name"], *(w["name"] for w in workers)]
-    if any(n not in session.facts for n in names):
-        session.gather([n for n in names if n not in session.facts])
-        session.require(names)
+    known = {n: session.facts[n] for n in names if n in session.facts}  # up's session has them all
+    if len(known) < len(names):
+        more, down = gather(session.cfg, session.group.subset(n for n in names if n not in known), COPY_FACTS)
+        if down:
+            raise every_node(down, "reaching the nodes")
+        known |= more
     network = session.cfg.cluster["network"]
     out = {}
     for w in workers:
         if w["host"] in LOCAL_HOSTS:
             raise SparkopsError("a worker cannot be `local`: sync copies from the head over SSH",
                                 host=w["name"], step="sync", fix="give the worker its SSH address")
-        facts = session.facts[w["name"]]
+        facts = known[w["name"]]
         streams = how.streams or transport.stream_count(
-            how.transport, [session.facts[head["name"]].cpus, facts.cpus], _link_mbps(facts, w, network),
+            how.transport, [known[head["name"]].cpus, facts.cpus], _link_mbps(facts, w, network),
             len(_todo(checks[w["name"]])))
         out[w["name"]] = (cable_address(facts, w, network), Transfer(how.transport, streams))
     return out

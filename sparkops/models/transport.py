@@ -30,11 +30,12 @@ STREAM_BYTES_S = {"ssh": 1.0e9, "tcp": 2.0e9}
 def stream_count(transport: str, cpus: list[int | None], link_mbps: int | None, files: int) -> int:
     """Streams for one worker: enough to fill the link, at most half the cores of the smaller
     of the two nodes (a stream keeps a core busy at each end, and the kernel's network and
-    disk work needs the rest), never more than the files to copy."""
+    disk work needs the rest) but at least two (one stream's disk write overlaps the other's
+    network read even on a small machine), never more than the files to copy."""
     known = [c for c in cpus if c]
-    by_cores = max(1, min(known) // 2) if known else 2
+    by_cores = max(2, min(known) // 2) if known else 2
     by_link = math.ceil(link_mbps * 1e6 / 8 / STREAM_BYTES_S[transport]) if link_mbps else MAX_STREAMS
-    return max(1, min(by_cores, by_link, MAX_STREAMS, files or 1))
+    return max(1, min(max(2, min(by_cores, by_link)), MAX_STREAMS, files or 1))
 
 
 def entries(manifest: dict, check: dict) -> tuple[list[dict], list[dict]]:
