@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -106,30 +107,15 @@ def test_head_problems_corrupt_blob_and_dangling_link(pair, tmp_path):
     assert any("dangling.json" in p for p in problems)
 
 
-def test_split_balances_bytes_across_streams():
-    sizes = {f"f{i}": s for i, s in enumerate([100, 90, 50, 40, 10, 0, 0])}
-    parts = transport.split(sizes, 2)
-    loads = sorted(sum(sizes[p] for p in part) for part in parts)
-    assert loads == [140, 150] and sorted(p for part in parts for p in part) == sorted(sizes)
-    assert transport.split({"a": 1}, 4) == [["a"]]
-
-
-def test_rsync_and_ssh_argv():
+def test_ssh_argv_and_the_receiver_through_it():
     node = {"name": "spark-2", "host": "spark-2.local", "user": "me", "key": "/k", "port": 2222}
     ssh = openssh.ssh_command(node, {"known_hosts": "/kh", "connect_timeout_s": 5})
     assert ssh[:1] == ["ssh"] and "HostKeyAlias=spark-2.local" in ssh and "StrictHostKeyChecking=yes" in ssh
     assert ["-p", "2222"] == ssh[ssh.index("-p"):ssh.index("-p") + 2] and "UserKnownHostsFile=/kh" in ssh
-    whole = transport.rsync_argv(ssh, "/src/m", "169.254.100.2", "rel/m", append=False)
-    assert "--whole-file" in whole and "--append-verify" not in whole
-    assert whole[-2:] == ["/src/m/", "169.254.100.2:rel/m/"]
-    assert "--append-verify" in transport.rsync_argv(ssh, "/s", "a", "d", append=True)
-
-
-def test_rsync_output_parsers():
-    stats = "Number of files: 3\nLiteral data: 1,048,576 bytes\nMatched data: 0 bytes\n"
-    assert transport.literal_bytes(stats + stats) == 2 * 1048576
-    assert transport.progress_bytes("    524,288,000  48%  245.12MB/s    0:00:02 (xfr#1, to-chk=3/5)") == 524288000
-    assert transport.progress_bytes("sending incremental file list") is None
+    argv = transport.receive_over_ssh(ssh, "169.254.100.2", "rel/m; rm -rf ~", "c/m.json")
+    assert argv[:len(ssh)] == ssh and argv[len(ssh)] == "169.254.100.2"
+    remote = shlex.split(argv[-1])  # what the worker's shell gets back: the same argv, metacharacters inert
+    assert remote[:2] == ["sh", "-c"] and remote[-4:] == ["receive", "rel/m; rm -rf ~", "--cache", "c/m.json"]
 
 
 def test_run_piped_on_this_machine_large_stdin_lines_and_timeout():

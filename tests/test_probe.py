@@ -113,6 +113,7 @@ def spark_probe_output() -> str:
         section("user", "ubuntu"),
         section("home", "/home/ubuntu"),
         section("clock", "1778000000.250000000"),
+        section("cpus", "20"),
         section("nvidia-smi", recorded("nvidia_smi_query", "gb10_hutch_composed")),
         section("ibdev2netdev", recorded("ibdev2netdev", "spark_port1_twins_up")),
         section("sysfs-roce", recorded("sysfs_roce", "spark_gid_drift_twin_index4")),
@@ -134,6 +135,15 @@ def spark_probe_output() -> str:
     ])
 
 
+def test_a_probe_of_a_few_sections_reads_only_those(local_probe):
+    done = subprocess.run(probe.argv("/nonexistent", "m", "/v", "img", "native", only=("cpus", "ip")),
+                          capture_output=True, text=True, timeout=30)
+    sections = probe.split_sections(done.stdout)
+    assert list(sections) == ["cpus", "ip"] and int(sections["cpus"][1]) == os.cpu_count()
+    facts = facts_from_sections("here", sections)
+    assert facts.cpus == os.cpu_count() and facts.interfaces and facts.gpus == ()
+
+
 def test_split_sections_of_a_spark():
     sections = probe.split_sections(spark_probe_output())
     assert list(sections) == list(probe._SECTIONS)
@@ -146,6 +156,7 @@ def test_facts_of_a_spark_from_recorded_output():
     facts = facts_from_sections("spark-1", probe.split_sections(spark_probe_output()))
     assert facts.errors == {}
     assert (facts.hostname, facts.user, facts.home) == ("hutch", "ubuntu", "/home/ubuntu")
+    assert facts.cpus == 20
     (gpu,) = facts.gpus
     assert (gpu.name, gpu.driver, gpu.compute_cap) == ("NVIDIA GB10", "580.142", "12.1")
     assert gpu.memory_total_mib is None  # unified memory: nvidia-smi says [N/A]
