@@ -357,7 +357,7 @@ def _whole(value, name: str) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise Exit(f"--{name} {value!r}: not a whole number", code=1) from None
+        raise Exit(f"error: --{name} {value!r}: not a whole number", code=1) from None
 
 
 @task(help={"cluster": CLUSTER, "profiles": "comma-separated profiles (default: all)",

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import skip_or_fail
 
 from sparkops.base.errors import SparkopsError
 from sparkops.base.progress import Silent
@@ -70,8 +69,6 @@ def copied_bytes(cluster) -> int:
 
 @pytest.fixture(scope="module")
 def sim(sim_cluster, tmp_path_factory):
-    if shutil.which("rsync") is None:
-        skip_or_fail("rsync is not installed (scripts/sim-apt-packages.txt lists it)")
     override = tmp_path_factory.mktemp("sync") / "sparkops.local.toml"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SPARKOPS_LOCAL", str(override))

