@@ -4,6 +4,7 @@ worker's disk, real kills midway, a real too-small tmpfs; and, once, the worker 
 model it got only through `up --sync`."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ import pytest
 import requests
 
 from sparkops.base.errors import SparkopsError
-from sparkops.base.progress import Silent
+from sparkops.base.progress import Progress, Silent
 from sparkops.checks import profile
 from sparkops.config import load_config
 from sparkops.deploy.down import down
@@ -218,14 +219,19 @@ def test_a_file_changed_on_the_worker_during_the_copy_is_caught(sim, sim_cluster
     manifest_sizes = {p.name: p.stat().st_size for p in
                       (sim_cluster.host("spark-a").home / HUB / repo_folder(REPO) / "blobs").iterdir()}
     hit: list[Path] = []
+    complete_since: dict[Path, float] = {}
 
     def scribble():
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not hit:
             blobs = worker_dir(sim_cluster) / "blobs"
-            done = [p for p in blobs.iterdir() if p.stat().st_size == manifest_sizes[p.name]] \
-                if blobs.is_dir() else []
-            if len(done) >= 3 and copied_bytes(sim_cluster) < SIZE // 2:
+            for p in blobs.iterdir() if blobs.is_dir() else []:
+                if p.stat().st_size == manifest_sizes[p.name]:
+                    complete_since.setdefault(p, time.monotonic())
+            # A file finished a few clock ticks ago (a write in the very tick of the receiver's
+            # last one, keeping the size, is the one change file times cannot show).
+            done = [p for p, t in complete_since.items() if time.monotonic() - t > 0.03]
+            if done and copied_bytes(sim_cluster) < SIZE * 0.7:
                 with open(done[0], "r+b") as handle:
                     handle.write(b"\0\1\2\3")
                 hit.append(done[0])
@@ -264,13 +270,16 @@ def test_tcp_secret_stays_secret_and_its_receiver_is_gone_after(sim, sim_cluster
             stop.wait(0.02)
     thread = threading.Thread(target=watch)
     thread.start()
+    said = io.StringIO()
     try:
-        report = sync(sim(), Silent(), transport_name="tcp")
+        report = sync(sim(), Progress(stream=said), transport_name="tcp")
     finally:
         stop.set()
         thread.join()
     assert report.nodes[0].verified and report.nodes[0].transport == "tcp" and made
-    assert seen == []
+    assert seen == [] and made[0] not in said.getvalue()
+    # What the user sees: the copy per node with bytes and rate (and time left while it runs).
+    assert "spark-b      copied: 200.0 MB of 200.0 MB (" in said.getvalue() and "MB/s)" in said.getvalue()
     assert listening and all(addr.startswith("169.254.100.12:") for addr in listening), listening
     assert transfer_processes() == {} and cable_listeners(sim_cluster) == []
     found = subprocess.run(["grep", "-rl", "--exclude-dir=blobs", made[0], *(str(h.home) for h in sim_cluster.hosts)],
@@ -336,3 +345,59 @@ def test_up_sync_gives_the_worker_the_model_and_it_serves_offline(sim, sim_clust
         assert (worker_dir(sim_cluster, SMOKE_REPO) / "refs" / "main").is_file()
     finally:
         down(cfg, progress=Silent())
+
+
+def test_ctrl_c_stops_the_copy_at_once_and_leaves_nothing_running(sim, sim_cluster):
+    """Ctrl-C on `inv sync` (SIGINT to its process group, as a terminal sends it) while the head,
+    reached over SSH, is sending: the command ends within seconds saying so, the transfer
+    processes on both hosts end, and the copy stays resumable. The head's cable is slowed to
+    200 Mbit/s (tc) so that the copy is surely still running when the signal comes."""
+    from sparkops.sim import layout
+    head = sim_cluster.host("spark-a")
+    shutil.rmtree(worker_dir(sim_cluster), ignore_errors=True)
+    shape = ["tc", "qdisc", "add", "dev", layout.ROCE_IF, "root", "tbf", "rate", "200mbit", "burst", "256kb",
+             "latency", "100ms"]
+    assert head.run(shape).returncode == 0
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "invoke", "sync", "--profile", "smoke", "--cluster", "sim",
+                                 "--set", f'model.repo="{REPO}"'], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while copied_bytes(sim_cluster) < SIZE // 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        sent = time.monotonic()
+        _, err = proc.communicate(timeout=40)
+        took = time.monotonic() - sent
+    finally:
+        head.run(["tc", "qdisc", "del", "dev", layout.ROCE_IF, "root"])
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0 and "interrupted" in err and "Traceback" not in err, err
+    assert took < 10, took
+    assert copied_bytes(sim_cluster) < SIZE * 0.8
+    deadline = time.monotonic() + 10
+    while transfer_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert transfer_processes() == {}
+    assert sync(sim(), Silent()).nodes[0].verified
+
+
+def test_tcp_blocked_by_a_firewall_fails_fast_with_the_fix(sim, sim_cluster):
+    """The worker's firewall rejects TCP on the cable except SSH: the tcp transport fails at
+    once, naming the node, the address and the way out; nothing is left listening."""
+    shutil.rmtree(worker_dir(sim_cluster), ignore_errors=True)
+    rule = ["INPUT", "-p", "tcp", "-d", "169.254.100.12", "!", "--dport", "22", "-j", "REJECT",
+            "--reject-with", "tcp-reset"]
+    in_worker(sim_cluster, "iptables", "-I", *rule)
+    try:
+        start = time.monotonic()
+        with pytest.raises(SparkopsError) as err:
+            sync(sim(), Silent(), transport_name="tcp")
+        took = time.monotonic() - start
+    finally:
+        in_worker(sim_cluster, "iptables", "-D", *rule)
+    text = err.value.render()
+    assert "[spark-b]" in text and "to 169.254.100.12 (tcp) failed" in text and "refused" in text, text
+    assert "firewall" in text and "--transport ssh" in text and took < 20
+    assert transfer_processes() == {} and cable_listeners(sim_cluster) == []

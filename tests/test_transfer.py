@@ -136,7 +136,11 @@ def test_a_file_written_to_by_someone_else_meanwhile_is_not_taken_on_trust(tmp_p
 
     def read_into(buf):
         if pos[0] > transfer.BUFFER + 100 and not (tmp_path / "done").exists():
-            with open(tmp_path / "blobs" / "f", "r+b") as other:  # a second writer
+            # A second writer, a clock tick after our last write (file times are as coarse
+            # as the kernel's tick: a write inside the same tick that keeps the size is the
+            # one change this cannot see; `--full` can).
+            time.sleep(0.02)
+            with open(tmp_path / "blobs" / "f", "r+b") as other:
                 other.write(b"intruder")
             (tmp_path / "done").touch()
         n = min(len(buf), len(stream) - pos[0], 65536)

@@ -16,8 +16,11 @@ import json
 import os
 import posixpath
 import secrets
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from sparkops.apply.lock import cluster_lock
 from sparkops.base.errors import SparkopsError, StepError, every_node
@@ -39,7 +42,8 @@ from sparkops.remote.stream import Held
 # The facts a copy needs (the cable's address and speed, the cores), read without the
 # slower rest (nvidia-smi, Docker): a fifth of the time on the simulated cluster.
 COPY_FACTS = ("ibdev2netdev", "sysfs-roce", "ip", "net-speed", "cpus")
-RESERVE_BYTES = 512 << 20  # left free on the worker's disk (or 2% of it, if less)
+RESERVE_BYTES = 512 << 20
+T = TypeVar("T")  # left free on the worker's disk (or 2% of it, if less)
 
 
 @dataclass
@@ -164,9 +168,10 @@ def sync_nodes(session: ClusterSession, progress: Progress, *, full: bool = Fals
     _refuse_if_short(cfg, checks)
     behind = [w for w in workers if not checks[w["name"]]["verified"]]
     routes = _routes(session, head, behind, checks, how) if behind else {}
-    results = worker_group.map(lambda conn: _sync_one(
+    stop = threading.Event()
+    results = _until_interrupted(lambda: worker_group.map(lambda conn: _sync_one(
         cfg, group[head["name"]], head, conn, routes.get(conn.name), manifest, body,
-        checks[conn.name], progress)).raise_failures("sync")
+        checks[conn.name], progress, stop)), stop).raise_failures("sync")
     return SyncReport(cfg.model["repo"], manifest["bytes"], len(manifest["files"]),
                       [results[w["name"]] for w in workers], time.monotonic() - start)
 
@@ -204,8 +209,34 @@ def _refuse_if_short(cfg: Config, checks: dict[str, dict]) -> None:
                                 "or point cluster.paths.hf_home at a larger disk")
 
 
+def _until_interrupted(fn: Callable[[], T], stop: threading.Event) -> T:
+    """fn in a thread of its own, so that Ctrl-C (which Python hands to this, the main thread)
+    reaches the copies: it sets `stop`, which each copy watches; they end their senders and
+    receivers, and the interrupt goes on up once they have."""
+    box: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            box.append(fn())
+        except BaseException as exc:
+            failed.append(exc)
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        stop.set()
+        worker.join(STOP_S)
+        raise
+    if failed:
+        raise failed[0]
+    return box[0]
+
+
 def _sync_one(cfg, head_conn: NodeConn, head: dict, conn: NodeConn, route: tuple[str, Transfer] | None,
-              manifest: dict, body: str, check: dict, progress: Progress) -> NodeSync:
+              manifest: dict, body: str, check: dict, progress: Progress, stop: threading.Event) -> NodeSync:
     t0 = time.monotonic()
     node = next(n for n in cfg.nodes if n["name"] == conn.name)
     address, how = route or ("", Transfer())
@@ -223,7 +254,7 @@ def _sync_one(cfg, head_conn: NodeConn, head: dict, conn: NodeConn, route: tuple
         if check["wrong"]:
             script(conn, "prune", cfg, stdin=json.dumps(check["wrong"]))
         c0 = time.monotonic()
-        result = _copy(cfg, head_conn, head, conn, node, address, manifest, check, how, progress)
+        result = _copy(cfg, head_conn, head, conn, node, address, manifest, check, how, progress, stop)
         out.copy_seconds += time.monotonic() - c0
         out.sent_bytes += result["sent"]
         out.written_hashed_bytes += sum(s.get("hashed", 0) for s in result["streams"])
@@ -285,7 +316,7 @@ def _link_mbps(facts, node: dict, network: dict) -> int | None:
 
 
 def _copy(cfg: Config, head_conn: NodeConn, head: dict, conn: NodeConn, node: dict, address: str,
-          manifest: dict, check: dict, how: Transfer, progress: Progress) -> dict:
+          manifest: dict, check: dict, how: Transfer, progress: Progress, stop: threading.Event) -> dict:
     """One worker's missing pieces, in `how.streams` parallel streams -> the sender's result."""
     files, links = transport.entries(manifest, check)
     plan = transport.plan_streams(files, links, how.streams)
@@ -306,11 +337,18 @@ def _copy(cfg: Config, head_conn: NodeConn, head: dict, conn: NodeConn, node: di
         sender = head_conn.hold(transport.send_argv())
         try:
             sender.send(json.dumps({"root": src, "streams": plan, "carrier": carrier, "every": 1.0}) + "\n")
-            result = _follow(sender, head_conn.name, meter)
+            result = _follow(sender, head_conn.name, meter, stop)
         finally:
             sender.release()
-        if listener is not None:
+        broken = any("error" in r for r in result["streams"])
+        if listener is not None and not broken:
             _reply(listener, conn.name, "the receiver's summary", START_S)
+        elif listener is not None:  # its side of the story, if it has one already (disk full...)
+            said = json.loads(listener.readline(2.0) or "{}").get("result", {})
+            errors = [s["error"] for s in said.get("streams", []) if "error" in s]
+            for r in result["streams"]:
+                if "error" in r:
+                    r["log"] = r.get("log", []) + [f"receiver on {node['name']}: {e}" for e in errors]
     finally:
         if listener is not None:
             listener.release()  # its stdin closes: it stops, whatever it was doing
@@ -320,7 +358,7 @@ def _copy(cfg: Config, head_conn: NodeConn, head: dict, conn: NodeConn, node: di
         fix = (f"check that {head['name']} can `ssh` to {address} without a password (the worker's "
                "user and key from the cluster file)" if how.transport == "ssh" else
                f"check that {node['name']} accepts TCP connections from {head['name']} on {address} "
-               "(a firewall on the cable?), or sync with `--transport ssh`")
+               f"(port {carrier.get('port')} this time; a firewall on the cable?), or sync with `--transport ssh`")
         raise StepError(f"copy from {head['name']} to {address} ({how.transport}) failed in "
                         f"{len(failed)} of {len(plan)} stream(s): {first['error']}", host=node["name"],
                         step="sync", log_tail=first.get("log") or [], fix=fix)
@@ -331,6 +369,7 @@ def _copy(cfg: Config, head_conn: NodeConn, head: dict, conn: NodeConn, node: di
 
 
 START_S = 60.0  # for a node-side script to start and answer
+STOP_S = 30.0  # for the copies to wind down after Ctrl-C
 IDLE_S = 120.0  # no byte moved for this long: the copy has stalled
 
 
@@ -352,27 +391,31 @@ def _reply(held: Held, node: str, what: str, timeout: float) -> dict:
     return doc.get("result", doc)
 
 
-def _follow(sender: Held, head: str, meter: Meter) -> dict:
-    """The sender's progress lines onto the meter, until its result; stalls and deaths are errors."""
-    done, moved = 0, time.monotonic()
-    while True:
-        line = sender.readline(IDLE_S)
+def _follow(sender: Held, head: str, meter: Meter, stop: threading.Event) -> dict:
+    """The sender's progress lines onto the meter, until its result; stalls, deaths and Ctrl-C
+    are errors (the caller then closes the sender's stdin, which stops it and its streams)."""
+    done = 0
+    moved = time.monotonic()
+    again = "run the same `inv sync` again: it resumes where this one stopped"
+    while not stop.is_set():
+        line = sender.readline(0.2)
         if line is None:
-            why = "ended without a result (killed?)" if sender.ended else f"moved nothing for {IDLE_S:.0f}s"
-            raise StepError(f"the copy stopped: the sender on {head} {why}", host=head, step="sync",
-                            fix="run the same `inv sync` again: it resumes where this one stopped")
-        doc = json.loads(line)
-        if "error" in doc:
-            raise StepError(f"the sender failed: {doc['error']}", host=head, step="sync",
-                            fix="run the same `inv sync` again: it resumes where this one stopped")
-        if "result" in doc:
-            return doc["result"]
-        if doc["progress"] > done:
-            done, moved = doc["progress"], time.monotonic()
-            meter.update(done)
-        elif time.monotonic() - moved > IDLE_S:
+            if sender.ended:
+                raise StepError(f"the copy stopped: the sender on {head} ended without a result (killed?)",
+                                host=head, step="sync", fix=again)
+        else:
+            doc = json.loads(line)
+            if "error" in doc:
+                raise StepError(f"the sender failed: {doc['error']}", host=head, step="sync", fix=again)
+            if "result" in doc:
+                return doc["result"]
+            if doc["progress"] > done:
+                done, moved = doc["progress"], time.monotonic()
+                meter.update(done)
+        if time.monotonic() - moved > IDLE_S:
             raise StepError(f"the copy stalled: nothing moved for {IDLE_S:.0f}s", host=head, step="sync",
-                            fix="check the cable between the nodes (`inv check`), then sync again")
+                            fix="check the cable between the nodes (`inv check`), then " + again)
+    raise StepError("interrupted: the copy was stopped", host=head, step="sync", fix=again)
 
 
 def ensure_model(session: ClusterSession, progress: Progress) -> None:

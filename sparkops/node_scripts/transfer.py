@@ -32,6 +32,7 @@ import hashlib
 import hmac
 import json
 import os
+import queue
 import socket
 import struct
 import subprocess
@@ -106,7 +107,7 @@ class Receiver:
 
     def stream(self, read_into) -> dict:
         """Receive one stream to its end frame -> its summary."""
-        buf = bytearray(BUFFER)
+        bufs = [bytearray(BUFFER) for _ in range(3)]
         done: dict = {"files": 0, "bytes": 0, "hashed": 0, "links": 0, "problems": []}
         while True:
             entry = read_header(read_into)
@@ -116,7 +117,7 @@ class Receiver:
                 self._link(entry)
                 done["links"] += 1
                 continue
-            problem = self._file(entry, read_into, buf)
+            problem = self._file(entry, read_into, bufs)
             done["files"] += 1
             done["bytes"] += entry["size"] - entry["offset"]
             done["hashed"] += entry["size"] if not problem else 0
@@ -131,7 +132,7 @@ class Receiver:
             os.unlink(path)
         os.symlink(target, path)
 
-    def _file(self, entry: dict, read_into, buf: bytearray) -> str | None:
+    def _file(self, entry: dict, read_into, bufs: list[bytearray]) -> str | None:
         rel, offset, size = entry["rel"], entry["offset"], entry["size"]
         path = inside(self.root, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -142,25 +143,14 @@ class Receiver:
         try:
             st = os.fstat(fd)
             fits = st.st_size == offset  # a resumed file must still be the prefix we were told
-            if fits and offset:
-                self._hash_prefix(path, offset, digest, buf)
-            os.lseek(fd, offset, os.SEEK_SET)
-            last, touched = os.fstat(fd), False
-            view, left = memoryview(buf), size - offset
-            while left:
-                n = fill(read_into, view, min(len(buf), left))
-                if not n:
-                    raise EOFError(f"stream ended inside {rel}, {left} bytes short")
-                left -= n
-                if not fits:
-                    continue  # keep the stream in step; the check after the copy redoes it
-                digest.update(view[:n])
-                now = os.fstat(fd)
-                touched |= _key(now)[:3] != _key(last)[:3]
-                written = 0
-                while written < n:
-                    written += os.write(fd, view[written:n])
-                last = os.fstat(fd)
+            touched = False
+            if not fits:  # keep the stream in step; the check after the copy redoes this file
+                _skip(read_into, memoryview(bufs[0]), size - offset, rel)
+            else:
+                if offset:
+                    self._hash_prefix(path, offset, digest, bufs[0])
+                os.lseek(fd, offset, os.SEEK_SET)
+                touched = _land(fd, read_into, size - offset, digest, bufs, rel)
             final = os.fstat(fd)
         finally:
             os.close(fd)
@@ -191,6 +181,60 @@ class Receiver:
                     raise EOFError(f"{path} shrank while its prefix was read")
                 digest.update(view[:n])
                 length -= n
+
+
+def _land(fd: int, read_into, count: int, digest, bufs: list[bytearray], rel: str) -> bool:
+    """`count` bytes of the stream into fd, hashed on the way -> whether anything else wrote to
+    the file meanwhile. This thread reads the next megabyte while another hashes and writes
+    the last (hashlib and the system calls release the GIL): a stream runs at the speed of
+    its slowest part, not of their sum."""
+    free: queue.Queue = queue.Queue()
+    full: queue.Queue = queue.Queue()
+    for buf in bufs:
+        free.put(buf)
+    state: dict = {"touched": False, "error": None}
+    first = os.fstat(fd)  # before any byte is read: a change from here on is someone else's
+
+    def hash_and_write() -> None:
+        last = first
+        while (item := full.get()) is not None:
+            buf, n = item
+            try:
+                if state["error"] is None:
+                    view = memoryview(buf)[:n]
+                    digest.update(view)
+                    now = os.fstat(fd)  # anyone else's write since our last one moves these
+                    state["touched"] |= _key(now)[:3] != _key(last)[:3]
+                    while view:
+                        view = view[os.write(fd, view):]
+                    last = os.fstat(fd)
+            except BaseException as exc:  # reported by the reading thread
+                state["error"] = exc
+            free.put(buf)
+    writer = threading.Thread(target=hash_and_write, daemon=True)
+    writer.start()
+    try:
+        while count and state["error"] is None:
+            buf = free.get()
+            n = fill(read_into, memoryview(buf), min(len(buf), count))
+            if not n:
+                raise EOFError(f"stream ended inside {rel}, {count} bytes short")
+            count -= n
+            full.put((buf, n))
+    finally:
+        full.put(None)
+        writer.join()
+    if state["error"] is not None:
+        raise state["error"]
+    return state["touched"]
+
+
+def _skip(read_into, view: memoryview, count: int, rel: str) -> None:
+    while count:
+        n = fill(read_into, view, min(len(view), count))
+        if not n:
+            raise EOFError(f"stream ended inside {rel}, {count} bytes short")
+        count -= n
 
 
 def receive(root: str, cache: str | None) -> dict:
@@ -345,7 +389,9 @@ class Sender:
         drain.join()
         if rc != 0:
             tail = b"".join(err).decode(errors="replace").strip().splitlines()[-15:]
-            return {"error": f"ssh/receiver exited {rc}", "log": tail}
+            said = reply.decode(errors="replace").strip().splitlines()[-1:]  # the receiver's own error line
+            why = json.loads(said[0]).get("error", "") if said and said[0].startswith("{") else ""
+            return {"error": f"ssh/receiver exited {rc}" + (f": {why}" if why else ""), "log": tail}
         return json.loads(reply)
 
     def _over_tcp(self, index: int, carrier: dict) -> dict:
