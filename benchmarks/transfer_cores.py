@@ -71,9 +71,10 @@ with open(sys.argv[2], "wb", buffering=0) as out:
 """
 
 
-def engine(src: Path, dest: Path, cache: Path, files: list[tuple[str, int]], streams: int) -> dict:
+def engine(src: Path, dest: Path, cache: Path, files: list[tuple[str, int]], streams: int,
+           script: str = str(SCRIPT)) -> dict:
     secret = os.urandom(32).hex()
-    listener = subprocess.Popen([sys.executable, str(SCRIPT), "listen", str(dest), "--cache", str(cache),
+    listener = subprocess.Popen([sys.executable, script, "listen", str(dest), "--cache", str(cache),
                                  "--address", "127.0.0.1", "--streams", str(streams)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     listener.stdin.write(secret + "\n")
@@ -85,7 +86,7 @@ def engine(src: Path, dest: Path, cache: Path, files: list[tuple[str, int]], str
         i = loads.index(min(loads))
         plan[i].append({"rel": rel, "offset": 0, "size": size})
         loads[i] += size
-    sender = subprocess.Popen([sys.executable, str(SCRIPT), "send"], stdin=subprocess.PIPE,
+    sender = subprocess.Popen([sys.executable, script, "send"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     sender.stdin.write(json.dumps({"root": str(src), "streams": plan, "every": 5.0, "carrier": {
         "kind": "tcp", "address": "127.0.0.1", "port": port, "secret": secret}}) + "\n")
@@ -110,6 +111,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--streams", default="1,2,4,8")
     ap.add_argument("--out", default=str(HERE / "benchmarks/results/transfer_cores.json"))
+    ap.add_argument("--script", default=str(SCRIPT), help="transfer.py to measure (A/B of two versions)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sparkops-transfer-"))
     try:
@@ -119,7 +121,7 @@ def main() -> int:
         cases = {"raw_tcp_null": lambda: raw_tcp(src, files, "/dev/null"),
                  "raw_tcp_disk": lambda: raw_tcp(src, files, str(work / "raw.bin"))}
         for n in (int(s) for s in args.streams.split(",")):
-            cases[f"tcp_{n}"] = lambda n=n: engine(src, dest, work / "cache.json", files, n)
+            cases[f"tcp_{n}"] = lambda n=n: engine(src, dest, work / "cache.json", files, n, args.script)
         runs: dict[str, list[float]] = {k: [] for k in cases}
         for r in range(args.repeat):
             for case, fn in cases.items():
@@ -135,7 +137,7 @@ def main() -> int:
         results = {k: {"seconds": v, "median_s": statistics.median(v),
                        "mb_per_s": total / statistics.median(v) / 1e6} for k, v in runs.items()}
         best = max((k for k in results if k.startswith("tcp_")), key=lambda k: results[k]["mb_per_s"])
-        doc = {"what": __doc__.splitlines()[0],
+        doc = {"what": __doc__.splitlines()[0], "script": os.path.relpath(args.script, HERE),
                "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},
                "model": {"bytes": total, "files": len(files)}, "repeat": args.repeat, "results": results,
                "ratios": {f"{k}_vs_raw_tcp_null": results[k]["mb_per_s"] / results["raw_tcp_null"]["mb_per_s"]

@@ -107,7 +107,7 @@ class Receiver:
 
     def stream(self, read_into) -> dict:
         """Receive one stream to its end frame -> its summary."""
-        bufs = [bytearray(BUFFER) for _ in range(3)]
+        bufs = [bytearray(BUFFER) for _ in range(4)]
         done: dict = {"files": 0, "bytes": 0, "hashed": 0, "links": 0, "problems": []}
         while True:
             entry = read_header(read_into)
@@ -185,34 +185,50 @@ class Receiver:
 
 def _land(fd: int, read_into, count: int, digest, bufs: list[bytearray], rel: str) -> bool:
     """`count` bytes of the stream into fd, hashed on the way -> whether anything else wrote to
-    the file meanwhile. This thread reads the next megabyte while another hashes and writes
-    the last (hashlib and the system calls release the GIL): a stream runs at the speed of
-    its slowest part, not of their sum."""
+    the file meanwhile. Three threads share the work: this one reads the next megabyte while
+    one hashes and one writes those before it (hashlib and the system calls release the GIL),
+    so a stream goes at the speed of its slowest part, the sha256, not of their sum."""
     free: queue.Queue = queue.Queue()
-    full: queue.Queue = queue.Queue()
     for buf in bufs:
         free.put(buf)
+    users: dict[int, int] = {}  # buffer -> the threads still using it
+    lock = threading.Lock()
     state: dict = {"touched": False, "error": None}
     first = os.fstat(fd)  # before any byte is read: a change from here on is someone else's
 
-    def hash_and_write() -> None:
-        last = first
-        while (item := full.get()) is not None:
-            buf, n = item
+    def release(buf: bytearray) -> None:
+        with lock:
+            users[id(buf)] -= 1
+            if not users[id(buf)]:
+                free.put(buf)
+
+    def hash_all(work: queue.Queue) -> None:
+        while (item := work.get()) is not None:
             try:
                 if state["error"] is None:
-                    view = memoryview(buf)[:n]
-                    digest.update(view)
+                    digest.update(memoryview(item[0])[:item[1]])
+            except BaseException as exc:  # reported by the reading thread
+                state["error"] = exc
+            release(item[0])
+
+    def write_all(work: queue.Queue) -> None:
+        last = first
+        while (item := work.get()) is not None:
+            try:
+                if state["error"] is None:
+                    view = memoryview(item[0])[:item[1]]
                     now = os.fstat(fd)  # anyone else's write since our last one moves these
                     state["touched"] |= _key(now)[:3] != _key(last)[:3]
                     while view:
                         view = view[os.write(fd, view):]
                     last = os.fstat(fd)
-            except BaseException as exc:  # reported by the reading thread
+            except BaseException as exc:
                 state["error"] = exc
-            free.put(buf)
-    writer = threading.Thread(target=hash_and_write, daemon=True)
-    writer.start()
+            release(item[0])
+    queues: list[queue.Queue] = [queue.Queue(), queue.Queue()]
+    threads = [threading.Thread(target=fn, args=(q,), daemon=True) for fn, q in zip((hash_all, write_all), queues)]
+    for thread in threads:
+        thread.start()
     try:
         while count and state["error"] is None:
             buf = free.get()
@@ -220,10 +236,15 @@ def _land(fd: int, read_into, count: int, digest, bufs: list[bytearray], rel: st
             if not n:
                 raise EOFError(f"stream ended inside {rel}, {count} bytes short")
             count -= n
-            full.put((buf, n))
+            with lock:
+                users[id(buf)] = len(queues)
+            for q in queues:
+                q.put((buf, n))
     finally:
-        full.put(None)
-        writer.join()
+        for q in queues:
+            q.put(None)
+        for thread in threads:
+            thread.join()
     if state["error"] is not None:
         raise state["error"]
     return state["touched"]
