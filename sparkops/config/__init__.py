@@ -63,10 +63,10 @@ class Config:
 
     def config_hash(self) -> str:
         """Identity of what would be served; secrets count only as present or absent. The
-        [bench] and [cluster.sync] sections are left out: how a deployment is measured does not change it (a result
-        records its own benchmark settings), so a new suite does not make a deployment stale."""
+        [bench] section is left out: how a deployment is measured does not change it (a result
+        records its own benchmark settings), so a new suite does not make a deployment stale.
+        [cluster.sync] neither: how a model is copied does not change what is served."""
         served = {k: v for k, v in self.public().items() if k != "bench"}
-        # How a model is copied does not change what is served either.
         served["cluster"] = {k: v for k, v in served.get("cluster", {}).items() if k != "sync"}
         # Keys added later with a default that serves the same as before they existed count
         # only when set otherwise: upgrading sparkops must not make a running deployment stale.

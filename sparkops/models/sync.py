@@ -42,8 +42,8 @@ from sparkops.remote.stream import Held
 # The facts a copy needs (the cable's address and speed, the cores), read without the
 # slower rest (nvidia-smi, Docker): a fifth of the time on the simulated cluster.
 COPY_FACTS = ("ibdev2netdev", "sysfs-roce", "ip", "net-speed", "cpus")
-RESERVE_BYTES = 512 << 20
-T = TypeVar("T")  # left free on the worker's disk (or 2% of it, if less)
+RESERVE_BYTES = 512 << 20  # left free on the worker's disk (or 2% of it, if less)
+T = TypeVar("T")
 
 
 @dataclass
@@ -52,8 +52,8 @@ class NodeSync:
     verified: bool = False
     copied_files: int = 0
     copied_bytes: int = 0  # what had to travel, from the comparison
-    sent_bytes: int = 0  # what the sender sent (less than copied when a file resumed... or equal)
-    hashed_bytes: int = 0  # read back from disk to hash (the checks)
+    sent_bytes: int = 0  # what the sender sent (of a resumed file, only its tail)
+    hashed_bytes: int = 0  # read from disk to hash it (the comparisons before and after the copy)
     written_hashed_bytes: int = 0  # hashed as it was written, by the receiver
     extra_files: int = 0
     seconds: float = 0.0
@@ -69,7 +69,7 @@ class NodeSync:
         rate = self.copied_bytes / self.copy_seconds / 1e6 if self.copy_seconds else 0
         return (f"{'verified' if self.verified else 'NOT verified'}: copied {self.copied_files} file(s), "
                 f"{gb(self.copied_bytes)} in {self.copy_seconds:.1f}s ({rate:.0f} MB/s) via {self.address}, "
-                f"{self.transport} x{self.streams}; read back to verify: {gb(self.hashed_bytes)}")
+                f"{self.transport} x{self.streams}; hashed from disk: {gb(self.hashed_bytes)}")
 
 
 @dataclass(frozen=True)
@@ -344,7 +344,10 @@ def _copy(cfg: Config, head_conn: NodeConn, head: dict, conn: NodeConn, node: di
         if listener is not None and not broken:
             _reply(listener, conn.name, "the receiver's summary", START_S)
         elif listener is not None:  # its side of the story, if it has one already (disk full...)
-            said = json.loads(listener.readline(2.0) or "{}").get("result", {})
+            try:
+                said = json.loads(listener.readline(2.0) or "{}").get("result", {})
+            except ValueError:
+                said = {}
             errors = [s["error"] for s in said.get("streams", []) if "error" in s]
             for r in result["streams"]:
                 if "error" in r:
@@ -352,9 +355,9 @@ def _copy(cfg: Config, head_conn: NodeConn, head: dict, conn: NodeConn, node: di
     finally:
         if listener is not None:
             listener.release()  # its stdin closes: it stops, whatever it was doing
-    failed = [(i, r) for i, r in enumerate(result["streams"]) if "error" in r]
+    failed = [r for r in result["streams"] if "error" in r]
     if failed:
-        index, first = failed[0]
+        first = failed[0]
         fix = (f"check that {head['name']} can `ssh` to {address} without a password (the worker's "
                "user and key from the cluster file)" if how.transport == "ssh" else
                f"check that {node['name']} accepts TCP connections from {head['name']} on {address} "

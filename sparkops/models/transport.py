@@ -33,7 +33,7 @@ def stream_count(transport: str, cpus: list[int | None], link_mbps: int | None, 
     disk work needs the rest) but at least two (one stream's disk write overlaps the other's
     network read even on a small machine), never more than the files to copy."""
     known = [c for c in cpus if c]
-    by_cores = max(2, min(known) // 2) if known else 2
+    by_cores = min(known) // 2 if known else 2
     by_link = math.ceil(link_mbps * 1e6 / 8 / STREAM_BYTES_S[transport]) if link_mbps else MAX_STREAMS
     return max(1, min(max(2, min(by_cores, by_link)), MAX_STREAMS, files or 1))
 

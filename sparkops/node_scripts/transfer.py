@@ -284,7 +284,7 @@ def listen(root: str, cache: str | None, address: str, streams: int) -> dict:
     threads: list[threading.Thread] = []
     while len(threads) < streams:
         try:
-            conn, peer = server.accept()
+            conn, _ = server.accept()
         except TimeoutError:
             return {"error": f"no connection from the head within {IDLE_TIMEOUT_S:.0f}s on "
                              f"{address}:{server.getsockname()[1]}", "refused": refused}
