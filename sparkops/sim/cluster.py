@@ -23,7 +23,7 @@ from pathlib import Path
 from sparkops.sim import cleanup, network, sshd
 from sparkops.sim import docker as engine
 from sparkops.sim import layout as L
-from sparkops.sim.host import PortHog, SimHost
+from sparkops.sim.host import PortHog, SimHost, enter
 
 __all__ = ["STANDINS_DIR", "PortHog", "SimCluster", "SimHost", "build", "missing_requirements"]
 
@@ -90,6 +90,38 @@ class SimCluster:
         return [{"name": h.name, "host": h.mgmt_ip, "port": h.ssh_port, "user": "root",
                  "key": str(self.key_path), "env": {"VLLM_CPU_OMP_THREADS_BIND": str(cpus[i % len(cpus)])}}
                 for i, h in enumerate(self.hosts)]
+
+    @property
+    def owner_key_path(self) -> Path:
+        """The owner's private key (readable by the owner only), accepted by the owner on every
+        host: what an owner's head uses to reach the workers."""
+        return self.state_dir / "owner_id_ed25519"
+
+    def owner_nodes(self, head_local: bool = True) -> list[dict]:
+        """The hosts as a real pair is configured by its owner: the head is the machine sparkops
+        runs on (`host = "local"`, when the controller runs inside the first host as the owner:
+        SimHost.owner_argv), every other node reached over SSH as the unprivileged owner."""
+        nodes = self.nodes()
+        for node in nodes:
+            node.update(user=L.OWNER, key=str(self.owner_key_path))
+        if head_local:
+            nodes[0] = {"name": nodes[0]["name"], "host": "local", "env": nodes[0]["env"]}
+        return nodes
+
+    def owner_argv(self, host: SimHost | str, argv: list[str], *, cwd: str = "/",
+                   env: dict[str, str] | None = None) -> list[str]:
+        """argv that runs `argv` inside `host` as its owner, as if the owner had logged in there:
+        the owner's uid, groups, home and a login's environment (the host's PATH with the
+        stand-ins, its Docker engine), plus `env`. Nothing of the caller's environment leaks in."""
+        host = self.host(host) if isinstance(host, str) else host
+        pid = host.init_pid()
+        if pid is None:
+            raise RuntimeError(f"{host.name} is down")
+        login = {"HOME": L.OWNER_HOME, "USER": L.OWNER, "LOGNAME": L.OWNER, "PATH": _host_path(),
+                 "DOCKER_HOST": f"unix://{engine.sock_path(host.dir)}", "SPARKOPS_SIM_HOST": host.name,
+                 "LANG": "C.UTF-8", **(env or {})}
+        return [*enter(pid, cwd), "setpriv", f"--reuid={L.OWNER_UID}", f"--regid={L.OWNER_UID}", "--init-groups",
+                "env", "-i", *(f"{k}={v}" for k, v in login.items()), *argv]
 
     def ssh_argv(self, host: SimHost | str, *command: str) -> list[str]:
         """argv of the OpenSSH client running `command` on `host`."""
@@ -213,6 +245,10 @@ def _build(slot: int, count: int, keep: list[str] | tuple[str, ...]) -> SimClust
     network.build(slot, count)
     key = state / "id_ed25519"
     client_pub = sshd.keygen(key, "sparkops-sim-controller")
+    owner_key = state / "owner_id_ed25519"
+    owner_pub = sshd.keygen(owner_key, f"{L.OWNER}@sparkops-sim")
+    for path in (owner_key, owner_key.with_suffix(".pub")):
+        os.chown(path, L.OWNER_UID, L.OWNER_UID)
     search_path = _host_path()
     keep_paths = _keep_paths([*keep, *search_path.split(":")])
     hosts = []
@@ -224,6 +260,7 @@ def _build(slot: int, count: int, keep: list[str] | tuple[str, ...]) -> SimClust
         host_key = sshd.write_host_files(
             host_dir, name, f"{L.mgmt_ip(slot, i)}:22", client_pub, env, keep_paths,
             also_listen=(f"{L.roce_ip(i)}:22",),  # `inv sync` copies over the "cable"
+            owner_keys=(owner_pub, client_pub),
         )
         hosts.append(SimHost(name, i, L.netns_name(slot, i), L.mgmt_ip(slot, i), L.roce_ip(i),
                              22, host_dir, host_key))
@@ -248,7 +285,7 @@ def _host_path() -> str:
 
 
 def _keep_paths(extra: list[str]) -> list[str]:
-    """Top-level entries of /root and /tmp that hosts must keep seeing: where this Python, its
+    """Top-level entries of /root, /tmp and /home that hosts must keep seeing: where this Python, its
     virtualenv, the stand-ins and the PATH live (a virtualenv's interpreter is a link into the
     base install), plus `extra` and $SPARKOPS_SIM_KEEP."""
     home = str(Path("~root").expanduser())
@@ -257,7 +294,7 @@ def _keep_paths(extra: list[str]) -> list[str]:
     keep = set()
     for path in filter(os.path.isabs, wanted):
         path = os.path.normpath(path)
-        for private in (home, "/tmp"):
+        for private in (home, "/tmp", "/home"):
             if path.startswith(private + "/"):
                 keep.add(os.path.join(private, os.path.relpath(path, private).split("/")[0]))
     return sorted(keep)

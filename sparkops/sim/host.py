@@ -22,11 +22,11 @@ _HOG = (
 )
 
 
-def enter(init_pid: int) -> list[str]:
+def enter(init_pid: int, wd: str = "/") -> list[str]:
     """argv prefix that runs a command inside a host (all its namespaces; the child is forked
-    into its PID namespace, so it dies with the host)."""
+    into its PID namespace, so it dies with the host), in directory `wd`."""
     return ["nsenter", "-t", str(init_pid), "--net", "--mount", "--pid", "--uts", "--ipc",
-            "--wd=/", "--"]
+            f"--wd={wd}", "--"]
 
 
 @dataclass
@@ -48,6 +48,11 @@ class SimHost:
     def home(self) -> Path:
         """The directory that is /root inside the host."""
         return self.dir / "home"
+
+    @property
+    def owner_home(self) -> Path:
+        """The directory that is the owner's home (layout.OWNER_HOME) inside the host."""
+        return self.dir / "homes" / L.OWNER
 
     @property
     def tmp(self) -> Path:

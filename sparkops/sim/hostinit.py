@@ -52,6 +52,8 @@ def main(config_path: str) -> None:
             if path.startswith(target + "/") and os.path.exists(path):
                 bind_into(path, target, src)
         mount("--rbind", src, target)
+    for target, src in cfg.get("files", {}).items():
+        mount("--bind", src, target)
 
     os.chdir("/")
     os.execv(cfg["sshd"][0], cfg["sshd"])

@@ -96,3 +96,10 @@ def owns_link(slot: int, name: str) -> bool:
     return name in (lan_bridge(slot), roce_bridge(slot)) or name.startswith(
         f"{LINK_PREFIX}{slot}-"
     )
+
+# A real pair is driven by its owner, not root: every host also has this unprivileged user,
+# with a home of its own (/home/ops), the same uid on every host (as an admin would make it),
+# and membership of the host's `docker` group.
+OWNER = "ops"
+OWNER_UID = 4242
+OWNER_HOME = "/home/ops"

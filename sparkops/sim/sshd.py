@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from sparkops.sim import layout as L
+
 SSHD = "/usr/sbin/sshd"
 HOSTINIT = Path(__file__).with_name("hostinit.py")
 
@@ -31,15 +33,20 @@ def write_host_files(
     env: dict[str, str],
     keep: list[str],
     also_listen: tuple[str, ...] = (),
+    owner_keys: tuple[str, ...] = (),
 ) -> str:
-    """Prepare a host's home, /tmp, host key and sshd_config; return its public host key.
-    `also_listen`: more addresses (the RoCE one), as on a Spark whose sshd listens on all."""
+    """Prepare a host's homes, /tmp, users, host key and sshd_config; return its public host key.
+    `also_listen`: more addresses (the RoCE one), as on a Spark whose sshd listens on all.
+    `owner_keys`: public keys the unprivileged owner (layout.OWNER) accepts."""
     home = host_dir / "home"
     (home / ".ssh").mkdir(parents=True, mode=0o700)
-    home.chmod(0o700)  # sshd's StrictModes refuses keys in a group-writable home
+    # sshd's StrictModes refuses keys in a group- or world-writable home; others may pass
+    # through it (x), as the owner must to reach the Python installs bound back in below /root.
+    home.chmod(0o711)
     (home / ".ssh" / "authorized_keys").write_text(client_pub + "\n")
     (host_dir / "tmp").mkdir(mode=0o1777)
     (host_dir / "tmp").chmod(0o1777)  # mkdir's mode is filtered by the umask
+    _write_owner(host_dir, owner_keys or (client_pub,))
     host_pub = keygen(host_dir / "ssh_host_ed25519_key", hostname)
     setenv = " ".join(f'"{k}={v}"' for k, v in env.items())
     listens = "".join(f"ListenAddress {a}\n" for a in (listen, *also_listen))
@@ -66,12 +73,42 @@ SetEnv {setenv}
     init = {
         "hostname": hostname,
         "cgroup_tmp": str(host_dir / ".cgroup"),
-        "private_dirs": {str(Path("~root").expanduser()): str(home), "/tmp": str(host_dir / "tmp")},
+        "private_dirs": {str(Path("~root").expanduser()): str(home), "/tmp": str(host_dir / "tmp"),
+                         "/home": str(host_dir / "homes")},
+        # The owner exists only inside the host: its passwd and group, not this machine's.
+        "files": {"/etc/passwd": str(host_dir / "passwd"), "/etc/group": str(host_dir / "group")},
         "keep": keep,
         "sshd": [SSHD, "-D", "-e", "-f", str(host_dir / "sshd_config")],
     }
     (host_dir / "hostinit.json").write_text(json.dumps(init, indent=1))
     return host_pub
+
+
+def _write_owner(host_dir: Path, keys: tuple[str, ...]) -> None:
+    """The owner's home (/home/ops inside the host) and its passwd and group entries: this
+    machine's users plus the owner, who is also in the `docker` group (its engine's socket)."""
+    uid = L.OWNER_UID
+    homes = host_dir / "homes"
+    homes.mkdir(mode=0o755)
+    home = homes / L.OWNER
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    (home / ".ssh" / "authorized_keys").write_text("".join(k + "\n" for k in keys))
+    for path in (home, home / ".ssh", home / ".ssh" / "authorized_keys"):
+        os.chown(path, uid, uid)
+    home.chmod(0o755)
+    (home / ".ssh" / "authorized_keys").chmod(0o600)
+    passwd = [line for line in Path("/etc/passwd").read_text().splitlines() if not line.startswith(f"{L.OWNER}:")]
+    passwd.append(f"{L.OWNER}:x:{uid}:{uid}:sparkops test owner:{L.OWNER_HOME}:/bin/sh")
+    groups = []
+    for line in Path("/etc/group").read_text().splitlines():
+        name, _, _, members = (line.split(":") + ["", "", ""])[:4]
+        if name == "docker":
+            line = line + ("," if members else "") + L.OWNER
+        if name != L.OWNER:
+            groups.append(line)
+    groups.append(f"{L.OWNER}:x:{uid}:")
+    (host_dir / "passwd").write_text("\n".join(passwd) + "\n")
+    (host_dir / "group").write_text("\n".join(groups) + "\n")
 
 
 def start(host_dir: Path, netns: str) -> subprocess.Popen:
