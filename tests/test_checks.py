@@ -17,6 +17,7 @@ import pytest
 
 from sparkops.base.errors import ConnectError
 from sparkops.checks import logs, nccl, network, profile, quick, reach
+from sparkops.checks.api import checks as api_checks
 from sparkops.checks.preflight import preflight
 from sparkops.checks.render import markdown, table, write_report
 from sparkops.checks.result import CLUSTER, Check, CheckReport, worst
@@ -36,8 +37,13 @@ def _isolated(isolated_override):
     """No developer override, no SPARKOPS_* variables."""
 
 
-def configure(*sets: str, profile: str = "gpt-oss-120b", cluster: str = "spark-pair"):
-    return load_config(profile, cluster, root=ROOT, sets=list(sets), environ={})
+KEY = "sparkops-test-key"
+
+
+def configure(*sets: str, profile: str = "gpt-oss-120b", cluster: str = "spark-pair", api_key: str | None = KEY):
+    """A config as after `inv setup`, which makes an API key (api_key=None: as before it)."""
+    return load_config(profile, cluster, root=ROOT, sets=list(sets),
+                       environ={"VLLM_API_KEY": api_key} if api_key else {})
 
 
 def spark_facts(cfg=None, **changes):
@@ -505,3 +511,44 @@ def test_up_readiness_error_on_a_socket_fallback_suggests_check_nccl():
     from sparkops.facts.service_log import explain
     found = explain((NCCL_LOGS / "spark_socket_enP7s7_nccl2297.txt").read_text())
     assert found["fix"] == "NCCL fell back to TCP sockets: run `inv check --nccl`"
+
+
+# --- who can reach the API -------------------------------------------------------------------
+
+@pytest.mark.parametrize(("sets", "key", "status", "said"), [
+    ((), KEY, "ok", "API on every interface (port 8000 of spark-1), API key required"),
+    ((), None, "fail", "no API key: the API on every interface (port 8000 of spark-1) would be open"),
+    (("cluster.api.open=true",), None, "warn", "needs no key (cluster.api.open = true)"),
+    (('cluster.api.listen="loopback"',), None, "ok", "API on loopback only"),
+])
+def test_the_api_is_never_open_by_surprise(sets, key, status, said):
+    cfg = configure(*sets, api_key=key)
+    [check] = api_checks(cfg)
+    assert (check.status, check.node) == (status, "spark-1") and said in check.message, check
+    if status != "ok":
+        assert "`inv api-key --new --cluster spark-pair`" in check.fix
+    if status == "fail":  # preflight refuses before anything starts
+        assert any(c.name == "api.access" and c.status == "fail"
+                   for c in preflight(cfg, spark_facts(cfg), profile_flag="--profile gpt-oss-120b"))
+
+
+def test_a_loopback_api_on_a_head_sparkops_does_not_run_on_is_refused():
+    cfg = configure('cluster.api.listen="loopback"', api_key=None)
+    remote = dataclasses.replace(cfg, doc={**cfg.doc, "cluster": {**cfg.cluster, "nodes": [
+        {"name": "spark-1", "host": "10.0.0.1"}, *cfg.nodes[1:]]}})
+    [check] = api_checks(remote)
+    assert check.status == "fail" and "does not run on" in check.message
+    assert 'cluster.api.listen="all"' in check.fix
+
+
+def test_files_root_left_in_the_caches_fail_with_the_chown_that_fixes_them():
+    cfg = configure()
+    stray = ("root /home/ubuntu/.cache/huggingface/hub/models--openai--gpt-oss-120b/refs/main",
+             "root /home/ubuntu/.cache/sparkops/vllm/torch_compile_cache")
+    facts = spark_facts(cfg, **{"spark-2": {"foreign_files": stray}})
+    found = [c for c in quick.cache_owner(contexts(cfg, facts, all_nodes=True))]
+    assert [(c.node, c.status) for c in found] == [("spark-2", "fail")]
+    assert "belong to root, not to ubuntu" in found[0].message and "refs/main" in found[0].message
+    assert found[0].fix.startswith("on spark-2: `sudo chown -R ubuntu: /home/ubuntu/.cache/huggingface "
+                                   "/home/ubuntu/.cache/sparkops`")
+    assert any(c.name == "caches.owner" for c in preflight(cfg, facts, profile_flag="--profile gpt-oss-120b"))

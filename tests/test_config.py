@@ -399,18 +399,25 @@ def test_impossible_data_parallel_is_refused_with_the_fix(sets, path, words, iso
 
 def test_data_parallel_1_leaves_the_config_hash_as_it_was_before_the_key_existed(isolated_override):
     """Upgrading sparkops must not make a running deployment stale (it would restart it):
-    neither `serving.data_parallel = 1` nor the `[cluster.sync]` table changes the hash."""
+    neither `serving.data_parallel = 1`, the `[cluster.sync]` table, `[cluster.api]` at its
+    defaults nor `cluster.docker.run_as = "user"` changes the hash."""
     base = load_config("qwen2.5-7b-instruct", "spark-pair", root=ROOT, environ={}, sets=["serving.tensor_parallel=1"])
+    cluster = {k: v for k, v in base.public()["cluster"].items() if k not in ("sync", "api")}
+    cluster["docker"] = {k: v for k, v in cluster["docker"].items() if k != "run_as"}
     doc = {**base.public(), "serving": {k: v for k, v in base.public()["serving"].items() if k != "data_parallel"},
-           "cluster": {k: v for k, v in base.public()["cluster"].items() if k != "sync"}}
+           "cluster": cluster}
     doc = {k: v for k, v in doc.items() if k != "bench"}
     old = hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
     assert base.config_hash() == old
     tcp = load_config("qwen2.5-7b-instruct", "spark-pair", root=ROOT, environ={},
                       sets=["serving.tensor_parallel=1", 'cluster.sync.transport="tcp"', "cluster.sync.streams=4"])
-    assert tcp.config_hash() == old and tcp.cluster["sync"] == {"transport": "tcp", "streams": 4}
+    assert tcp.config_hash() == old and tcp.cluster["sync"] == {"transport": "tcp", "streams": 4, "over_lan": False}
     with pytest.raises(ConfigError, match="transport"):
         load_config("qwen2.5-7b-instruct", "spark-pair", root=ROOT, environ={}, sets=['cluster.sync.transport="ftp"'])
     dp = load_config("qwen2.5-7b-instruct", "spark-pair", root=ROOT, environ={},
                      sets=["serving.tensor_parallel=1", "serving.data_parallel=2"])
     assert dp.config_hash() != old
+    for changed in ('cluster.api.listen="loopback"', "cluster.api.open=true", 'cluster.docker.run_as="root"'):
+        other = load_config("qwen2.5-7b-instruct", "spark-pair", root=ROOT, environ={},
+                            sets=["serving.tensor_parallel=1", changed])
+        assert other.config_hash() != old, changed

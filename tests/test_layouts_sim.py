@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import requests
 
-from sparkops.apply.ready import replica_requests
+from sparkops.apply.ready import headers, replica_requests
 from sparkops.base.progress import Silent
 from sparkops.bench.bench_all import bench_all
 from sparkops.bench.report import report
@@ -49,7 +49,8 @@ def test_up_dp2_serves_a_replica_on_each_host_and_down_leaves_nothing(sim_vllm, 
     assert set(before) == {0, 1} and all(before.values())
 
     def chat(i: int) -> int:
-        done = requests.post(f"{result.url}/v1/chat/completions", timeout=120, json={
+        done = requests.post(f"{result.url}/v1/chat/completions", timeout=120,
+                             headers=headers(cfg.secrets["api_key"]), json={
             "model": "smoke", "messages": [{"role": "user", "content": f"Hi {i}"}], "max_tokens": 4})
         return done.status_code
     with ThreadPoolExecutor(8) as pool:

@@ -9,6 +9,7 @@ import time
 import pytest
 import requests
 
+from sparkops.apply.ready import headers
 from sparkops.base.errors import SparkopsError
 from sparkops.base.progress import Silent
 from sparkops.deploy.down import down
@@ -31,7 +32,8 @@ def test_up_tp2_across_two_hosts_chat_status_logs_down(sim_vllm, sim_cluster, ca
     cfg = sim_vllm()
     result = up(cfg, progress=Silent())
     assert result.url.startswith("http://10.77.")
-    with requests.post(f"{result.url}/v1/chat/completions", stream=True, timeout=120, json={
+    with requests.post(f"{result.url}/v1/chat/completions", stream=True, timeout=120,
+                       headers=headers(cfg.secrets["api_key"]), json={
             "model": "smoke", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8,
             "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}) as resp:
         chunks = [json.loads(l[6:]) for l in resp.iter_lines() if l.startswith(b"data: {")]

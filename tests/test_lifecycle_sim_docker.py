@@ -1,5 +1,7 @@
 """The docker runtime on the simulated cluster: real Docker engines per host, an image built
-on the head and copied to the worker (`inv build`), vLLM in containers with TP=2 across hosts."""
+on the head and copied to the worker (`inv build`), vLLM in containers with TP=2 across hosts.
+Both hosts are reached as their unprivileged owner (in its `docker` group), as on a real pair:
+the containers run as that user, and whatever they write in its caches stays its own."""
 from __future__ import annotations
 
 import json
@@ -7,6 +9,7 @@ import json
 import pytest
 import requests
 
+from sparkops.apply.ready import headers
 from sparkops.base.errors import SparkopsError
 from sparkops.base.progress import Progress, Silent
 from sparkops.config import load_config
@@ -17,6 +20,7 @@ from sparkops.deploy.up import up
 from sparkops.models.smoke import build_everywhere
 from sparkops.runtimes.build import build
 from sparkops.sim.docker import BASE_IMAGE
+from sparkops.sim.layout import OWNER_UID
 from sparkops.sim.tasks import write_override
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -25,7 +29,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def docker_sim(sim_docker, vllm_venv, tmp_path_factory):
     override = tmp_path_factory.mktemp("sim-docker") / "sparkops.local.toml"
-    write_override(sim_docker, override)
+    write_override(sim_docker, override, nodes=sim_docker.owner_nodes(head_local=False))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SPARKOPS_LOCAL", str(override))
 
@@ -60,12 +64,19 @@ def test_up_in_containers_across_two_hosts(docker_sim, sim_docker):
     build(cfg, Silent())
     build_everywhere(cfg, Silent())
     result = up(cfg, progress=Silent())
-    with requests.post(f"{result.url}/v1/chat/completions", stream=True, timeout=120, json={
+    with requests.post(f"{result.url}/v1/chat/completions", stream=True, timeout=120,
+                       headers=headers(cfg.secrets["api_key"]), json={
             "model": "smoke", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8,
             "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}) as resp:
         chunks = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith(b"data: {")]
     assert chunks[-1]["usage"]["completion_tokens"] == 8
     assert all(len(ids) == 1 for ids in containers(sim_docker).values())
+    # The smoke model built in a container, the served one's caches and home: all the owner's.
+    for host in sim_docker.hosts:
+        written = [p for p in (host.owner_home / ".cache").rglob("*")]
+        assert written and {p.lstat().st_uid for p in written} == {OWNER_UID}, host.name
+        uid = host.run(["docker", "-H", f"unix://{host.docker_sock}", "exec", "sparkops-vllm", "id", "-u"])
+        assert uid.stdout.strip() == str(OWNER_UID), uid.stderr
 
     data = collect(cfg)
     assert data["api"]["ready"]

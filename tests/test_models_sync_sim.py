@@ -1,7 +1,8 @@
 """`inv sync` on the simulated cluster: real copies from spark-a to spark-b over the 169.254
 "cable" in both transports (SSH, and plain TCP with a one-time secret), real damage on the
 worker's disk, real kills midway, a real too-small tmpfs; and, once, the worker serving a
-model it got only through `up --sync`."""
+model it got only through `up --sync`. Both nodes are reached as their unprivileged owner
+(layout.OWNER, a home of its own), as on a real pair: nothing runs as root there."""
 from __future__ import annotations
 
 import io
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from sparkops.apply.ready import headers
 from sparkops.base.errors import SparkopsError
 from sparkops.base.progress import Progress, Silent
 from sparkops.checks import profile
@@ -31,6 +33,7 @@ from sparkops.models.sync import sync
 from sparkops.node_scripts.hf_cache import repo_folder
 from sparkops.node_scripts.smoke_model import build_command
 from sparkops.plan.context import contexts
+from sparkops.sim import layout
 from sparkops.sim.synthetic_model import REPO, make_synthetic_model
 from sparkops.sim.tasks import write_override
 
@@ -73,18 +76,24 @@ def sim(sim_cluster, tmp_path_factory):
     override = tmp_path_factory.mktemp("sync") / "sparkops.local.toml"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SPARKOPS_LOCAL", str(override))
-        write_override(sim_cluster, override)
-        head = sim_cluster.host("spark-a").home / HUB / repo_folder(REPO)
-        make_synthetic_model(head, SIZE, SHARDS)
+        write_override(sim_cluster, override, nodes=sim_cluster.owner_nodes(head_local=False))
+        head = sim_cluster.host("spark-a").owner_home
+        make_synthetic_model(head / HUB / repo_folder(REPO), SIZE, SHARDS)
+        give_to_owner(head / ".cache")
         yield lambda *sets, repo=REPO: load_config(
             "smoke", "sim", environ={}, sets=[f'model.repo="{repo}"', *sets])
         for host in sim_cluster.hosts:
-            shutil.rmtree(host.home / HUB / repo_folder(REPO), ignore_errors=True)
+            shutil.rmtree(host.owner_home / HUB / repo_folder(REPO), ignore_errors=True)
+
+
+def give_to_owner(path: Path) -> None:
+    """What the test made as root, handed to the owner (as if the owner had made it)."""
+    subprocess.run(["chown", "-R", f"{layout.OWNER_UID}:{layout.OWNER_UID}", str(path)], check=True)
 
 
 def worker_dir(cluster, repo=REPO) -> Path:
-    """The worker's copy, as the controller sees the worker's private home."""
-    return cluster.host("spark-b").home / HUB / repo_folder(repo)
+    """The worker's copy, as the controller sees the worker owner's private home."""
+    return cluster.host("spark-b").owner_home / HUB / repo_folder(repo)
 
 
 def blob(cluster, name: str) -> Path:
@@ -93,7 +102,14 @@ def blob(cluster, name: str) -> Path:
 
 
 def in_worker(cluster, *argv) -> str:
+    """As root on the worker (the test's hand: mounts, firewall rules)."""
     res = cluster.host("spark-b").run(list(argv))
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def as_owner(cluster, host: str, *argv) -> str:
+    res = subprocess.run(cluster.owner_argv(host, list(argv)), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     return res.stdout
 
@@ -111,9 +127,11 @@ def test_sync_copies_a_valid_cache_then_has_nothing_to_do(sim, sim_cluster, how)
     assert node.hashed_bytes == 0 and node.sent_bytes == report.source_bytes
     assert transfer_processes() == {}  # nothing left running on either host
     # Inside the worker: every snapshot link resolves to a blob (relative links kept).
-    root = f"/root/{HUB}/{repo_folder(REPO)}"
+    root = f"{layout.OWNER_HOME}/{HUB}/{repo_folder(REPO)}"
     listing = in_worker(sim_cluster, "sh", "-c", f'for l in {root}/snapshots/*/*; do readlink -e "$l"; done')
     assert len(listing.split()) == SHARDS + 3 and all(f"{root}/blobs/" in p for p in listing.split())
+    # Written by the owner, as the owner: nothing of root's in its cache.
+    assert {p.stat().st_uid for p in worker_dir(sim_cluster).rglob("*")} == {layout.OWNER_UID}
 
     again = sync(sim(), Silent())
     assert again.nodes[0].verified and again.nodes[0].copied_files == 0 and again.nodes[0].hashed_bytes == 0
@@ -217,7 +235,7 @@ def test_a_file_changed_on_the_worker_during_the_copy_is_caught(sim, sim_cluster
     its key changed, so the check reads it, finds it wrong, and the second attempt copies it."""
     shutil.rmtree(worker_dir(sim_cluster), ignore_errors=True)
     manifest_sizes = {p.name: p.stat().st_size for p in
-                      (sim_cluster.host("spark-a").home / HUB / repo_folder(REPO) / "blobs").iterdir()}
+                      (sim_cluster.host("spark-a").owner_home / HUB / repo_folder(REPO) / "blobs").iterdir()}
     hit: list[Path] = []
     complete_since: dict[Path, float] = {}
 
@@ -282,7 +300,8 @@ def test_tcp_secret_stays_secret_and_its_receiver_is_gone_after(sim, sim_cluster
     assert "spark-b      copied: 200.0 MB of 200.0 MB (" in said.getvalue() and "MB/s)" in said.getvalue()
     assert listening and all(addr.startswith("169.254.100.12:") for addr in listening), listening
     assert transfer_processes() == {} and cable_listeners(sim_cluster) == []
-    found = subprocess.run(["grep", "-rl", "--exclude-dir=blobs", made[0], *(str(h.home) for h in sim_cluster.hosts)],
+    found = subprocess.run(["grep", "-rl", "--exclude-dir=blobs", made[0],
+                            *(str(h.owner_home) for h in sim_cluster.hosts)],
                            capture_output=True, text=True)
     assert found.returncode == 1 and found.stdout == "", found
 
@@ -314,9 +333,10 @@ def test_killed_inv_sync_over_tcp_leaves_nothing_running(sim, sim_cluster):
 
 
 def test_too_small_target_disk_is_refused_before_copying(sim, sim_cluster):
-    target = f"/root/{HUB}/{repo_folder(REPO)}"
-    in_worker(sim_cluster, "mkdir", "-p", target)
-    in_worker(sim_cluster, "mount", "-t", "tmpfs", "-o", "size=64m", "sparkops-test-small", target)
+    target = f"{layout.OWNER_HOME}/{HUB}/{repo_folder(REPO)}"
+    as_owner(sim_cluster, "spark-b", "mkdir", "-p", target)
+    in_worker(sim_cluster, "mount", "-t", "tmpfs", "-o", f"size=64m,uid={layout.OWNER_UID},gid={layout.OWNER_UID}",
+              "sparkops-test-small", target)
     try:
         with pytest.raises(SparkopsError) as err:
             sync(sim(), Silent())
@@ -331,15 +351,16 @@ def test_too_small_target_disk_is_refused_before_copying(sim, sim_cluster):
 @pytest.mark.vllm
 def test_up_sync_gives_the_worker_the_model_and_it_serves_offline(sim, sim_cluster, vllm_venv):
     head, worker = sim_cluster.host("spark-a"), sim_cluster.host("spark-b")
-    res = head.run(build_command(vllm_venv / "bin" / "python", Path("/root/.cache/huggingface")),
-                   timeout=300)  # the smoke model on the head only
-    assert res.returncode == 0, res.stderr
+    # the smoke model on the head only
+    as_owner(sim_cluster, head.name, *build_command(vllm_venv / "bin" / "python",
+                                                   Path(layout.OWNER_HOME) / ".cache/huggingface"))
     shutil.rmtree(worker_dir(sim_cluster, SMOKE_REPO), ignore_errors=True)
-    shutil.rmtree(worker.home / ".cache" / "huggingface" / "sparkops-build", ignore_errors=True)
+    shutil.rmtree(worker.owner_home / ".cache" / "huggingface" / "sparkops-build", ignore_errors=True)
     cfg = sim(f"cluster.venv={json.dumps(str(vllm_venv))}", repo=SMOKE_REPO)
     try:
         result = up(cfg, progress=Silent(), sync_model=True)
-        reply = requests.post(f"{result.url}/v1/completions", timeout=120, json={
+        reply = requests.post(f"{result.url}/v1/completions", timeout=120,
+                             headers=headers(cfg.secrets["api_key"]), json={
             "model": "smoke", "prompt": "Hi", "max_tokens": 4, "temperature": 0}).json()
         assert reply["usage"]["completion_tokens"] == 4
         assert (worker_dir(sim_cluster, SMOKE_REPO) / "refs" / "main").is_file()
@@ -352,7 +373,6 @@ def test_ctrl_c_stops_the_copy_at_once_and_leaves_nothing_running(sim, sim_clust
     reached over SSH, is sending: the command ends within seconds saying so, the transfer
     processes on both hosts end, and the copy stays resumable. The head's cable is slowed to
     200 Mbit/s (tc) so that the copy is surely still running when the signal comes."""
-    from sparkops.sim import layout
     head = sim_cluster.host("spark-a")
     shutil.rmtree(worker_dir(sim_cluster), ignore_errors=True)
     shape = ["tc", "qdisc", "add", "dev", layout.ROCE_IF, "root", "tbf", "rate", "200mbit", "burst", "256kb",
@@ -401,3 +421,26 @@ def test_tcp_blocked_by_a_firewall_fails_fast_with_the_fix(sim, sim_cluster):
     assert "[spark-b]" in text and "to 169.254.100.12 (tcp) failed" in text and "refused" in text, text
     assert "firewall" in text and "--transport ssh" in text and took < 20
     assert transfer_processes() == {} and cable_listeners(sim_cluster) == []
+
+
+def test_without_a_cable_address_nothing_goes_over_the_lan_unless_asked(sim, sim_cluster):
+    """The worker's RoCE ports are down: sync refuses before copying anything, naming the node,
+    what is missing and the fix; `--over-lan` copies over the worker's SSH address (the LAN),
+    with the ssh transport only: tcp would put the weights in the clear on the LAN."""
+    shutil.rmtree(worker_dir(sim_cluster), ignore_errors=True)
+    worker = sim_cluster.host("spark-b")
+    worker.set_roce_up(False)
+    try:
+        with pytest.raises(SparkopsError) as err:
+            sync(sim(), Silent())
+        text = err.value.render()
+        assert "[spark-b]" in text and "no RoCE interface is up" in text and "is refused" in text, text
+        assert "--over-lan" in text and "cluster.sync.over_lan" in text
+        assert not worker_dir(sim_cluster).exists()
+        with pytest.raises(SparkopsError, match="in the clear"):
+            sync(sim(), Silent(), transport_name="tcp", over_lan=True)
+        assert not worker_dir(sim_cluster).exists() and transfer_processes() == {}
+        report = sync(sim(), Silent(), over_lan=True)
+        assert report.nodes[0].verified and report.nodes[0].address == worker.mgmt_ip
+    finally:
+        sim_cluster.heal()

@@ -458,3 +458,56 @@ def test_the_all_reduce_rank_gets_the_environment_vllm_gets(isolated_override):
         assert served.pop("VLLM_API_KEY") == "sk-test-key" and "VLLM_API_KEY" not in rank
         assert rank == served | {"NCCL_DEBUG": "INFO", "PYTHONUNBUFFERED": "1"}
     assert rank["SPARK_SIDE"] == "2" and rank["NCCL_IB_HCA"] == HCAS  # spark-2, last
+
+
+# --- who the containers run as, who can reach the API, where copies go -------------------------
+
+def test_containers_run_as_the_node_user_with_their_caches_outside_root():
+    """A container that runs as root writes root-owned files into the user's mounted caches
+    (sync, the hash cache and `hf cache delete` then fail): every sparkops container runs as
+    the node's user (uid:gid from its facts), with home and caches at /sparkops/..., since an
+    image's /root is closed to other users."""
+    cfg, plan = plan_for()
+    argv = start_argv(plan, "start-head", "spark-1")
+    assert after(argv, "--user") == "1000:1000"
+    mounts = [after(argv[i:], "-v") for i, a in enumerate(argv) if a == "-v"]
+    assert "/home/ubuntu/.cache/sparkops/container-home:/sparkops/home" in mounts
+    assert not any(":/root" in m for m in mounts)
+    env = env_from_file(env_file(plan, "spark-1"))
+    assert (env["HOME"], env["HF_HOME"], env["USER"]) == ("/sparkops/home", "/sparkops/huggingface", "ubuntu")
+    prepared = step(plan, "prepare").actions["spark-1"][0].argv
+    assert all(m.split(":")[0] in prepared for m in mounts)  # made by the user, never by Docker as root
+    _, as_root = plan_for('cluster.docker.run_as="root"')
+    assert "--user" not in start_argv(as_root, "start-head", "spark-1")
+
+
+def test_the_smoke_model_is_built_as_the_node_user_too():
+    from sparkops.models.smoke import plan_smoke_model
+    cfg = configure()
+    plan = plan_smoke_model(cfg, recorded_facts(cfg)[0])
+    build = next(a for a in plan.steps[0].actions["spark-2"] if isinstance(a, Run) and "run" in a.argv)
+    assert after(list(build.argv), "--user") == "1000:1000"
+    assert "HOME=/sparkops/home" in build.argv
+
+
+def test_the_api_listens_everywhere_with_a_key_or_on_loopback():
+    _, everywhere = plan_for()  # the default: every interface (up refuses it without a key: test_checks)
+    assert after(start_argv(everywhere, "start-head", "spark-1"), "--host") == "0.0.0.0"
+    _, loopback = plan_for('cluster.api.listen="loopback"')
+    assert after(start_argv(loopback, "start-head", "spark-1"), "--host") == "127.0.0.1"
+
+
+def test_plan_names_where_copies_go_and_refuses_the_lan():
+    from sparkops.plan.render import copy_route_lines
+    cfg = configure()
+    facts = load_recorded(FACTS_FILE)
+    assert copy_route_lines(cfg, facts) == ["copies to the workers (inv sync, inv build):",
+                                            f"  spark-1 -> spark-2: {WORKER_IP}, RoCE {ROCE_IF}"]
+    no_cable = recorded_with("spark-2", roce=())
+    lines = copy_route_lines(cfg, no_cable)
+    assert "spark-1 -> spark-2: refused: no cable address for copies: no RoCE interface is up" in lines[1]
+    assert "--over-lan" in lines[1]
+    allowed = copy_route_lines(configure("cluster.sync.over_lan=true"), no_cable)
+    assert allowed[1] == ("  spark-1 -> spark-2: spark-2.local, SSH address (no RoCE interface is up with an "
+                          "IPv4 address) (over the LAN: cluster.sync.over_lan)")
+    assert copy_route_lines(configure("serving.tensor_parallel=1"), facts) == []  # one node: no copies

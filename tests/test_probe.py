@@ -111,6 +111,7 @@ def spark_probe_output() -> str:
     return "".join([
         section("hostname", "hutch"),
         section("user", "ubuntu"),
+        section("ids", "1000 1000"),
         section("home", "/home/ubuntu"),
         section("clock", "1778000000.250000000"),
         section("cpus", "20"),
@@ -131,6 +132,8 @@ def spark_probe_output() -> str:
         section("vllm", "", 1),
         section("model", "/home/ubuntu/.cache/huggingface/hub/models--openai--gpt-oss-120b/"
                          "snapshots/b5c939de8f754692c1647ca79fbf85e8c1e70f8a/config.json"),
+        section("foreign-files", "root /home/ubuntu/.cache/huggingface/hub/models--openai--gpt-oss-120b/"
+                                 "refs/main"),
         section("model-blobs", "24 65264381036 0"),
     ])
 
@@ -156,6 +159,8 @@ def test_facts_of_a_spark_from_recorded_output():
     facts = facts_from_sections("spark-1", probe.split_sections(spark_probe_output()))
     assert facts.errors == {}
     assert (facts.hostname, facts.user, facts.home) == ("hutch", "ubuntu", "/home/ubuntu")
+    assert (facts.uid, facts.gid) == (1000, 1000)
+    assert facts.foreign_files == ("root /home/ubuntu/.cache/huggingface/hub/models--openai--gpt-oss-120b/refs/main",)
     assert facts.cpus == 20
     (gpu,) = facts.gpus
     assert (gpu.name, gpu.driver, gpu.compute_cap) == ("NVIDIA GB10", "580.142", "12.1")
@@ -219,3 +224,26 @@ def test_parse_ss_listen_ignores_headers_and_blank_output():
     assert parse_ss_listen("") == ()
     header = "State  Recv-Q Send-Q Local Address:Port  Peer Address:PortProcess\n"
     assert parse_ss_listen(header + "LISTEN 0 4096 0.0.0.0:22 0.0.0.0:*\n") == (22,)
+
+
+def test_the_probe_finds_files_in_the_caches_that_the_user_does_not_own(tmp_path):
+    """A container that ran as root leaves root's files in the user's caches: the probe lists
+    them (owner and path, the first few), run here for real on files another user owns."""
+    if os.geteuid() != 0:
+        pytest.skip("chown to another user needs root")
+    hf, cache = tmp_path / "hf", tmp_path / "cache"
+    (hf / "hub").mkdir(parents=True)
+    (cache / "vllm").mkdir(parents=True)
+    (hf / "hub" / "mine").write_text("x")
+    theirs = cache / "vllm" / "theirs"
+    theirs.write_text("y")
+    os.chown(theirs, 65534, 65534)
+    done = subprocess.run(probe.argv(str(hf), "m", "/v", "img", "native", only=("ids", "foreign-files"),
+                                     cache_dir=str(cache)), capture_output=True, text=True, timeout=30)
+    facts = facts_from_sections("here", probe.split_sections(done.stdout))
+    assert (facts.uid, facts.gid) == (os.getuid(), os.getgid())
+    assert len(facts.foreign_files) == 1 and facts.foreign_files[0].endswith(f" {theirs}"), facts.foreign_files
+    os.chown(theirs, 0, 0)
+    again = subprocess.run(probe.argv(str(hf), "m", "/v", "img", "native", only=("foreign-files",),
+                                      cache_dir=str(cache)), capture_output=True, text=True, timeout=30)
+    assert facts_from_sections("here", probe.split_sections(again.stdout)).foreign_files == ()

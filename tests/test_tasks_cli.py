@@ -89,7 +89,11 @@ def test_plan_ends_with_the_layouts_that_fit(inv):
     assert dp.returncode == 0, dp.stderr
     assert "--data-parallel-start-rank 1 --headless" in dp.stdout
     assert "then until each of its 2 replicas has served a request" in dp.stdout
-    assert dp.stdout.rstrip().splitlines()[-3].endswith("<- this profile as configured")  # dp, of tp/dp/solo
+    layouts = dp.stdout.split("layouts of ")[1].split("\n\n")[0].splitlines()
+    assert layouts[2].endswith("<- this profile as configured")  # dp, of tp/dp/solo
+    # DP=2 replicas on two nodes: the worker's copies go over the cable, and plan says so
+    assert dp.stdout.rstrip().splitlines()[-2:] == ["copies to the workers (inv sync, inv build):",
+                                                     "  spark-1 -> spark-2: 169.254.127.31, RoCE enp1s0f1np1"]
 
 
 def test_impossible_layouts_are_user_errors(inv):
@@ -161,6 +165,31 @@ def test_setup_writes_a_private_override_that_plan_uses(inv, override):
 
     text_plan = inv("plan", "--facts", "recorded")
     assert TOKEN not in text_plan.stdout + text_plan.stderr
+
+
+def test_setup_makes_an_api_key_that_api_key_prints_and_plan_never_shows(inv, override):
+    """The served API is never open by default: `inv setup` makes a key when none is set, into
+    the 0600 file; `inv api-key` prints it for clients (`--header` as curl reads it from a file);
+    `--new` replaces it; no plan shows it."""
+    done = inv("setup", "--cluster", "spark-pair", "--worker", "10.0.0.2", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "API key generated (`inv api-key` prints it)" in done.stdout
+    assert stat.S_IMODE(override.stat().st_mode) == 0o600
+    key = inv("api-key").stdout.strip()
+    assert key.startswith("sparkops-") and len(key) > 40 and f'api_key = "{key}"' in override.read_text()
+    assert key not in done.stdout + done.stderr
+    assert inv("api-key", "--header").stdout == f"Authorization: Bearer {key}\n"
+    again = inv("setup", "--cluster", "spark-pair", "--worker", "10.0.0.3", "--yes")
+    assert inv("api-key").stdout.strip() == key and "API key" not in again.stdout  # kept, not replaced
+    plan = inv("plan", "--facts", "recorded", "--json")
+    assert key not in plan.stdout + plan.stderr and "VLLM_API_KEY=***" in plan.stdout
+    new = inv("api-key", "--new")
+    assert new.returncode == 0 and new.stdout.strip() != key and new.stdout.strip() == inv("api-key").stdout.strip()
+    assert stat.S_IMODE(override.stat().st_mode) == 0o600
+
+
+def test_api_key_without_one_says_how_to_make_it(inv):
+    assert_user_error(inv("api-key"), "no API key is set", "`inv api-key --new`")
 
 
 def test_plan_on_a_machine_that_is_not_a_spark_points_at_recorded_facts(inv):

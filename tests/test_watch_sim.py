@@ -9,6 +9,7 @@ import json
 import pytest
 import requests
 
+from sparkops.apply.ready import headers
 from sparkops.base.progress import Silent
 from sparkops.deploy.down import down
 from sparkops.deploy.status import collect
@@ -41,6 +42,7 @@ def test_a_worker_rank_killed_while_serving_is_seen_kept_and_restarted(sim_vllm,
     assert any(e["event"] == "restarted" for e in events), events
     assert samples[-1]["state"] == "ok", events
     done = requests.post(f"{collect(cfg)['api']['url']}/v1/completions", timeout=120,
+                         headers=headers(cfg.secrets["api_key"]),
                          json={"model": "smoke", "prompt": "Hi", "max_tokens": 4})
     assert done.status_code == 200
     assert down(cfg, progress=Silent()) == []

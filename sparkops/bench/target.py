@@ -3,6 +3,7 @@ state.json) or a URL, plus the provenance a result records (config hash, version
 hardware, the NCCL transport seen in the head's log)."""
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -67,7 +68,9 @@ def open_target(load: Callable[[str], Config], cluster_cfg: Config | None, *, pr
         if need_head:
             raise SparkopsError("this engine runs on the cluster's head: give --cluster", step="bench")
         cfg = load(profile) if profile else None
-        api_key = cfg.secrets.get("api_key") if cfg else None
+        # Another server gets the cluster's key only with the cluster's profile named; else the
+        # key clients of OpenAI-compatible APIs read (never a command-line flag).
+        api_key = (cfg.secrets.get("api_key") if cfg else None) or os.environ.get("OPENAI_API_KEY") or None
         yield _url_only(url, cfg, api_key)
         return
     with cluster_session(cluster_cfg) as session:

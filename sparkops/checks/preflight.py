@@ -3,7 +3,7 @@ of check functions serves both) plus the profile's own (model on every node, mem
 Each finding names the node, what is wrong, the evidence and the fix."""
 from __future__ import annotations
 
-from sparkops.checks import network, profile, quick, reach
+from sparkops.checks import api, network, profile, quick, reach
 from sparkops.checks.result import OK, Check
 from sparkops.config import Config
 from sparkops.facts.node import NodeFacts
@@ -21,5 +21,5 @@ def preflight(cfg: Config, facts: dict[str, NodeFacts], *, profile_flag: str,
     if group is not None:
         found += reach.checks(ctxs, picked, reach.probe(group, ctxs, picked))
     found = [*quick.checks(cfg, ctxs, {}, download_gb=cfg.model.get("download_gb")), *found,
-             *profile.checks(cfg, ctxs, profile_flag)]
+             *profile.checks(cfg, ctxs, profile_flag), *api.checks(cfg)]
     return [c for c in found if c.status != OK]

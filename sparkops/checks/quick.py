@@ -158,6 +158,27 @@ def disk(cfg: Config, ctxs: list[NodeContext], *, download_gb: float | None = No
     return out
 
 
+def cache_owner(ctxs: list[NodeContext]) -> list[Check]:
+    """Files in the node's caches that its user does not own: a container that once ran as
+    root left them, and `inv sync`, the hash cache and `hf cache delete` then fail on them
+    (EACCES). sparkops' own containers run as the user (cluster.docker.run_as)."""
+    out = []
+    for c in ctxs:
+        found = c.facts.foreign_files
+        if not found:
+            continue
+        owners = sorted({line.split(" ", 1)[0] for line in found})
+        user = c.facts.user or "$USER"
+        folders = " ".join(dict.fromkeys((c.hf_home, c.cache_dir)))
+        out.append(_check("caches.owner", c.name, FAIL,
+                          f"files in the caches belong to {', '.join(owners)}, not to {user}: "
+                          + "; ".join(line.split(" ", 1)[-1] for line in found[:3])
+                          + (" ..." if len(found) > 3 else ""),
+                          f"on {c.name}: `sudo chown -R {user}: {folders}` (a container that ran as root "
+                          "wrote them)", files=list(found)))
+    return out
+
+
 def clock_skew(ctxs: list[NodeContext]) -> list[Check]:
     if len(ctxs) < 2:
         return []
@@ -180,7 +201,7 @@ def checks(cfg: Config, ctxs: list[NodeContext], down: dict[str, SparkopsError],
            download_gb: float | None = None) -> list[Check]:
     """Everything the quick group covers (gpu included)."""
     return [*reachable(ctxs, down), *facts_read(ctxs), *gpu_checks(cfg, ctxs), *image_agree(cfg, ctxs),
-            *disk(cfg, ctxs, download_gb=download_gb), *clock_skew(ctxs)]
+            *disk(cfg, ctxs, download_gb=download_gb), *cache_owner(ctxs), *clock_skew(ctxs)]
 
 
 def gpu_checks(cfg: Config, ctxs: list[NodeContext]) -> list[Check]:

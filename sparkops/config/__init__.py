@@ -70,9 +70,8 @@ class Config:
         served["cluster"] = {k: v for k, v in served.get("cluster", {}).items() if k != "sync"}
         # Keys added later with a default that serves the same as before they existed count
         # only when set otherwise: upgrading sparkops must not make a running deployment stale.
-        for table, key, same in ADDED_LATER:
-            if served.get(table, {}).get(key) == same:
-                served[table] = {k: v for k, v in served[table].items() if k != key}
+        for path, same in ADDED_LATER:
+            _drop_if(served, path, same)
         text = json.dumps(served, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -80,8 +79,26 @@ class Config:
         return [v for v in self.secrets.values() if v]
 
 
-# (table, key, default): see Config.config_hash.
-ADDED_LATER = (("serving", "data_parallel", 1),)
+def _drop_if(doc: dict, path: tuple[str, ...], value) -> None:
+    """Remove doc[path] when it equals value, and the tables that leaves empty (a table added
+    with such keys must not change the hash either). Copies the tables it changes."""
+    name, rest = path[0], path[1:]
+    if name not in doc:
+        return
+    if not rest:
+        if doc[name] == value:
+            del doc[name]
+        return
+    if isinstance(doc[name], dict):
+        doc[name] = dict(doc[name])
+        _drop_if(doc[name], rest, value)
+        if not doc[name]:
+            del doc[name]
+
+
+# (key path, default): see Config.config_hash.
+ADDED_LATER = ((("serving", "data_parallel"), 1), (("cluster", "docker", "run_as"), "user"),
+               (("cluster", "api", "listen"), "all"), (("cluster", "api", "open"), False))
 
 
 def defaults_layer() -> Layer:

@@ -26,10 +26,10 @@ def load(path: Path) -> tomlkit.TOMLDocument:
     return doc
 
 
-def update(doc: tomlkit.TOMLDocument, *, cluster: str, nodes: list[dict] | None = None,
+def update(doc: tomlkit.TOMLDocument, *, cluster: str | None = None, nodes: list[dict] | None = None,
            hf_token: str | None = None, api_key: str | None = None,
            default_cluster: str | None = None) -> tomlkit.TOMLDocument:
-    check_name("cluster", cluster)
+    """Set what is given: `nodes` of `cluster` ([clusters.NAME]), secrets (all clusters)."""
     if default_cluster:
         doc["default_cluster"] = check_name("cluster", default_cluster)
     if hf_token is not None or api_key is not None:
@@ -39,6 +39,7 @@ def update(doc: tomlkit.TOMLDocument, *, cluster: str, nodes: list[dict] | None 
         if api_key is not None:
             secrets["api_key"] = api_key
     if nodes is not None:
+        cluster = check_name("cluster", cluster or "")
         clusters = doc.setdefault("clusters", tomlkit.table(is_super_table=True))
         table = clusters.setdefault(cluster, tomlkit.table())
         array = tomlkit.aot()

@@ -3,6 +3,8 @@ write them to sparkops.local.toml; optionally record the nodes' SSH host keys.""
 from __future__ import annotations
 
 import getpass
+import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -43,22 +45,40 @@ def run_setup(*, cluster: str, workers: list[str], head: str | None, user: str |
         hf_token = getpass.getpass("Hugging Face token (empty to skip; hidden): ").strip() or None
     if api_key_stdin:
         api_key = sys.stdin.readline().strip()
+    path = override_path(root)
+    current_doc = local_override.load(path)
+    made_key = False
+    if not api_key and not current_doc.get("secrets", {}).get("api_key") and not os.environ.get("VLLM_API_KEY"):
+        api_key, made_key = new_api_key(), True  # the API is never served open by default
     names = [n.get("name") for n in current]
     nodes = [{"name": names[i] if i < len(names) and names[i] else f"node-{i + 1}", "host": host,
               "user": user if host != "local" else None, "key": key if host != "local" else None}
              for i, host in enumerate([head, *workers])]
-    path = override_path(root)
-    doc = local_override.update(local_override.load(path), cluster=cluster, nodes=nodes,
+    doc = local_override.update(current_doc, cluster=cluster, nodes=nodes,
                                 hf_token=hf_token, api_key=api_key,
                                 default_cluster=cluster if make_default else None)
     local_override.save(doc, path)
     print(f"wrote {path} (mode 0600): cluster {cluster}: "
           + ", ".join(f"{n['name']}={n['host']}" for n in nodes)
-          + (", HF token set" if hf_token else "") + (", API key set" if api_key else ""))
+          + (", HF token set" if hf_token else "")
+          + (", API key generated (`inv api-key` prints it)" if made_key else ", API key set" if api_key else ""))
     if trust_host_keys:
         for node in nodes:
             if node["host"] != "local":
                 record_host_key(str(node["host"]), assume_yes)
+    return path
+
+
+def new_api_key() -> str:
+    """A key for the served API: 256 random bits, URL-safe (it travels in a Bearer header)."""
+    return "sparkops-" + secrets.token_urlsafe(32)
+
+
+def write_api_key(key: str) -> Path:
+    """Put the key into the local override file's [secrets] (mode 0600, all clusters)."""
+    path = override_path(project_root())
+    doc = local_override.load(path)
+    local_override.save(local_override.update(doc, api_key=key), path)
     return path
 
 

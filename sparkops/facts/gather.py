@@ -49,9 +49,10 @@ def facts_from_sections(node: str, sections: dict[str, tuple[int, str]]) -> Node
     roce = parsed("ibdev2netdev", parsers.parse_ibdev2netdev, [])
     sysfs_links, gid_index = parsed("sysfs-roce", parsers.parse_sysfs_roce, ([], {}))
     docker_runtimes = parsed("docker-runtimes", lambda t: tuple(sorted(json.loads(t or "{}"))), ())
+    ids = parsed("ids", parsers.parse_ids, (None, None))
     return NodeFacts(
         node=node, source="live",
-        hostname=ok("hostname"), user=ok("user"), home=ok("home"),
+        hostname=ok("hostname"), user=ok("user"), home=ok("home"), uid=ids[0], gid=ids[1],
         gpus=tuple(parsed("nvidia-smi", parsers.parse_nvidia_smi_query, [])),
         roce=tuple(roce or sysfs_links), gid_index=gid_index,
         interfaces=parsed("ip", parsers.parse_ip_addr, {}),
@@ -62,6 +63,7 @@ def facts_from_sections(node: str, sections: dict[str, tuple[int, str]]) -> Node
         vllm_version=ok("vllm"), image_id=ok("image-id"),
         model_present=sections.get("model", (1, ""))[0] == 0,
         model_blobs=parsed("model-blobs", parsers.parse_model_blobs),
+        foreign_files=parsed("foreign-files", parsers.parse_foreign_files, ()),
         ports_in_use=parsed("ports", parse_ss_listen, ()),
         clock=parsed("clock", float), cpus=parsed("cpus", int), errors=errors)
 
@@ -82,7 +84,8 @@ def gather(cfg: Config, group: NodeGroup, only: Iterable[str] | None = None
 
         try:
             res = conn.run(probe.argv(where(c["paths"]["hf_home"]), repo_folder(cfg.model["repo"]),
-                                      where(c["venv"]), c["image"], c["runtime"], only),
+                                      where(c["venv"]), c["image"], c["runtime"], only,
+                                      cache_dir=where(c["paths"]["cache_dir"])),
                            timeout=c["ssh"]["command_timeout_s"])
         except CommandTimeout as exc:
             raise ConnectError(f"reading facts timed out after {exc.timeout:.0f}s", host=conn.name,

@@ -15,6 +15,8 @@ class NodeFacts:
     hostname: str | None = None
     user: str | None = None
     home: str | None = None
+    uid: int | None = None  # of the user sparkops runs as there (docker run --user)
+    gid: int | None = None
     gpus: tuple[Gpu, ...] = ()
     roce: tuple[RoceLink, ...] = ()
     gid_index: dict[str, int] = field(default_factory=dict)  # HCA -> RoCE v2 IPv4 GID index
@@ -31,6 +33,7 @@ class NodeFacts:
     ports_in_use: tuple[int, ...] = ()
     clock: float | None = None  # the node's epoch time when facts were read
     cpus: int | None = None  # `nproc`
+    foreign_files: tuple[str, ...] = ()  # "<owner> <path>" in the caches, not the user's (first few)
     errors: dict[str, str] = field(default_factory=dict)  # fact name -> why it could not be read
 
     def to_dict(self) -> dict:
@@ -51,7 +54,7 @@ class NodeFacts:
             data["disk"] = DiskFree(**data["disk"])
         if data.get("model_blobs"):
             data["model_blobs"] = ModelBlobs(**data["model_blobs"])
-        for key in ("docker_runtimes", "ports_in_use"):
+        for key in ("docker_runtimes", "ports_in_use", "foreign_files"):
             data[key] = tuple(data.get(key, ()))
         return cls(**data)
 

@@ -276,6 +276,19 @@ def parse_model_blobs(text: str) -> ModelBlobs:
     return ModelBlobs(files=files, bytes=size, incomplete=incomplete)
 
 
+def parse_ids(text: str) -> tuple[int, int]:
+    """`UID GID` of the user a node's commands run as."""
+    parts = text.split()
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"ids: expected 'uid gid', got {text.strip()[:80]!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def parse_foreign_files(text: str) -> tuple[str, ...]:
+    """`OWNER PATH` lines of files in the caches that the user does not own."""
+    return tuple(line for line in text.splitlines() if line.strip())
+
+
 def parse_df(text: str) -> DiskFree:
     """Parse `df -P -B1 -- path`: total and available bytes of its filesystem."""
     lines = [line for line in text.splitlines() if line.strip()]

@@ -12,10 +12,12 @@ from collections.abc import Iterable
 
 from sparkops.facts.parsers import IP_ADDR_ARGV, NVIDIA_SMI_QUERY_ARGV, SYSFS_ROCE_SCRIPT
 
-# name -> shell line; "$1" hf_home, "$2" model folder name, "$3" venv, "$4" image, "$5" runtime
+# name -> shell line; "$1" hf_home, "$2" model folder name, "$3" venv, "$4" image, "$5" runtime,
+# "$6" cache_dir
 _SECTIONS = {
     "hostname": "hostname",
     "user": "id -un",
+    "ids": 'echo "$(id -u) $(id -g)"',  # containers run as this user (docker run --user)
     "home": "printenv HOME",
     "clock": "date +%s.%N",
     "cpus": "nproc",  # the cores this user may use: how many copy streams a node can feed
@@ -38,6 +40,10 @@ _SECTIONS = {
     "model": 'ls -d "$1/hub/$2"/snapshots/*/config.json',
     # Files, bytes and partial downloads under blobs/: a worker with fewer bytes than the
     # head is partly synced, though its config.json is there.
+    # Files in the caches that this user does not own (a container that ran as root wrote them):
+    # sync, the hash cache and `hf cache delete` would fail on them. Metadata only, first few.
+    "foreign-files": 'u=$(id -u); for d in "$1" "$6"; do [ -d "$d" ] && find "$d" -xdev ! -uid "$u" '
+                     '-printf "%u %p\\n" 2>/dev/null; done | head -n 6',
     "model-blobs": 'd="$1/hub/$2/blobs"; [ -d "$d" ] || exit 1; find "$d" -type f -printf "%s %f\\n" '
                    '| awk \'{n++; s+=$1} /[.]incomplete$/ {p++} END {print n+0, s+0, p+0}\'',
 }
@@ -55,8 +61,8 @@ def script(only: Iterable[str] | None = None) -> str:
 
 
 def argv(hf_home: str, model_dir: str, venv: str, image: str, runtime: str,
-         only: Iterable[str] | None = None) -> list[str]:
-    return ["sh", "-c", script(only), "sparkops-facts", hf_home, model_dir, venv, image, runtime]
+         only: Iterable[str] | None = None, cache_dir: str = "") -> list[str]:
+    return ["sh", "-c", script(only), "sparkops-facts", hf_home, model_dir, venv, image, runtime, cache_dir]
 
 
 _SECTION = re.compile(r"^=== (\S+)\n(.*?)^=== /\1 rc=(\d+)$", re.MULTILINE | re.DOTALL)

@@ -80,10 +80,34 @@ def _roce_evidence(facts: NodeFacts) -> list[str]:
     return lines
 
 
-def cable_address(facts: NodeFacts, node: dict, network: dict) -> str:
-    """Where the head reaches a node for bulk copies (models, images): its RoCE address when it
-    has one (the 200 Gb/s cable), else the address sparkops knows it by."""
+@dataclass(frozen=True)
+class CopyRoute:
+    """Where the head sends a node bulk copies (models, images), and why there."""
+    address: str
+    over_lan: bool  # True: the node's SSH address (LAN or Wi-Fi), the cable had none
+    why: str  # e.g. "RoCE enp1s0f1np1", "SSH address: no RoCE interface is up with an IPv4 address"
+
+
+def lan_allowed(cluster: dict, over_lan: bool | None = None) -> bool:
+    """Whether copies to the workers may take the LAN when the cable has no address: the
+    command line's --over-lan, else the cluster's [cluster.sync] over_lan."""
+    return bool(cluster.get("sync", {}).get("over_lan", False)) if over_lan is None else over_lan
+
+
+def copy_route(facts: NodeFacts, node: dict, network: dict, *, over_lan: bool) -> CopyRoute:
+    """The node's RoCE address (the 200 Gb/s cable). Without one the copy would go over the
+    address sparkops reaches the node at (the LAN, even Wi-Fi: a 65 GB model at a fraction of
+    the speed, and with `--transport tcp` its bytes in the clear on the office network), so
+    that is refused unless the user allows it (`--over-lan`, or cluster.sync.over_lan)."""
     try:
-        return select_roce(facts, node, network).ip
-    except SparkopsError:
-        return node["host"]
+        choice = select_roce(facts, node, network)
+        return CopyRoute(choice.ip, False, f"RoCE {choice.interface}")
+    except SparkopsError as exc:
+        if not over_lan:
+            raise SparkopsError(
+                f"no cable address for copies: {exc.message}; copying over its SSH address "
+                f"{node['host']} (the LAN) is refused", host=facts.node, step="copy route",
+                details=exc.details,
+                fix=f"{exc.fix}; or, to copy over the LAN on purpose, add --over-lan (`inv sync`, `inv build`) "
+                    "or set cluster.sync.over_lan = true") from None
+        return CopyRoute(node["host"], True, f"SSH address ({exc.message})")

@@ -29,7 +29,7 @@ from sparkops.base.units import gb
 from sparkops.config import Config
 from sparkops.config.memfit import nodes_needed
 from sparkops.facts.gather import gather
-from sparkops.facts.roce import cable_address, select_roce
+from sparkops.facts.roce import copy_route, lan_allowed, select_roce
 from sparkops.facts.session import ClusterSession, cluster_session
 from sparkops.models import transport
 from sparkops.models.download import download
@@ -74,10 +74,12 @@ class NodeSync:
 
 @dataclass(frozen=True)
 class Transfer:
-    """How bytes go to the workers: the transport, and the streams per worker (0: chosen
-    per worker from the cores of both nodes and the link's speed)."""
+    """How bytes go to the workers: the transport, the streams per worker (0: chosen per
+    worker from the cores of both nodes and the link's speed), and whether a worker without a
+    cable address may be copied to over the LAN."""
     transport: str = "ssh"
     streams: int = 0
+    over_lan: bool = False
 
 
 @dataclass
@@ -122,7 +124,8 @@ def script(conn: NodeConn, command: str, cfg: Config, *, full: bool = False,
     return json.loads(res.stdout)
 
 
-def transfer_of(cfg: Config, transport_name: str | None = None, streams: int | None = None) -> Transfer:
+def transfer_of(cfg: Config, transport_name: str | None = None, streams: int | None = None,
+                over_lan: bool | None = None) -> Transfer:
     """The cluster file's [cluster.sync] settings, with the command line's over them."""
     conf = cfg.cluster.get("sync", {})
     name = transport_name or conf.get("transport", "ssh")
@@ -133,13 +136,13 @@ def transfer_of(cfg: Config, transport_name: str | None = None, streams: int | N
     if not 0 <= count <= transport.MAX_STREAMS:
         raise SparkopsError(f"streams must be 1 to {transport.MAX_STREAMS} (0: chosen from cores and "
                             f"link), not {count}", step="sync", fix="pass --streams N with N in that range")
-    return Transfer(name, count)
+    return Transfer(name, count, lan_allowed(cfg.cluster, over_lan))
 
 
 def sync(cfg: Config, progress: Progress, *, full: bool = False, streams: int | None = None,
-         transport_name: str | None = None, wait: float | None = None) -> SyncReport:
+         transport_name: str | None = None, wait: float | None = None, over_lan: bool | None = None) -> SyncReport:
     """Copy the model from the head to the workers the profile uses; verify every one."""
-    how = transfer_of(cfg, transport_name, streams)
+    how = transfer_of(cfg, transport_name, streams, over_lan)
     used = [n["name"] for n in cfg.nodes[:nodes_needed(cfg.doc)]]
     with cluster_session(cfg, used, gather=False) as session, \
             cluster_lock(session, "sync", wait=wait, progress=progress):
@@ -300,10 +303,16 @@ def _routes(session: ClusterSession, head: dict, workers: list[dict], checks: di
             raise SparkopsError("a worker cannot be `local`: sync copies from the head over SSH",
                                 host=w["name"], step="sync", fix="give the worker its SSH address")
         facts = known[w["name"]]
+        route = copy_route(facts, w, network, over_lan=how.over_lan)
+        if route.over_lan and how.transport == "tcp":
+            raise SparkopsError(f"the tcp transport carries the model's bytes in the clear: not over the LAN "
+                                f"({route.why})", host=w["name"], step="sync",
+                                fix="bring up the cable (`inv check --network`), or copy over the LAN with "
+                                    "`--transport ssh --over-lan`")
         streams = how.streams or transport.stream_count(
             how.transport, [known[head["name"]].cpus, facts.cpus], _link_mbps(facts, w, network),
             len(_todo(checks[w["name"]])))
-        out[w["name"]] = (cable_address(facts, w, network), Transfer(how.transport, streams))
+        out[w["name"]] = (route.address, Transfer(how.transport, streams, how.over_lan))
     return out
 
 

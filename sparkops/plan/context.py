@@ -9,7 +9,11 @@ from sparkops.config import Config
 from sparkops.config.memfit import nodes_needed
 from sparkops.facts.node import NodeFacts
 
-CONTAINER_HF_HOME = "/root/.cache/huggingface"
+# Where a sparkops container sees its caches and its home: outside /root, which an image's
+# non-root user cannot enter (containers run as the node's user: runtime_docker.user_flags).
+CONTAINER_DIR = "/sparkops"
+CONTAINER_HOME = f"{CONTAINER_DIR}/home"
+CONTAINER_HF_HOME = f"{CONTAINER_DIR}/huggingface"
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,11 @@ class NodeContext:
     @property
     def venv(self) -> str:
         return self.path(self.cfg.cluster["venv"])
+
+    @property
+    def container_home(self) -> str:
+        """The node folder a container gets as its home (CONTAINER_HOME): the user's, writable."""
+        return posixpath.join(self.cache_dir, "container-home")
 
     def env_file(self, service: str) -> str:
         return posixpath.join(self.run_dir, f"{service}.env")

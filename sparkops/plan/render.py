@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import json
 
-from sparkops.config import MASK
+from sparkops.base.errors import SparkopsError
+from sparkops.config import MASK, Config
+from sparkops.config.memfit import nodes_needed
+from sparkops.facts.node import NodeFacts
+from sparkops.facts.roce import copy_route, lan_allowed
 from sparkops.plan.steps import Plan, WriteFile
 
 SECRET_KEYS = {"VLLM_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"}
@@ -58,3 +62,24 @@ def plan_text(plan: Plan, secrets: list[str]) -> str:
             for node, actions in step.actions.items():
                 out += [f"   [{node}] {a.render()}" for a in actions]
     return scrub("\n".join(out), secrets)
+
+
+def copy_route_lines(cfg: Config, facts: dict[str, NodeFacts]) -> list[str]:
+    """Where `inv sync` and `inv build` would send each worker its copies, or why they won't."""
+    nodes = cfg.nodes[:nodes_needed(cfg.doc)]
+    if len(nodes) < 2:
+        return []
+    head, lan = nodes[0]["name"], lan_allowed(cfg.cluster)
+    out = ["copies to the workers (inv sync, inv build):"]
+    for node in nodes[1:]:
+        if node["name"] not in facts:
+            out.append(f"  {head} -> {node['name']}: unknown (no facts)")
+            continue
+        try:
+            route = copy_route(facts[node["name"]], node, cfg.cluster["network"], over_lan=lan)
+        except SparkopsError as exc:
+            out.append(f"  {head} -> {node['name']}: refused: {exc.message}\n    fix: {exc.fix}")
+            continue
+        note = " (over the LAN: cluster.sync.over_lan)" if route.over_lan else ""
+        out.append(f"  {head} -> {node['name']}: {route.address}, {route.why}{note}")
+    return out

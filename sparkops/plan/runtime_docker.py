@@ -4,7 +4,7 @@ from __future__ import annotations
 import posixpath
 
 from sparkops.config.memfit import nodes_needed
-from sparkops.plan.context import CONTAINER_HF_HOME, NodeContext
+from sparkops.plan.context import CONTAINER_DIR, CONTAINER_HF_HOME, CONTAINER_HOME, NodeContext
 from sparkops.plan.steps import Run
 
 name = "docker"
@@ -15,13 +15,42 @@ def container(service: str) -> str:
     return PREFIX + service
 
 
+# The node's compile caches (under cluster.paths.cache_dir), where the container sees them and
+# the variable that points the program there: a restart does not recompile.
+CACHES = {"vllm": "VLLM_CACHE_ROOT", "flashinfer": "FLASHINFER_WORKSPACE_BASE", "triton": "TRITON_CACHE_DIR"}
+
+
 def service_env(ctx: NodeContext) -> dict[str, str]:
-    return {"HF_HOME": CONTAINER_HF_HOME}
+    env = {"HF_HOME": CONTAINER_HF_HOME, "HOME": CONTAINER_HOME,
+           **{var: f"{CONTAINER_DIR}/cache/{name}" for name, var in CACHES.items()}}
+    if user_flags(ctx):  # a uid the image may not know: Python's getpass (torch's caches) asks $USER
+        env |= {"USER": ctx.facts.user or "sparkops", "LOGNAME": ctx.facts.user or "sparkops"}
+    return env
+
+
+def user_flags(ctx: NodeContext) -> list[str]:
+    """`--user UID:GID` of the node's user (unless cluster.docker.run_as = "root"), so that what
+    a container writes into the mounted caches belongs to that user: files root left there make
+    `inv sync`, the hash cache and `hf cache delete` fail. Nothing when the user is root, or
+    not known (facts from a cluster file)."""
+    facts = ctx.facts
+    if ctx.cfg.cluster["docker"].get("run_as", "user") == "root" or not facts.uid or facts.gid is None:
+        return []
+    return ["--user", f"{facts.uid}:{facts.gid}"]
+
+
+def cache_mounts(ctx: NodeContext) -> list[str]:
+    """`-v` for the HF cache, the home and the compile caches: all folders of the node's user,
+    made by `prepare` (a missing one would be created by Docker, as root)."""
+    out = ["-v", f"{ctx.hf_home}:{CONTAINER_HF_HOME}", "-v", f"{ctx.container_home}:{CONTAINER_HOME}"]
+    for name in CACHES:
+        out += ["-v", f"{posixpath.join(ctx.cache_dir, name)}:{CONTAINER_DIR}/cache/{name}"]
+    return out
 
 
 def prepare(ctx: NodeContext) -> list:
-    return [Run(("mkdir", "-p", ctx.run_dir, ctx.log_dir, ctx.hf_home,
-                 *(posixpath.join(ctx.cache_dir, d) for d in ("vllm", "flashinfer", "triton"))), 30)]
+    return [Run(("mkdir", "-p", ctx.run_dir, ctx.log_dir, ctx.hf_home, ctx.container_home,
+                 *(posixpath.join(ctx.cache_dir, d) for d in CACHES)), 30)]
 
 
 def run_argv(ctx: NodeContext, service: str, argv: list[str]) -> tuple[str, ...]:
@@ -36,16 +65,12 @@ def run_argv(ctx: NodeContext, service: str, argv: list[str]) -> tuple[str, ...]
 
 
 def host_flags(ctx: NodeContext, env_file: str, *, multi: bool) -> list[str]:
-    """What every sparkops container gets, serving or not: host network and IPC, ulimits, the
-    0600 env file, the caches, the GPUs and (multi-node) the RDMA devices."""
+    """What every sparkops container gets, serving or not: the node's user, host network and
+    IPC, ulimits, the 0600 env file, the caches, the GPUs and (multi-node) the RDMA devices."""
     cluster, docker = ctx.cfg.cluster, ctx.cfg.cluster["docker"]
-    out = ["--network", "host", "--ipc", "host", "--shm-size", docker["shm_size"],
+    out = [*user_flags(ctx), "--network", "host", "--ipc", "host", "--shm-size", docker["shm_size"],
            *(a for limit in docker["ulimits"] for a in ("--ulimit", limit)),
-           "--env-file", env_file,
-           "-v", f"{ctx.hf_home}:{CONTAINER_HF_HOME}",
-           "-v", f"{posixpath.join(ctx.cache_dir, 'vllm')}:/root/.cache/vllm",
-           "-v", f"{posixpath.join(ctx.cache_dir, 'flashinfer')}:/root/.cache/flashinfer",
-           "-v", f"{posixpath.join(ctx.cache_dir, 'triton')}:/root/.triton"]
+           "--env-file", env_file, *cache_mounts(ctx)]
     if cluster["accelerator"] == "nvidia":
         out += ["--gpus", "all"]
         if multi:

@@ -4,11 +4,18 @@ from __future__ import annotations
 from sparkops.config import Config
 
 
+def listen_address(cfg: Config) -> str:
+    """Where the API listens on the head (cluster.api.listen). On every interface it needs the
+    API key (VLLM_API_KEY, from the 0600 env file) unless cluster.api.open says otherwise:
+    checks/api.py refuses the rest before anything starts."""
+    return "127.0.0.1" if cfg.cluster.get("api", {}).get("listen") == "loopback" else "0.0.0.0"
+
+
 def serve_argv(cfg: Config) -> list[str]:
     s, m = cfg.serving, cfg.model
     argv = ["vllm", "serve", m["repo"],
             "--served-model-name", cfg.served_model_name,
-            "--host", "0.0.0.0", "--port", str(cfg.cluster["ports"]["api"]),
+            "--host", listen_address(cfg), "--port", str(cfg.cluster["ports"]["api"]),
             "--tensor-parallel-size", str(s["tensor_parallel"]),
             "--pipeline-parallel-size", str(s["pipeline_parallel"]),
             "--max-model-len", str(s["max_model_len"]),

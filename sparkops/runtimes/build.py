@@ -13,7 +13,7 @@ from sparkops.base.errors import SparkopsError, StepError
 from sparkops.base.paths import project_root
 from sparkops.base.progress import Progress
 from sparkops.config import Config
-from sparkops.facts.roce import cable_address
+from sparkops.facts.roce import copy_route, lan_allowed
 from sparkops.facts.session import cluster_session
 from sparkops.plan.context import NodeContext, contexts
 from sparkops.plan.steps import Action, Run, Step, WriteFile
@@ -51,7 +51,8 @@ def build_steps(cfg: Config, head: NodeContext, no_cache: bool) -> list[Step]:
                  {head.name: (Run((*argv, remote), BUILD_TIMEOUT_S),)})]
 
 
-def build(cfg: Config, progress: Progress, *, no_cache: bool = False, wait: float | None = None) -> dict[str, str]:
+def build(cfg: Config, progress: Progress, *, no_cache: bool = False, wait: float | None = None,
+          over_lan: bool | None = None) -> dict[str, str]:
     """Build (or pull) and distribute; returns {node: image id}."""
     if cfg.cluster["runtime"] != "docker":
         raise SparkopsError(f"cluster {cfg.cluster_name!r} uses the {cfg.cluster['runtime']} runtime: "
@@ -61,6 +62,10 @@ def build(cfg: Config, progress: Progress, *, no_cache: bool = False, wait: floa
         session.require()
         ctxs = contexts(cfg, session.facts, all_nodes=True)
         head = ctxs[0]
+        # Before an hour of building: where each worker's copy will go (never the LAN unasked).
+        lan = lan_allowed(cfg.cluster, over_lan)
+        routes = {c.name: copy_route(c.facts, c.node, cfg.cluster["network"], over_lan=lan).address
+                  for c in ctxs[1:]}
         image = cfg.cluster["image"]
         if cfg.cluster["docker"].get("pull"):
             steps = [Step("pull", f"docker pull {image} on every node",
@@ -71,7 +76,7 @@ def build(cfg: Config, progress: Progress, *, no_cache: bool = False, wait: floa
             progress.step(number, len(steps) + 1, step.name, step.title)
             run_step_on_nodes(session.group, step, progress)
         progress.step(len(steps) + 1, len(steps) + 1, "distribute", "same image ID on every node")
-        return distribute(cfg, session.group, ctxs, image, progress)
+        return distribute(cfg, session.group, ctxs, image, progress, routes)
 
 
 def image_ids(group: NodeGroup, ctxs: list[NodeContext], image: str) -> dict[str, str | None]:
@@ -90,7 +95,8 @@ def save_load_argv(image: str, ssh: list[str], address: str) -> list[str]:
 
 
 def distribute(cfg: Config, group: NodeGroup, ctxs: list[NodeContext], image: str,
-               progress: Progress) -> dict[str, str]:
+               progress: Progress, routes: dict[str, str]) -> dict[str, str]:
+    """Every worker without the head's image ID gets it over its route (address per node)."""
     ids = image_ids(group, ctxs, image)
     head = ctxs[0]
     want = ids[head.name]
@@ -103,8 +109,7 @@ def distribute(cfg: Config, group: NodeGroup, ctxs: list[NodeContext], image: st
     if stale:
         ssh = cfg.cluster["ssh"]
         step = Step("distribute", f"docker save | docker load of {image}", {head.name: tuple(
-            Run(tuple(save_load_argv(image, ssh_command(c.node, ssh),
-                                     cable_address(c.facts, c.node, cfg.cluster["network"]))),
+            Run(tuple(save_load_argv(image, ssh_command(c.node, ssh), routes[c.name])),
                 BUILD_TIMEOUT_S) for c in stale)})
         start = time.monotonic()
         try:

@@ -10,6 +10,7 @@ from sparkops.base.errors import SparkopsError
 from sparkops.base.paths import local_override_path as override_path
 from sparkops.base.paths import project_root
 from sparkops.config import local_override
+from sparkops.config.setup import new_api_key
 from sparkops.sim.cluster import build, missing_requirements
 
 
@@ -29,9 +30,13 @@ def sim_up(hosts: int, docker: bool) -> None:
           f"remove it with `inv sim-down`")
 
 
-def write_override(cluster, path=None) -> None:
+def write_override(cluster, path=None, nodes=None) -> None:
+    """[clusters.sim] nodes of `cluster` (default: reached as root; SimCluster.owner_nodes() for
+    its unprivileged owner), and an API key (as `inv setup` makes) if none is set."""
     path = path or override_path(project_root())
-    doc = local_override.update(local_override.load(path), cluster="sim", nodes=cluster.nodes())
+    doc = local_override.load(path)
+    key = None if doc.get("secrets", {}).get("api_key") else new_api_key()
+    doc = local_override.update(doc, cluster="sim", nodes=nodes or cluster.nodes(), api_key=key)
     ssh = tomlkit.table()
     ssh["known_hosts"] = str(cluster.known_hosts_path)
     doc["clusters"]["sim"]["ssh"] = ssh
