@@ -2,16 +2,16 @@
 held by every verb that changes the cluster, for as long as the verb runs.
 
 The kernel drops the lock when its holder's process ends, so a verb killed with SIGKILL, or
-whose SSH connection dies, frees it at once: no stale lock files to clean up. A second caller
-is told who holds it (verb, pid, user, host, since when) and stops, or waits with --wait.
-Nested uses in one process (bench-all calls up and down) share the outer hold.
+whose SSH connection dies, frees it at once: no stale lock files to clean up. One lock file per
+head machine (`cluster.paths.lock`), shared by every user who logs in there. A second caller is
+told who holds it (verb, pid, user, host, since when) and stops, or waits with --wait. Nested
+uses in one process (bench-all calls up and down) share the outer hold.
 """
 from __future__ import annotations
 
 import getpass
 import json
 import os
-import posixpath
 import socket
 import threading
 from collections.abc import Iterator
@@ -29,9 +29,9 @@ START_S = 60  # to start the lock script and hear from it (an SSH exec, a python
 
 
 def lock_path(session: ClusterSession) -> str:
-    """In the head's run folder, as configured: the lock script expands `~` on the node itself,
-    so taking the lock needs no facts gathered first (a no-change `sync` reads none)."""
-    return posixpath.join(session.cfg.cluster["paths"]["work_dir"], "run", "operation.lock")
+    """The head's lock file, as configured: one per machine, whoever logs in (the lock script
+    expands `~` on the node itself and falls back to /tmp where /run/lock is absent)."""
+    return str(session.cfg.cluster["paths"]["lock"])
 
 
 def describe(holder: dict) -> str:
@@ -79,14 +79,17 @@ def cluster_lock(session: ClusterSession, verb: str, *, wait: float | None = Non
                     f"cluster {session.cfg.cluster_name!r} is busy: {describe(other)} is changing it",
                     host=session.head_name, step="lock",
                     fix=f"wait for it to finish (`inv status` shows what is serving), or add --wait to queue "
-                        f"behind it; the lock is {path} on {session.head_name}")
+                        f"behind it; the lock is {other.get('lock_file', path)} on {session.head_name}")
             if progress:
                 progress.say(f"waiting for {describe(other)} to finish (up to {wait:.0f}s)")
             line = held.readline(wait + START_S)
         if line != "locked":
-            why = "it did not finish in time" if line == "timeout" else f"the lock script said {line!r}"
+            why = ("it did not finish in time" if line == "timeout" else
+                   line[6:] if line and line.startswith("error ") else f"the lock script said {line!r}")
             raise SparkopsError(f"could not take the lock of cluster {session.cfg.cluster_name!r}: {why}",
-                                host=session.head_name, step="lock")
+                                host=session.head_name, step="lock",
+                                fix=f"set cluster.paths.lock to a file every user of {session.head_name} "
+                                    "can open" if line and line.startswith("error ") else None)
         with _guard:
             _held[key] = 1
         try:
