@@ -60,6 +60,21 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def read_until(stream, text: str, timeout: float) -> str:
+    """What a process writes to `stream` until `text` appears (or `timeout` passes)."""
+    import selectors
+    said, deadline = b"", time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(stream, selectors.EVENT_READ)
+        while text.encode() not in said and time.monotonic() < deadline:
+            if sel.select(0.2):
+                chunk = os.read(stream.fileno(), 65536)
+                if not chunk:
+                    break
+                said += chunk
+    return said.decode(errors="replace")
+
+
 def signal_soon(proc: subprocess.Popen, sig: int, after: float = 1.5) -> None:
     def send():
         time.sleep(after)
@@ -110,6 +125,49 @@ def test_wait_queues_behind_the_holder(sets, capsys):
             assert "did not finish in time" in e.value.message
     finally:
         stop(holder)
+
+
+def test_a_holder_that_hangs_loses_the_lock_when_its_heartbeat_stops(sets):
+    """SIGSTOP leaves the holder's pipe to the lock script open, as a dead SSH link that never
+    closes leaves the session open on the head: only the missing heartbeat can free the lock.
+    A holder that lives keeps it past that limit."""
+    from sparkops.apply.lock import cluster_lock
+    beats = {"beat": 0.3, "silence": 1.5}
+    holder = hold_in_another_process(sets, **beats)
+    cfg = load_config("smoke", "local", sets=sets, environ={})
+    try:
+        with cluster_session(cfg, gather=False) as session:
+            time.sleep(2.5)  # past the limit, beating
+            with pytest.raises(SparkopsError, match="is busy"), cluster_lock(session, "down"):
+                pass
+            holder.send_signal(signal.SIGSTOP)
+            t0 = time.monotonic()
+            with cluster_lock(session, "down", wait=30, **beats):
+                waited = time.monotonic() - t0
+            assert waited < 15  # the limit and a beat; without the heartbeat: never
+            holder.send_signal(signal.SIGCONT)  # it wakes up to find the lock gone, and says so
+            said = read_until(holder.stderr, "the cluster lock is no longer held", 10)
+            assert "the cluster lock is no longer held" in said, said
+    finally:
+        holder.send_signal(signal.SIGCONT)
+        stop(holder)
+
+
+def test_a_waiter_that_falls_silent_gives_up_instead_of_taking_the_lock_later(tmp_path):
+    """The lock script itself, its stdin open and silent: it stops waiting (and never takes the
+    lock) once the limit passes, instead of waiting out its --wait."""
+    import fcntl
+    path = tmp_path / "sparkops.lock"
+    with open(path, "w") as taken:
+        fcntl.flock(taken, fcntl.LOCK_EX)
+        proc = subprocess.Popen(python_argv("lock.py", str(path), "{}", "--wait", "60", "--silence", "1"),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:  # our end of its stdin stays open all along (communicate() would close it)
+            assert proc.wait(timeout=20) == 6
+            out = proc.stdout.read()  # type: ignore[union-attr]
+        finally:
+            stop(proc)
+    assert out.split() == ["busy", "{}"], out
 
 
 def test_nested_holds_in_one_process_share_the_lock(sets):

@@ -2,7 +2,9 @@
 held by every verb that changes the cluster, for as long as the verb runs.
 
 The kernel drops the lock when its holder's process ends, so a verb killed with SIGKILL, or
-whose SSH connection dies, frees it at once: no stale lock files to clean up. One lock file per
+whose SSH connection closes, frees it at once: no stale lock files to clean up. A connection
+that dies without closing (a cable pulled, a laptop asleep) is caught by a heartbeat: a byte
+every BEAT_S seconds, without which the lock script lets go after SILENCE_S. One lock file per
 head machine (`cluster.paths.lock`), shared by every user who logs in there. A second caller is
 told who holds it (verb, pid, user, host, since when) and stops, or waits with --wait. Nested
 uses in one process (bench-all calls up and down) share the outer hold.
@@ -22,10 +24,15 @@ from sparkops.base.errors import SparkopsError
 from sparkops.base.progress import Progress
 from sparkops.facts.session import ClusterSession
 from sparkops.node_scripts import python_argv
+from sparkops.remote.stream import Held
 
 _held: dict[str, int] = {}  # lock path on a head -> depth of nested holds in this process
 _guard = threading.Lock()
 START_S = 60  # to start the lock script and hear from it (an SSH exec, a python3)
+# A dead link frees the lock within SILENCE_S + a beat: four beats may go missing (a busy
+# controller, a congested link) before the lock script gives up on its holder.
+BEAT_S = 10.0
+SILENCE_S = 45.0
 
 
 def lock_path(session: ClusterSession) -> str:
@@ -44,9 +51,11 @@ def describe(holder: dict) -> str:
 
 @contextmanager
 def cluster_lock(session: ClusterSession, verb: str, *, wait: float | None = None,
-                 progress: Progress | None = None) -> Iterator[None]:
+                 progress: Progress | None = None, beat: float = BEAT_S,
+                 silence: float = SILENCE_S) -> Iterator[None]:
     """Hold the cluster's lock for the block. `wait`: seconds to wait for a holder to finish
-    (None: refuse at once, naming the holder)."""
+    (None: refuse at once, naming the holder). `beat`, `silence`: the heartbeat's period, and
+    how long the lock script waits without one before it lets go."""
     if session.head_name in session.unreachable:
         session.require([session.head_name])
     path = lock_path(session)
@@ -66,10 +75,11 @@ def cluster_lock(session: ClusterSession, verb: str, *, wait: float | None = Non
         return
     holder = {"verb": verb, "pid": os.getpid(), "user": getpass.getuser(), "host": socket.gethostname(),
               "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    argv = python_argv("lock.py", path, json.dumps(holder))
+    argv = python_argv("lock.py", path, json.dumps(holder), "--silence", str(silence))
     if wait is not None:
         argv += ["--wait", str(wait)]
     held = session.head.hold(argv)
+    heart = Heartbeat(held, beat, session.head_name, progress)
     try:
         line = held.readline(START_S)
         if line is not None and line.startswith("busy"):
@@ -98,7 +108,34 @@ def cluster_lock(session: ClusterSession, verb: str, *, wait: float | None = Non
             with _guard:
                 _held.pop(key, None)
     finally:
+        heart.stop()
         held.release()
+
+
+class Heartbeat:
+    """A byte to the lock script every `every` seconds, from a daemon thread, for as long as
+    the hold lasts: what tells the lock script that we are still there."""
+
+    def __init__(self, held: Held, every: float, head: str, progress: Progress | None):
+        self._held, self._every, self._head, self._progress = held, every, head, progress
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sparkops-lock-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._every):
+            try:
+                self._held.send("\n")
+            except (OSError, EOFError, ValueError) as exc:  # the script ended, or the link did
+                if not self._stopped.is_set() and self._progress:
+                    self._progress.say(f"warning: [{self._head}] the cluster lock is no longer held "
+                                       f"({type(exc).__name__}: {exc or 'closed'}); another operation may start")
+                return
+
+    def stop(self) -> None:
+        """Before the lock script's stdin is closed: never a write to a closed pipe."""
+        self._stopped.set()
+        self._thread.join(timeout=2)  # a send stuck on a dead link is left behind
 
 
 def _holder(line: str) -> dict:

@@ -1,10 +1,13 @@
-"""Hold the cluster's operation lock on the head for as long as the caller keeps our stdin open.
+"""Hold the cluster's operation lock on the head for as long as the caller is alive and says so.
 
-    python3 lock.py PATH HOLDER_JSON [--wait SECONDS]
+    python3 lock.py PATH HOLDER_JSON [--wait SECONDS] [--silence SECONDS]
 
-An advisory lock (flock) on PATH: the kernel drops it when this process ends, however it ends,
-and this process ends when its stdin closes, which happens when the `inv` holding it exits or
-dies (SIGKILL included), locally or over SSH. Prints one line per event:
+An advisory lock (flock) on PATH: the kernel drops it when this process ends, however it ends.
+This process ends when its stdin closes, which happens when the `inv` holding it exits or dies
+(SIGKILL included), locally or over SSH; and, with --silence, when nothing has arrived on its
+stdin for that many seconds: the caller writes a byte every few seconds, so a caller that hangs,
+or an SSH link that dies without closing (sshd keeps such a session for hours), frees the lock
+within the limit. Prints one line per event:
     busy <holder json>       someone holds it (then exit 3, or wait with --wait)
     locked                   we hold it (HOLDER_JSON written into PATH for the next one)
     timeout                  --wait ran out (exit 4)
@@ -22,11 +25,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import select
 import stat
 import sys
 import time
 
-BUSY, TIMEOUT, UNUSABLE = 3, 4, 5
+BUSY, TIMEOUT, UNUSABLE, SILENT = 3, 4, 5, 6
 # A system without /run/lock (not Ubuntu or Debian) has /tmp, world-writable and sticky too.
 FALLBACK = {"/run/lock": "/tmp"}
 OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # O_NONBLOCK: a FIFO planted there cannot hang us
@@ -101,9 +105,28 @@ def record(fd: int, info: dict) -> None:
         pass
 
 
+class Caller:
+    """Our stdin: the caller is there while it stays open and, with a silence limit, while
+    bytes keep arriving."""
+
+    def __init__(self, silence: float | None):
+        self.silence = silence
+        self.heard = time.monotonic()
+
+    def there(self, timeout: float) -> bool:
+        """Wait up to `timeout` for input; False once the caller has gone or fallen silent."""
+        if select.select([0], [], [], timeout)[0]:
+            if not os.read(0, 65536):
+                return False
+            self.heard = time.monotonic()
+        return self.silence is None or time.monotonic() - self.heard <= self.silence
+
+
 def main(argv: list[str]) -> int:
     path, info = lock_file(argv[0]), json.loads(argv[1])
     wait = float(argv[argv.index("--wait") + 1]) if "--wait" in argv else None
+    silence = float(argv[argv.index("--silence") + 1]) if "--silence" in argv else None
+    caller = Caller(silence)
     try:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         fd = open_lock(path)
@@ -119,12 +142,13 @@ def main(argv: list[str]) -> int:
             if time.monotonic() > deadline:
                 print("timeout", flush=True)
                 return TIMEOUT
-            time.sleep(0.2)
+            if not caller.there(0.2):  # a waiter that went away must not take the lock after all
+                return SILENT
     record(fd, {**info, "node_pid": os.getpid(), "lock_file": path})
     print("locked", flush=True)
-    while sys.stdin.buffer.read(65536):  # until the holder goes away
+    while caller.there(1.0):
         pass
-    return 0
+    return 0 if silence is None or time.monotonic() - caller.heard <= silence else SILENT
 
 
 if __name__ == "__main__":
