@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -16,9 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from sparkops.base.errors import SparkopsError
-from sparkops.base.progress import Progress
+from sparkops.base.progress import Progress, Silent
 from sparkops.config import load_config
 from sparkops.facts.session import cluster_session
 from sparkops.node_scripts import python_argv
@@ -123,6 +125,29 @@ def test_wait_queues_behind_the_holder(sets, capsys):
                 finally:
                     stop(other)
             assert "did not finish in time" in e.value.message
+    finally:
+        stop(holder)
+
+
+def test_a_queued_up_reads_the_facts_once_its_turn_comes(sets):
+    """The holder keeps the API port busy (as a serving deployment would) and frees it before it
+    lets go of the lock (as `down` does). An `up` queued behind it must plan against the cluster
+    it finds when its turn comes: the port free. Its preflight still stops it (no model in the
+    empty cache), which keeps the test fast, but names no busy port."""
+    from sparkops.deploy.up import up
+    port = free_port()
+    sets = [*sets, f"cluster.ports.api={port}"]
+    holder = hold_in_another_process(sets, hog_api_port=True)
+    try:
+        with pytest.raises(OSError):
+            socket.create_server(("127.0.0.1", port))  # the holder has it
+        cfg = load_config("smoke", "local", sets=sets, environ={})
+        signal_soon(holder, signal.SIGTERM)
+        with pytest.raises(SparkopsError) as e:
+            up(cfg, progress=Silent(), wait=30)
+        text = e.value.render()
+        assert e.value.step == "preflight" and "smoke-tiny-llama" in text, text
+        assert f"port {port} is already in use" not in text, text
     finally:
         stop(holder)
 

@@ -17,10 +17,10 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 
-from sparkops.base.errors import SparkopsError
+from sparkops.base.errors import ConnectError, SparkopsError
 from sparkops.base.progress import Progress
 from sparkops.facts.session import ClusterSession
 from sparkops.node_scripts import python_argv
@@ -110,6 +110,29 @@ def cluster_lock(session: ClusterSession, verb: str, *, wait: float | None = Non
     finally:
         heart.stop()
         held.release()
+
+
+@contextmanager
+def locked_facts(session: ClusterSession, verb: str, *, wait: float | None = None,
+                 progress: Progress | None = None, head_may_be_down: bool = False) -> Iterator[bool]:
+    """The lock first, then the nodes' facts: a verb that waited its turn plans against the
+    cluster as it is now, not as it was before the holder changed it. Yields whether the lock
+    is held: with `head_may_be_down` (down, check), a head that cannot be reached has no lock
+    to take; it is recorded unreachable and the other nodes' facts are read all the same."""
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(cluster_lock(session, verb, wait=wait, progress=progress))
+            held = True
+        except ConnectError as exc:
+            if not head_may_be_down:
+                raise
+            session.unreachable[session.head_name] = exc
+            held = False
+        names = [n for n in session.group.names() if n not in session.unreachable]
+        if progress:
+            progress.say(f"reading facts from {len(names)} node(s)")
+        session.gather(names)
+        yield held
 
 
 class Heartbeat:
