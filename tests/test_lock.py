@@ -205,6 +205,27 @@ def test_nested_holds_in_one_process_share_the_lock(sets):
             pass
 
 
+def test_download_is_refused_while_another_operation_holds_the_lock(sets, tmp_path):
+    """`download` writes the cache `sync` and `up` read: it takes the lock, and with --wait
+    queues behind the holder."""
+    from sparkops.models.download import download
+    src = tmp_path / "model"
+    src.mkdir()
+    (src / "config.json").write_text('{"model_type": "llama"}')
+    cfg = load_config("smoke", "local", sets=sets, environ={})
+    holder = hold_in_another_process(sets)
+    try:
+        with pytest.raises(SparkopsError) as e:
+            download(cfg, local_dir=str(src), progress=Silent())
+        assert "is busy" in e.value.message and "`inv up`" in e.value.message, e.value.render()
+        assert not (tmp_path / "hf").exists()  # nothing written
+        signal_soon(holder, signal.SIGTERM)
+        done = download(cfg, local_dir=str(src), progress=Silent(), wait=30)
+        assert (Path(done.snapshot) / "config.json").read_text() == '{"model_type": "llama"}'
+    finally:
+        stop(holder)
+
+
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 

@@ -7,7 +7,7 @@ that dies without closing (a cable pulled, a laptop asleep) is caught by a heart
 every BEAT_S seconds, without which the lock script lets go after SILENCE_S. One lock file per
 head machine (`cluster.paths.lock`), shared by every user who logs in there. A second caller is
 told who holds it (verb, pid, user, host, since when) and stops, or waits with --wait. Nested
-uses in one process (bench-all calls up and down) share the outer hold.
+uses in one process (bench-all calls up and down, up --sync calls download) share the outer hold.
 """
 from __future__ import annotations
 
