@@ -126,17 +126,17 @@ def switch(c, profile=None, cluster=None, set=None, wait=False):
     up(c, profile=profile, cluster=cluster, replace=True, set=set, wait=wait)
 
 
-@task(help={"profile": PROFILE, "cluster": CLUSTER, "set": SET,
+@task(help={"profile": PROFILE, "cluster": CLUSTER, "set": SET, "wait": WAIT,
             "local_dir": "import this folder of model files (no internet needed) instead of downloading"},
       iterable=["set"])
 @user_errors
-def download(c, profile=None, cluster=None, local_dir=None, set=None):
+def download(c, profile=None, cluster=None, local_dir=None, set=None, wait=False):
     """Download the profile's model into the head's Hugging Face cache (pinned revision, patterns)."""
     from sparkops.base.progress import Progress
     from sparkops.models.download import download as do_download
     cfg = _config(c, profile, cluster, set, serving=False)
     _warn([f for f in cfg.findings if f.serving_only], "downloading anyway: only serving needs it to fit")
-    result = do_download(cfg, local_dir=local_dir, progress=Progress())
+    result = do_download(cfg, local_dir=local_dir, progress=Progress(), wait=WAIT_S if wait else None)
     print(f"{'imported' if result.imported else 'downloaded'}: {result.snapshot} ({result.seconds:.0f}s)")
 
 

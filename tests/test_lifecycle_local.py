@@ -34,6 +34,7 @@ def local_cfg(vllm_venv, tmp_path_factory):
     sets = [f"cluster.venv={json.dumps(str(vllm_venv))}",
             f"cluster.paths.hf_home={json.dumps(str(work / 'hf'))}",
             f"cluster.paths.work_dir={json.dumps(str(work / 'work'))}",
+            f"cluster.paths.lock={json.dumps(str(work / 'sparkops.lock'))}",  # not the machine's
             f"cluster.paths.cache_dir={json.dumps(str(work / 'cache'))}",
             f"cluster.ports.api={port}"]
 

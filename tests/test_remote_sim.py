@@ -111,3 +111,49 @@ def test_a_lock_held_over_ssh_is_named_and_freed_when_its_holder_is_killed(sim_c
         holder.kill()
         holder.wait()
         conn.close()
+
+
+def test_a_lock_held_over_a_link_that_dies_is_freed_when_its_heartbeat_stops(sim_cluster):
+    """The head's LAN link goes down under a holder that lives on: no FIN, no RST, so sshd keeps
+    the session (and the lock script's stdin) open for as long as TCP keeps trying. The missing
+    heartbeat frees the lock all the same, within the limit."""
+    import subprocess
+
+    from sparkops.apply.lock import Heartbeat
+    from sparkops.node_scripts import python_argv
+    from sparkops.sim import layout
+    from sparkops.sim.host import enter
+
+    head = sim_cluster.hosts[0]
+    lan = layout.root_veth(sim_cluster.slot, "lan", 0)
+    path = "/tmp/sparkops-test-heartbeat.lock"  # the host's own /tmp
+
+    def take_there(wait: float) -> list[str]:
+        """The lock script run on the head itself, not over the LAN: the lines it says until it
+        holds the lock, gives up or times out."""
+        there = subprocess.Popen([*enter(head.init_pid()), *python_argv("lock.py", path, "{}", "--wait", str(wait))],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        lines = [there.stdout.readline().strip()]  # type: ignore[union-attr]
+        while lines[-1].startswith("busy"):
+            lines.append(there.stdout.readline().strip())  # type: ignore[union-attr]
+        there.kill()
+        there.wait()
+        return [line.split()[0] if line else "" for line in lines]
+
+    conn = NodeConn(sim_cluster.nodes()[0], {"connect_timeout_s": 5, "strict_host_keys": True,
+                                             "known_hosts": str(sim_cluster.known_hosts_path)})
+    held = conn.hold(python_argv("lock.py", path, '{"verb": "up"}', "--silence", "2"))
+    heart = Heartbeat(held, 0.3, head.name, None)
+    try:
+        assert held.readline(30) == "locked"
+        time.sleep(3)  # past the limit, beating
+        assert take_there(0.5) == ["busy", "timeout"]
+        subprocess.run(["ip", "link", "set", lan, "down"], check=True)
+        t0 = time.monotonic()
+        assert take_there(25) == ["busy", "locked"]
+        assert time.monotonic() - t0 < 20  # the limit and a beat; without the heartbeat: hours
+    finally:
+        subprocess.run(["ip", "link", "set", lan, "up"], check=False)
+        heart.stop()
+        conn.close()
+        sim_cluster.heal()

@@ -202,7 +202,8 @@ def test_plan_on_a_machine_that_is_not_a_spark_points_at_recorded_facts(inv):
 
 
 def test_download_of_a_model_this_cluster_cannot_serve_only_warns(inv, tmp_path):
-    done = inv("download", "--profile", "gpt-oss-20b", "--cluster", "local", "--local-dir", str(tmp_path / "none"))
+    done = inv("download", "--profile", "gpt-oss-20b", "--cluster", "local", "--local-dir", str(tmp_path / "none"),
+               "--set", f"cluster.paths.lock={json.dumps(str(tmp_path / 'sparkops.lock'))}")  # not the machine's
     assert "the model does not fit" in done.stderr and "downloading anyway" in done.stderr, done.stderr
     # it went on to the import, which found no folder
     assert done.returncode == 1 and "is not a directory" in done.stderr and "Traceback" not in done.stderr

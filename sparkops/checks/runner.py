@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from contextlib import ExitStack
 from datetime import datetime, timezone
 
-from sparkops.apply.lock import cluster_lock
+from sparkops.apply.lock import locked_facts
 from sparkops.apply.state import read_state
 from sparkops.base.progress import Progress
 from sparkops.checks import api, logs, nccl, network, quick, reach
@@ -26,9 +27,14 @@ def run_checks(cfg: Config, groups: Iterable[str], *, profile: str | None, progr
                          datetime.now(timezone.utc).isoformat(timespec="seconds"),
                          nodes=[n["name"] for n in cfg.nodes])
     start = time.monotonic()
-    with cluster_session(cfg, gather=False) as session:
-        progress.say(f"reading facts from {len(session.group)} node(s)")
-        session.gather()
+    with cluster_session(cfg, gather=False) as session, ExitStack() as stack:
+        if "nccl" in chosen:
+            # The all-reduce runs on the nodes' GPUs and ports: not while another verb changes
+            # them; and what it sees (facts, what is serving) is read once it is its turn.
+            stack.enter_context(locked_facts(session, "check --nccl", progress=progress, head_may_be_down=True))
+        else:
+            progress.say(f"reading facts from {len(session.group)} node(s)")
+            session.gather()
         ctxs = contexts(cfg, session.facts, all_nodes=True)
         state = read_state(session)
         out = quick.reachable(ctxs, session.unreachable)
@@ -66,7 +72,5 @@ def _nccl(session: ClusterSession, state: dict | None, progress: Progress) -> li
                       {"deployment": state}, f"`inv down --cluster {cfg.cluster_name}` first, then "
                       "`inv check --nccl`")]
     progress.say("running the all-reduce test on every node")
-    # The all-reduce runs on the nodes' GPUs and ports: not while another verb changes them.
-    with cluster_lock(session, "check --nccl", wait=None, progress=progress):
-        result = nccl.run(cfg, session.group, session.facts, progress)
+    result = nccl.run(cfg, session.group, session.facts, progress)  # under run_checks' lock
     return [result] if isinstance(result, Check) else nccl.checks(cfg, result)

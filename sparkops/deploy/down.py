@@ -1,7 +1,7 @@
 """`inv down`: stop every sparkops service on every node; and the stop `up --replace` runs."""
 from __future__ import annotations
 
-from sparkops.apply.lock import cluster_lock
+from sparkops.apply.lock import locked_facts
 from sparkops.apply.run import step_results
 from sparkops.base.progress import Progress
 from sparkops.config import Config
@@ -21,11 +21,9 @@ def stop(session: ClusterSession, progress: Progress) -> list[str]:
 def down(cfg: Config, *, progress: Progress, wait: float | None = None) -> list[str]:
     """Stop everything on every node; unreachable nodes are reported, the rest still cleaned.
     With the head unreachable there is no lock to take: the others are cleaned all the same."""
-    with cluster_session(cfg) as session:
+    with cluster_session(cfg, gather=False) as session, \
+            locked_facts(session, "down", wait=wait, progress=progress, head_may_be_down=True):
         problems = [e.render() for e in session.unreachable.values()]
         if not session.facts:
             return problems
-        if not session.head_reachable():
-            return problems + stop(session, progress)
-        with cluster_lock(session, "down", wait=wait, progress=progress):
-            return problems + stop(session, progress)
+        return problems + stop(session, progress)

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 from sparkops.apply.health import deployment_health, service_states
-from sparkops.apply.lock import cluster_lock
+from sparkops.apply.lock import locked_facts
 from sparkops.apply.ready import serving_model
 from sparkops.apply.run import apply
 from sparkops.apply.state import read_state
@@ -39,12 +39,10 @@ def up(cfg: Config, *, replace: bool = False, progress: Progress, sync_model: bo
     """`wait`: seconds to wait for another operation's lock (None: refuse, naming it)."""
     start = time.monotonic()
     needed = [n["name"] for n in cfg.nodes[:nodes_needed(cfg.doc)]]
-    with cluster_session(cfg, gather=False) as session:
-        progress.say(f"reading facts from {len(session.group)} node(s)")
-        session.gather()
+    with cluster_session(cfg, gather=False) as session, \
+            locked_facts(session, verb, wait=wait, progress=progress):
         session.require(needed if not replace else None)
-        with cluster_lock(session, verb, wait=wait, progress=progress):
-            return _up(session, needed, replace=replace, sync_model=sync_model, progress=progress, start=start)
+        return _up(session, needed, replace=replace, sync_model=sync_model, progress=progress, start=start)
 
 
 def _up(session: ClusterSession, needed: list[str], *, replace: bool, sync_model: bool, progress: Progress,

@@ -5,7 +5,8 @@ huggingface_hub's `snapshot_download` with the profile's pinned revision and all
 patterns, the token from the config's secrets (the local override file or HF_TOKEN; handed
 over in-process, never on a command line, never printed). The hub resumes interrupted
 files itself (`*.incomplete` blobs). Workers never download: `inv sync` copies to them.
-Without internet, `--local-dir DIR` imports a folder of the model's files instead.
+Without internet, `--local-dir DIR` imports a folder of the model's files instead. Either
+holds the cluster's lock (apply/lock.py) while it writes.
 """
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sparkops.apply.lock import cluster_lock
 from sparkops.base.errors import SparkopsError
 from sparkops.base.progress import Progress
 from sparkops.base.units import gb
 from sparkops.config import Config
+from sparkops.facts.session import cluster_session
 from sparkops.models.local_import import import_local_dir
 from sparkops.node_scripts.hf_cache import repo_dir
 from sparkops.remote.connection import LOCAL_HOSTS
@@ -45,9 +48,19 @@ def head_hf_home(cfg: Config) -> Path:
     return Path(os.path.expanduser(cfg.cluster["paths"]["hf_home"]))
 
 
-def download(cfg: Config, *, local_dir: str | None = None, progress: Progress) -> DownloadResult:
-    m = cfg.model
+def download(cfg: Config, *, local_dir: str | None = None, progress: Progress,
+             wait: float | None = None) -> DownloadResult:
+    """Under the cluster's lock: `sync` and `up` read the cache this writes. `wait`: seconds to
+    wait for another operation's lock (None: refuse, naming it); inside `up --sync`, which
+    holds the lock already, the hold is shared."""
     hf_home = head_hf_home(cfg)
+    with cluster_session(cfg, [cfg.nodes[0]["name"]], gather=False) as session, \
+            cluster_lock(session, "download", wait=wait, progress=progress):
+        return _download(cfg, hf_home, local_dir, progress)
+
+
+def _download(cfg: Config, hf_home: Path, local_dir: str | None, progress: Progress) -> DownloadResult:
+    m = cfg.model
     flag = f"--profile {cfg.profile} --cluster {cfg.cluster_name}"
     start = time.monotonic()
     if local_dir:

@@ -19,6 +19,7 @@ from sparkops.remote import stream
 from sparkops.remote.result import CommandTimeout, Result
 
 LOCAL_HOSTS = ("local",)
+KEEPALIVE_S = 15  # seconds without traffic before an SSH keepalive (one small packet)
 
 
 class NodeConn:
@@ -88,6 +89,15 @@ class NodeConn:
                 host=self.name, step="connect",
                 fix="check the node is on and the address in the cluster file or "
                     "sparkops.local.toml is right (`inv setup` rewrites it)") from None
+        # An SSH keepalive on idle connections (a worker's, while `up --wait` queues or a
+        # benchmark runs for an hour): the traffic keeps NAT and firewall state from expiring
+        # under them, and gives our TCP stack data in flight, so a dead link is noticed at its
+        # retransmission timeout instead of never. It does not free the head's lock: that needs
+        # the node to notice we are gone, and sshd sends no probes of its own unless configured
+        # to (ClientAliveInterval); the lock's in-band heartbeat (apply/lock.py) does it.
+        transport = conn.client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(KEEPALIVE_S)
         self._fabric = conn
         return conn
 

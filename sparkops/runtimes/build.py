@@ -7,7 +7,7 @@ from __future__ import annotations
 import posixpath
 import time
 
-from sparkops.apply.lock import cluster_lock
+from sparkops.apply.lock import locked_facts
 from sparkops.apply.run import run_step_on_nodes
 from sparkops.base.errors import SparkopsError, StepError
 from sparkops.base.paths import project_root
@@ -58,7 +58,8 @@ def build(cfg: Config, progress: Progress, *, no_cache: bool = False, wait: floa
         raise SparkopsError(f"cluster {cfg.cluster_name!r} uses the {cfg.cluster['runtime']} runtime: "
                             "there is no image to build", step="build",
                             fix="`inv install-vllm` prepares native nodes; or --set cluster.runtime=\"docker\"")
-    with cluster_session(cfg) as session, cluster_lock(session, "build", wait=wait, progress=progress):
+    with cluster_session(cfg, gather=False) as session, \
+            locked_facts(session, "build", wait=wait, progress=progress):
         session.require()
         ctxs = contexts(cfg, session.facts, all_nodes=True)
         head = ctxs[0]
