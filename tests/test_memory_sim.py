@@ -41,8 +41,12 @@ def sim(sim_cluster, tmp_path_factory, monkeypatch_module):
     monkeypatch_module.setenv("SPARKOPS_LOCAL", str(override))
     write_override(sim_cluster, override)
 
+    # Unified memory is the host's: what the config's memory-fit estimate assumes before facts
+    # are read is this machine's MemTotal (sim.toml's 4 GiB would not fit a small share).
+    node_memory = f"cluster.node_memory_gib={meminfo().total_bytes / GIB:.1f}"
+
     def make(*sets: str):
-        return load_config("smoke", "sim", sets=[*SPARK, *sets], environ={})
+        return load_config("smoke", "sim", sets=[*SPARK, node_memory, *sets], environ={})
     return make
 
 
@@ -108,7 +112,7 @@ def test_make_room_evicts_the_model_pages_on_the_node_and_decides_again(sim):
             now = meminfo()
             want = now.free_bytes + (now.available_bytes - now.free_bytes) // 2
             gmu = round((want - memory.MARGIN_BYTES) / now.total_bytes, 3)
-            assert memory.decide(now, gmu).action == memory.EVICT
+            assert memory.decide(now, gmu).action == memory.EVICT, now
             said, outcome = io.StringIO(), None
             with cluster_session(sim(*own, f"serving.gpu_memory_utilization={gmu}")) as session:
                 try:
