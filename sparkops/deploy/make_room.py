@@ -101,9 +101,10 @@ def evicted_text(report: dict) -> str:
     files = report["files"]
     size = f"{files} file{'' if files == 1 else 's'}, {memory.gib_text(report['bytes'])}"
     if report["unmeasured"]:  # files of another user: mincore cannot tell (page_cache.py)
-        return f"advised the kernel to drop all of the model's {size}"
-    dropped = report["resident_before"] - report["resident_after"]
-    text = f"evicted {memory.gib_text(dropped)} of the model's {size}"
+        text = f"advised the kernel to drop all of the model's {size}"
+    else:
+        dropped = report["resident_before"] - report["resident_after"]
+        text = f"evicted {memory.gib_text(dropped)} of the model's {size}"
     if report["unreadable_count"]:
         text += f" ({report['unreadable_count']} unreadable: {', '.join(report['unreadable'])})"
     return text

@@ -108,9 +108,7 @@ def evict_one(name: str, dir_fd: int, residency: Residency, report: dict) -> Non
         if is_link(name, dir_fd):
             report["links_skipped"] += 1
         else:
-            report["unreadable_count"] += 1
-            if len(report["unreadable"]) < MAX_NAMED:
-                report["unreadable"].append(f"{name}: {exc.strerror}")
+            note_unreadable(report, f"{name}: {exc.strerror}")
         return
     try:
         st = os.fstat(fd)
@@ -122,7 +120,11 @@ def evict_one(name: str, dir_fd: int, residency: Residency, report: dict) -> Non
             os.fdatasync(fd)  # dirty pages (a file just synced) cannot be dropped until written
         except OSError:
             pass
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError as exc:  # a filesystem that cannot: reported, the other files still go
+            note_unreadable(report, f"{name}: posix_fadvise: {exc.strerror}")
+            return
         after = residency.resident(fd, st.st_size) if measured else None
         report["files"] += 1
         report["bytes"] += st.st_size
@@ -133,6 +135,12 @@ def evict_one(name: str, dir_fd: int, residency: Residency, report: dict) -> Non
             report["resident_after"] += after
     finally:
         os.close(fd)
+
+
+def note_unreadable(report: dict, what: str) -> None:
+    report["unreadable_count"] += 1
+    if len(report["unreadable"]) < MAX_NAMED:
+        report["unreadable"].append(what)
 
 
 def is_link(name: str, dir_fd: int) -> bool:
