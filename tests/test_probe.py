@@ -75,6 +75,9 @@ def test_facts_from_the_local_probe(local_probe):
     meminfo = parse_meminfo(Path("/proc/meminfo").read_text())
     assert facts.memory.total_bytes == meminfo.total_bytes
     assert 0 < facts.memory.available_bytes <= facts.memory.total_bytes
+    # MemFree and the page cache too: on unified memory they decide whether vLLM may start.
+    assert 0 < facts.memory.free_bytes <= facts.memory.available_bytes
+    assert facts.memory.cached_bytes is not None and facts.memory.buffers_bytes is not None
     assert facts.disk.total_bytes > 0  # df walked up from the hf_home/hub path
     assert facts.model_present is True
     assert facts.model_blobs == ModelBlobs(files=2, bytes=1024, incomplete=1)

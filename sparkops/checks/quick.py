@@ -1,7 +1,9 @@
-"""Quick checks, from node facts alone (pure): SSH, facts read, GPU, runtime, disk, clock."""
+"""Quick checks, from node facts alone (pure): SSH, facts read, GPU, runtime, disk, clock, and
+unified memory free for vLLM's start (memory.py)."""
 from __future__ import annotations
 
 from sparkops.base.errors import SparkopsError
+from sparkops.checks import memory
 from sparkops.checks.result import CLUSTER, FAIL, OK, WARN, Check
 from sparkops.config import Config
 from sparkops.plan.context import NodeContext
@@ -201,7 +203,8 @@ def checks(cfg: Config, ctxs: list[NodeContext], down: dict[str, SparkopsError],
            download_gb: float | None = None) -> list[Check]:
     """Everything the quick group covers (gpu included)."""
     return [*reachable(ctxs, down), *facts_read(ctxs), *gpu_checks(cfg, ctxs), *image_agree(cfg, ctxs),
-            *disk(cfg, ctxs, download_gb=download_gb), *cache_owner(ctxs), *clock_skew(ctxs)]
+            *disk(cfg, ctxs, download_gb=download_gb), *cache_owner(ctxs), *memory.checks(cfg, ctxs),
+            *clock_skew(ctxs)]
 
 
 def gpu_checks(cfg: Config, ctxs: list[NodeContext]) -> list[Check]:

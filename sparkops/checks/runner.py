@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from sparkops.apply.lock import locked_facts
 from sparkops.apply.state import read_state
 from sparkops.base.progress import Progress
-from sparkops.checks import api, logs, nccl, network, quick, reach
+from sparkops.checks import api, logs, memory, nccl, network, quick, reach
 from sparkops.checks import profile as profile_checks
 from sparkops.checks.result import CLUSTER, FAIL, WARN, Check, CheckReport
 from sparkops.config import Config
@@ -41,7 +41,8 @@ def run_checks(cfg: Config, groups: Iterable[str], *, profile: str | None, progr
         if "quick" in chosen:
             out += [*quick.facts_read(ctxs), *quick.gpu_checks(cfg, ctxs), *quick.image_agree(cfg, ctxs),
                     *quick.disk(cfg, ctxs, download_gb=cfg.model.get("download_gb") if profile else None),
-                    *quick.cache_owner(ctxs), *quick.clock_skew(ctxs), *api.checks(cfg)]
+                    *quick.cache_owner(ctxs), *memory.checks(cfg, ctxs, state), *quick.clock_skew(ctxs),
+                    *api.checks(cfg)]
             if profile:
                 out += profile_checks.checks(cfg, ctxs, f"--profile {cfg.profile} --cluster {cfg.cluster_name}")
         elif "gpu" in chosen:

@@ -19,6 +19,7 @@ from sparkops.checks.profile import model_problem
 from sparkops.config import Config
 from sparkops.config.memfit import nodes_needed
 from sparkops.deploy.down import stop
+from sparkops.deploy.make_room import make_room
 from sparkops.facts.session import ClusterSession, cluster_session
 from sparkops.models.sync import ensure_model
 from sparkops.plan import ALL_SERVICES, api_url, plan_up
@@ -83,6 +84,7 @@ def _up(session: ClusterSession, needed: list[str], *, replace: bool, sync_model
     _preflight(session, progress)
     plan = plan_up(cfg, session.facts)
     _check_flags(session, plan, progress)
+    make_room(session, progress)
     apply(plan, session.group, progress=progress, api_key=cfg.secrets.get("api_key"))
     return UpResult(api_url(cfg), cfg.served_model_name, False, time.monotonic() - start)
 

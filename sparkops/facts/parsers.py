@@ -241,7 +241,8 @@ def parse_net_speed(text: str) -> dict[str, int]:
 
 
 def parse_meminfo(text: str) -> MemInfo:
-    """MemTotal and MemAvailable, in bytes. On GB10 this is the GPU's memory too."""
+    """MemTotal and MemAvailable (both required), MemFree, Cached and Buffers, in bytes. On GB10
+    this is the GPU's memory too."""
     values = {}
     for raw in text.splitlines():
         key, sep, rest = raw.strip().partition(":")
@@ -254,7 +255,8 @@ def parse_meminfo(text: str) -> MemInfo:
     missing = [k for k in ("MemTotal", "MemAvailable") if k not in values]
     if missing:
         raise ValueError(f"meminfo: no {' or '.join(missing)} line")
-    return MemInfo(values["MemTotal"], values["MemAvailable"])
+    return MemInfo(values["MemTotal"], values["MemAvailable"], values.get("MemFree"), values.get("Cached"),
+                   values.get("Buffers"))
 
 
 # --- df -----------------------------------------------------------------------

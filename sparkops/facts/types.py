@@ -34,8 +34,14 @@ class Interface:
 
 @dataclass(frozen=True)
 class MemInfo:
+    """/proc/meminfo, in bytes. On unified memory (GB10, GH200) CUDA's free memory is close to
+    `free_bytes` (MemFree): the page cache counts as used there, though the kernel would give
+    it back. None: the line was not in the text (recorded samples often quote a few lines)."""
     total_bytes: int
     available_bytes: int
+    free_bytes: int | None = None
+    cached_bytes: int | None = None  # Cached: the page cache (file pages), reclaimable when clean
+    buffers_bytes: int | None = None
 
 
 @dataclass(frozen=True)

