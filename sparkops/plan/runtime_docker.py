@@ -38,7 +38,7 @@ def run_argv(ctx: NodeContext, service: str, argv: list[str]) -> tuple[str, ...]
 def host_flags(ctx: NodeContext, env_file: str, *, multi: bool) -> list[str]:
     """What every sparkops container gets, serving or not: host network and IPC, ulimits, the
     0600 env file, the caches, the GPUs and (multi-node) the RDMA devices."""
-    cluster, docker = ctx.cfg.cluster, ctx.cfg.cluster["docker"]
+    docker = ctx.cfg.cluster["docker"]
     out = ["--network", "host", "--ipc", "host", "--shm-size", docker["shm_size"],
            *(a for limit in docker["ulimits"] for a in ("--ulimit", limit)),
            "--env-file", env_file,
@@ -46,14 +46,22 @@ def host_flags(ctx: NodeContext, env_file: str, *, multi: bool) -> list[str]:
            "-v", f"{posixpath.join(ctx.cache_dir, 'vllm')}:/root/.cache/vllm",
            "-v", f"{posixpath.join(ctx.cache_dir, 'flashinfer')}:/root/.cache/flashinfer",
            "-v", f"{posixpath.join(ctx.cache_dir, 'triton')}:/root/.triton"]
-    if cluster["accelerator"] == "nvidia":
-        out += ["--gpus", "all"]
-        if multi:
-            out += ["--device", "/dev/infiniband"]
-        out += ["--privileged"] if docker["privileged"] else ["--cap-add", "IPC_LOCK"]
+    out += device_flags(ctx, multi=multi)
     for mount in docker["mounts"]:
         out += ["-v", mount]
     return out + list(docker["extra_args"])
+
+
+def device_flags(ctx: NodeContext, *, multi: bool) -> list[str]:
+    """What reaches the hardware: the GPUs and (multi-node) the RDMA devices, with the rights
+    to pin memory. None on a CPU cluster (`--gpus` fails where there is no GPU)."""
+    cluster, docker = ctx.cfg.cluster, ctx.cfg.cluster["docker"]
+    if cluster["accelerator"] != "nvidia":
+        return []
+    out = ["--gpus", "all"]
+    if multi:
+        out += ["--device", "/dev/infiniband"]
+    return out + (["--privileged"] if docker["privileged"] else ["--cap-add", "IPC_LOCK"])
 
 
 def oneshot_argv(ctx: NodeContext, name: str, argv: list[str], env_file: str, *, multi: bool,
@@ -91,8 +99,11 @@ def log_argv(ctx: NodeContext, service: str, lines: int, follow: bool = False) -
 
 
 def tool_argv(ctx: NodeContext, argv: list[str]) -> tuple[str, ...]:
-    # The cluster's own mounts and extra arguments: an image may take its vLLM from a mount.
+    """A throwaway container of the cluster's image, as the service would see the hardware (a
+    CUDA image's vLLM may fail even to print its help without a GPU) and with the cluster's own
+    mounts and extra arguments (an image may take its vLLM from a mount); no env file."""
     docker = ctx.cfg.cluster["docker"]
     mounts = [a for mount in docker["mounts"] for a in ("-v", mount)]
-    return ("docker", "run", "--rm", "--label", "sparkops.managed=1", *mounts, *docker["extra_args"],
+    return ("docker", "run", "--rm", "--label", "sparkops.managed=1",
+            *device_flags(ctx, multi=nodes_needed(ctx.cfg.doc) > 1), *mounts, *docker["extra_args"],
             "--entrypoint", argv[0], ctx.cfg.cluster["image"], *argv[1:])
