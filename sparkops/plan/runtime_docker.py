@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import posixpath
 
+from sparkops.config.image import local_name
 from sparkops.config.memfit import nodes_needed
 from sparkops.plan.context import CONTAINER_HF_HOME, NodeContext
 from sparkops.plan.steps import Run
@@ -32,7 +33,7 @@ def run_argv(ctx: NodeContext, service: str, argv: list[str]) -> tuple[str, ...]
            "--label", f"sparkops.hash={ctx.cfg.config_hash()}",
            # Every variable, secret or not, comes from the 0600 file: nothing in `docker inspect` argv.
            *host_flags(ctx, ctx.env_file(service), multi=nodes_needed(ctx.cfg.doc) > 1)]
-    return tuple(out + ["--entrypoint", argv[0], cluster["image"], *argv[1:]])
+    return tuple(out + ["--entrypoint", argv[0], local_name(cluster["image"]), *argv[1:]])
 
 
 def host_flags(ctx: NodeContext, env_file: str, *, multi: bool) -> list[str]:
@@ -72,7 +73,7 @@ def oneshot_argv(ctx: NodeContext, name: str, argv: list[str], env_file: str, *,
            *host_flags(ctx, env_file, multi=multi)]
     for mount in mounts:
         out += ["-v", mount]
-    return tuple(out + ["--entrypoint", argv[0], ctx.cfg.cluster["image"], *argv[1:]])
+    return tuple(out + ["--entrypoint", argv[0], local_name(ctx.cfg.cluster["image"]), *argv[1:]])
 
 
 def start(ctx: NodeContext, service: str, argv: list[str]) -> list:
@@ -106,4 +107,4 @@ def tool_argv(ctx: NodeContext, argv: list[str]) -> tuple[str, ...]:
     mounts = [a for mount in docker["mounts"] for a in ("-v", mount)]
     return ("docker", "run", "--rm", "--label", "sparkops.managed=1",
             *device_flags(ctx, multi=nodes_needed(ctx.cfg.doc) > 1), *mounts, *docker["extra_args"],
-            "--entrypoint", argv[0], ctx.cfg.cluster["image"], *argv[1:])
+            "--entrypoint", argv[0], local_name(ctx.cfg.cluster["image"]), *argv[1:])
