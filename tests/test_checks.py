@@ -308,6 +308,16 @@ def test_reach_inputs_are_parameters_not_script_text(tmp_path):
 
 # --- deploy and preflight -------------------------------------------------------------------
 
+def test_the_smoke_model_missing_points_to_smoke_model_not_download():
+    """The smoke model is generated on each node, never downloaded: `inv download --profile
+    smoke` would ask the Hub for a repo that is not there."""
+    cfg = configure(profile="smoke")
+    facts = spark_facts(cfg, **{n: {"model_present": False} for n in ("spark-1", "spark-2")})
+    checks = profile.model(cfg, ctxs_of(cfg, facts), "--profile smoke --cluster spark-pair")
+    fixes = [only(checks, "model", n).fix for n in ("spark-1", "spark-2")]
+    assert fixes == ["`inv smoke-model --cluster spark-pair` builds it on every node"] * 2
+
+
 def test_model_missing_on_the_worker_suggests_sync():
     cfg = configure()
     checks = profile.model(cfg, ctxs_of(cfg, spark_facts(cfg, **{"spark-2": {"model_present": False}})),
@@ -364,7 +374,8 @@ def test_preflight_of_the_recorded_pair_names_the_missing_image():
     found = preflight(cfg, spark_facts(cfg), profile_flag="--profile gpt-oss-120b")
     fails = [c for c in found if c.status == "fail"]
     assert [(c.name, c.node) for c in fails] == [("image", "spark-1"), ("image", "spark-2")]
-    assert "[spark-1] image: image sparkops/vllm:spark is not on this node\n    fix: `inv build`" in fails[0].render()
+    assert ("[spark-1] image: image sparkops/vllm:spark is not on this node\n"
+            "    fix: `inv build --cluster spark-pair`") in fails[0].render()
 
 
 # --- the all-reduce test: script helpers, result and transport ------------------------------

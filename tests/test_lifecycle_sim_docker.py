@@ -4,7 +4,9 @@ Both hosts are reached as their unprivileged owner (in its `docker` group), as o
 the containers run as that user, and whatever they write in its caches stays its own."""
 from __future__ import annotations
 
+import io
 import json
+import subprocess
 
 import pytest
 import requests
@@ -13,12 +15,17 @@ from sparkops.apply.ready import headers
 from sparkops.base.errors import SparkopsError
 from sparkops.base.progress import Progress, Silent
 from sparkops.config import load_config
+from sparkops.config.image import local_name
 from sparkops.deploy.down import down
 from sparkops.deploy.logs import show
 from sparkops.deploy.status import collect
 from sparkops.deploy.up import up
+from sparkops.facts.roce import cable_address
+from sparkops.facts.session import cluster_session
 from sparkops.models.smoke import build_everywhere
-from sparkops.runtimes.build import build
+from sparkops.plan.context import contexts
+from sparkops.remote.openssh import ssh_command
+from sparkops.runtimes.build import build, copy_all, copy_argv, distribute
 from sparkops.sim.docker import BASE_IMAGE
 from sparkops.sim.layout import OWNER_UID
 from sparkops.sim.tasks import write_override
@@ -49,14 +56,62 @@ def containers(cluster) -> dict[str, list[str]]:
     return out
 
 
-def test_build_gives_every_node_the_same_image_and_skips_when_it_has_it(docker_sim, capsys):
+def docker(host, *args: str) -> subprocess.CompletedProcess:
+    return host.run(["docker", "-H", f"unix://{host.docker_sock}", *args], capture_output=True, text=True)
+
+
+def test_build_gives_every_node_the_same_image_and_skips_when_it_has_it(docker_sim, sim_docker):
     cfg = docker_sim()
-    ids = build(cfg, Progress())
+    docker(sim_docker.host("spark-b"), "rmi", "-f", cfg.cluster["image"])  # a copy to make
+    shown = io.StringIO()
+    ids = build(cfg, Progress(stream=shown))
     assert ids["spark-a"] == ids["spark-b"] and ids["spark-a"].startswith("sha256:")
-    capsys.readouterr()
-    again = build(cfg, Progress())
-    assert again == ids
-    assert "skipped: already holds" in capsys.readouterr().err
+    lines = shown.getvalue().splitlines()
+    # Docker's own build output, as it came, then the copy: counted bytes, checked both ends.
+    assert any(line.startswith("      [spark-a] ") and "RUN ln -s usr/lib" in line for line in lines), lines
+    loaded = [line for line in lines if line.split()[:2] == ["spark-b", "ok"]]
+    assert len(loaded) == 1 and "MB loaded from the head" in loaded[0], lines
+    again = io.StringIO()
+    assert build(cfg, Progress(stream=again)) == ids
+    assert "skipped: already holds" in again.getvalue()
+
+
+def test_a_prebuilt_image_by_digest_goes_to_the_workers_by_its_id(docker_sim, sim_docker):
+    """No registry here, so no pull: the head holds the image under the digest's local name
+    (what `inv build` tags after its pull), the worker has never seen it; distribute gives the
+    worker that very image ID under that name, which is what up runs."""
+    cfg = docker_sim([f'cluster.image="sparkops-sim/prebuilt@sha256:{"ab" * 32}"'])
+    local = local_name(cfg.cluster["image"])
+    head, worker = sim_docker.host("spark-a"), sim_docker.host("spark-b")
+    docker(head, "tag", BASE_IMAGE, local)
+    docker(worker, "rmi", "-f", local)
+    known = docker(head, "image", "inspect", "--format", "{{.Id}}", BASE_IMAGE).stdout.strip()
+    try:
+        with cluster_session(cfg) as session:
+            session.require()
+            ctxs = contexts(cfg, session.facts, all_nodes=True)
+            routes = {"spark-b": sim_docker.host("spark-b").roce_ip}
+            assert distribute(cfg, session.group, ctxs, local, Silent(), routes) == {"spark-a": known,
+                                                                                    "spark-b": known}
+        assert docker(worker, "image", "inspect", "--format", "{{.Id}}", local).stdout.strip() == known
+    finally:
+        for host in (head, worker):
+            docker(host, "rmi", local)
+
+
+def test_a_failed_docker_save_is_not_taken_for_a_copy(docker_sim, sim_docker):
+    """`docker save` of an image the head lacks, piped into the worker's `docker load`: with a
+    plain `sh` pipe only the load's status counted; here the save's own failure is the error."""
+    cfg = docker_sim()
+    with cluster_session(cfg) as session:
+        session.require()
+        ctxs = contexts(cfg, session.facts, all_nodes=True)
+        worker = ctxs[1]
+        argv = copy_argv("sparkops-sim/absent:1", ssh_command(worker.node, cfg.cluster["ssh"]),
+                         cable_address(worker.facts, worker.node, cfg.cluster["network"]))
+        out = copy_all(session.group["spark-a"], {"spark-b": argv}, 0, Silent())
+    message = out.failed["spark-b"].message
+    assert "`docker save sparkops-sim/absent:1` exited 1" in message and "absent" in message
 
 
 def test_up_in_containers_across_two_hosts(docker_sim, sim_docker):

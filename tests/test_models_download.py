@@ -44,6 +44,14 @@ def test_gated_model_without_token_names_the_model_page(tmp_path):
     assert "https://huggingface.co/meta-llama/Llama-3.1-8B-Instruct" in err.value.render()
 
 
+def test_the_smoke_model_is_not_downloaded_but_generated(tmp_path):
+    with pytest.raises(SparkopsError) as err:
+        download(config(tmp_path, "smoke"), progress=Silent())
+    assert "not downloaded" in err.value.message
+    assert err.value.fix == "`inv smoke-model --cluster spark-pair`"
+    assert not (tmp_path / "hf").exists()
+
+
 def test_download_refuses_when_the_head_is_not_this_machine(tmp_path):
     cfg = load_config("smoke", "sim", environ={})
     with pytest.raises(SparkopsError, match="download runs on the head"):

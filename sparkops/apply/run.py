@@ -20,9 +20,11 @@ CHECKS: dict[str, Callable[[str], int]] = {
 }
 
 
-def run_action(conn: NodeConn, action: Action, step: Step) -> str:
+def run_action(conn: NodeConn, action: Action, step: Step, on_line: Callable[[str], None] | None = None) -> str:
+    """One action; with on_line, a Run hands over each output line as it comes (a build)."""
     if isinstance(action, Run):
-        res = conn.run(action.argv, timeout=action.timeout_s)
+        res = (conn.run_piped(action.argv, stdin="", timeout=action.timeout_s, on_line=on_line) if on_line
+               else conn.run(action.argv, timeout=action.timeout_s))
         if res.rc not in action.ok_exit:
             raise StepError(f"`{action.render()[:200]}` exited {res.rc}", host=conn.name,
                             step=step.name, log_tail=res.tail(30))
@@ -49,20 +51,21 @@ def run_action(conn: NodeConn, action: Action, step: Step) -> str:
     raise TypeError(f"unknown action {action!r}")
 
 
-def run_step_on_nodes(group: NodeGroup, step: Step, progress: Progress) -> None:
+def run_step_on_nodes(group: NodeGroup, step: Step, progress: Progress, *, stream: bool = False) -> None:
     """The step's actions on every node it names, all at once; one error names every node
-    that failed."""
-    step_results(group, step, progress).raise_failures(f"step '{step.name}'")
+    that failed. stream: each output line of its commands is shown as it comes, `[node] line`."""
+    step_results(group, step, progress, stream=stream).raise_failures(f"step '{step.name}'")
 
 
-def step_results(group: NodeGroup, step: Step, progress: Progress) -> GroupResult[None]:
+def step_results(group: NodeGroup, step: Step, progress: Progress, *, stream: bool = False) -> GroupResult[None]:
     """The step on every node it names, all at once; every node's outcome."""
     def work(conn: NodeConn) -> None:
         start = time.monotonic()
+        on_line = (lambda line: progress.say(f"      [{conn.name}] {line}")) if stream else None
         try:
             detail = ""
             for action in step.actions.get(conn.name, ()):
-                detail = run_action(conn, action, step) or detail
+                detail = run_action(conn, action, step, on_line) or detail
         except CommandTimeout as exc:
             progress.node(conn.name, False, time.monotonic() - start, "timed out")
             raise StepError(exc.message, host=conn.name, step=step.name, log_tail=exc.log_tail) from None

@@ -6,6 +6,7 @@ from sparkops.base.units import gb
 from sparkops.checks.result import CLUSTER, FAIL, OK, WARN, Check
 from sparkops.config import Config
 from sparkops.config.memfit import estimate
+from sparkops.node_scripts.smoke_model import REPO_ID as SMOKE_REPO
 from sparkops.plan.context import NodeContext
 
 
@@ -34,8 +35,13 @@ def model(cfg: Config, ctxs: list[NodeContext], profile_flag: str) -> list[Check
             evidence |= {"blob_files": c.facts.model_blobs.files, "blob_bytes": c.facts.model_blobs.bytes}
         problem = model_problem(c.facts, head, c.is_head)
         if present is False or problem:
-            fix = (f"`inv sync {profile_flag}` copies it from the head (`inv download {profile_flag}` "
-                   "first if the head lacks it too)" if not c.is_head else f"`inv download {profile_flag}`")
+            if repo == SMOKE_REPO:  # generated offline on every node: nothing to download
+                fix = f"`inv smoke-model --cluster {cfg.cluster_name}` builds it on every node"
+            elif c.is_head:
+                fix = f"`inv download {profile_flag}`"
+            else:
+                fix = (f"`inv sync {profile_flag}` copies it from the head (`inv download {profile_flag}` "
+                       "first if the head lacks it too)")
             text = f"model {repo} is not in {c.hf_home}" if present is False else f"model {repo}: {problem}"
             out.append(Check("model", "deploy", c.name, FAIL, text, evidence, fix))
         elif present and c.facts.model_blobs is not None and c.facts.model_blobs.incomplete:

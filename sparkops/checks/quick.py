@@ -113,7 +113,8 @@ def runtime(cfg: Config, ctxs: list[NodeContext]) -> list[Check]:
                                    "`sudo nvidia-ctk runtime configure --runtime=docker`", **evidence))
         if not f.image_id:
             problems.append(_check("image", c.name, FAIL, f"image {cluster['image']} is not on this node",
-                                   "`inv build` (or `inv build --pull`) distributes it to every node", **evidence))
+                                   f"`inv build --cluster {cfg.cluster_name}` builds (or pulls) it and gives "
+                                   "every node the same image", **evidence))
         out += problems
         if not problems:
             out.append(_check("runtime", c.name, OK, f"Docker {f.docker_version}"

@@ -69,6 +69,12 @@ def cache_key(head: NodeContext, runtime_name: str) -> str | None:
     return hashlib.sha256(f"{runtime_name}:{ident}".encode()).hexdigest()[:16] if ident else None
 
 
+def help_argv(head: NodeContext) -> tuple[str, ...]:
+    """`vllm serve --help=all` where vLLM will run: the virtualenv, or a throwaway container of
+    the image with the service's device flags."""
+    return RUNTIMES[head.cfg.cluster["runtime"]].tool_argv(head, ["vllm", "serve", "--help=all"])
+
+
 def help_text(conn: NodeConn, head: NodeContext, cache_dir: Path) -> tuple[str | None, str]:
     """(the help text, or None when it could not be read; what happened)."""
     runtime = RUNTIMES[head.cfg.cluster["runtime"]]
@@ -79,7 +85,7 @@ def help_text(conn: NodeConn, head: NodeContext, cache_dir: Path) -> tuple[str |
             return json.loads(cached.read_text())["help"], "cached"
         except (OSError, ValueError, KeyError):
             pass
-    res = conn.run(runtime.tool_argv(head, ["vllm", "serve", "--help=all"]), timeout=HELP_TIMEOUT_S)
+    res = conn.run(help_argv(head), timeout=HELP_TIMEOUT_S)
     text = res.stdout
     if not res.ok or "--" not in text:
         return None, f"`vllm serve --help=all` failed (exit {res.rc}): {' '.join(res.tail(3))}"

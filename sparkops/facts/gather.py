@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 from sparkops.base.errors import ConnectError, SparkopsError
 from sparkops.config import Config
+from sparkops.config.image import local_name
 from sparkops.facts import parsers, probe
 from sparkops.facts.node import NodeFacts
 from sparkops.node_scripts.hf_cache import repo_folder
@@ -84,7 +85,7 @@ def gather(cfg: Config, group: NodeGroup, only: Iterable[str] | None = None
 
         try:
             res = conn.run(probe.argv(where(c["paths"]["hf_home"]), repo_folder(cfg.model["repo"]),
-                                      where(c["venv"]), c["image"], c["runtime"], only,
+                                      where(c["venv"]), local_name(c["image"]), c["runtime"], only,
                                       cache_dir=where(c["paths"]["cache_dir"])),
                            timeout=c["ssh"]["command_timeout_s"])
         except CommandTimeout as exc:

@@ -24,6 +24,7 @@ from sparkops.config import Config
 from sparkops.facts.session import cluster_session
 from sparkops.models.local_import import import_local_dir
 from sparkops.node_scripts.hf_cache import repo_dir
+from sparkops.node_scripts.smoke_model import REPO_ID as SMOKE_REPO
 from sparkops.remote.connection import LOCAL_HOSTS
 
 HUB = "https://huggingface.co"
@@ -69,6 +70,9 @@ def _download(cfg: Config, hf_home: Path, local_dir: str | None, progress: Progr
                                 m.get("allow_patterns"), m.get("ignore_patterns"), progress)
         progress.say(f"imported {done.files} files, {gb(done.bytes)} ({gb(done.copied_bytes)} new)")
         return DownloadResult(str(done.snapshot), time.monotonic() - start, True, done.bytes)
+    if m["repo"] == SMOKE_REPO:
+        raise SparkopsError(f"{m['repo']} is generated on each node, not downloaded from the hub",
+                            step="download", fix=f"`inv smoke-model --cluster {cfg.cluster_name}`")
     token = cfg.secrets.get("hf_token") or None
     page = f"{HUB}/{m['repo']}"
     if m.get("gated") and not token:

@@ -10,6 +10,7 @@ import posixpath
 from sparkops.apply.run import run_step_on_nodes
 from sparkops.base.progress import Progress
 from sparkops.config import Config
+from sparkops.config.image import local_name
 from sparkops.facts.node import NodeFacts
 from sparkops.facts.session import cluster_session
 from sparkops.node_scripts import source
@@ -36,7 +37,7 @@ def plan_smoke_model(cfg: Config, facts: dict[str, NodeFacts]) -> Plan:
                 "-e", f"HOME={CONTAINER_HOME}", *runtime_docker.cache_mounts(ctx),
                 "-v", f"{folder}:{CONTAINER_SCRIPTS}:ro",
                 *(a for m in cfg.cluster["docker"]["mounts"] for a in ("-v", m)),
-                "--entrypoint", "python3", cfg.cluster["image"], f"{CONTAINER_SCRIPTS}/smoke_model.py",
+                "--entrypoint", "python3", local_name(cfg.cluster["image"]), f"{CONTAINER_SCRIPTS}/smoke_model.py",
                 "--hf-home", CONTAINER_HF_HOME, "--repo-id", REPO_ID)
         else:
             build = (posixpath.join(ctx.venv, "bin", "python"), posixpath.join(folder, "smoke_model.py"),

@@ -13,6 +13,7 @@ tests/test_import_layers.py holds them to it.
     service.sh      starts, stops and reports a detached service (native runtime)
     lock.py         holds the cluster's one-operation-at-a-time lock on the head
     page_cache.py   evicts the model's files from the page cache before `up` starts vLLM (unified memory)
+    image_copy.py   `inv build`'s `docker save | ssh WORKER docker load` on the head, counting bytes
 """
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import posixpath
 
+from sparkops.config.image import local_name
 from sparkops.config.memfit import nodes_needed
 from sparkops.plan.context import CONTAINER_DIR, CONTAINER_HF_HOME, CONTAINER_HOME, NodeContext
 from sparkops.plan.steps import Run
@@ -61,24 +62,31 @@ def run_argv(ctx: NodeContext, service: str, argv: list[str]) -> tuple[str, ...]
            "--label", f"sparkops.hash={ctx.cfg.config_hash()}",
            # Every variable, secret or not, comes from the 0600 file: nothing in `docker inspect` argv.
            *host_flags(ctx, ctx.env_file(service), multi=nodes_needed(ctx.cfg.doc) > 1)]
-    return tuple(out + ["--entrypoint", argv[0], cluster["image"], *argv[1:]])
+    return tuple(out + ["--entrypoint", argv[0], local_name(cluster["image"]), *argv[1:]])
 
 
 def host_flags(ctx: NodeContext, env_file: str, *, multi: bool) -> list[str]:
     """What every sparkops container gets, serving or not: the node's user, host network and
     IPC, ulimits, the 0600 env file, the caches, the GPUs and (multi-node) the RDMA devices."""
-    cluster, docker = ctx.cfg.cluster, ctx.cfg.cluster["docker"]
+    docker = ctx.cfg.cluster["docker"]
     out = [*user_flags(ctx), "--network", "host", "--ipc", "host", "--shm-size", docker["shm_size"],
            *(a for limit in docker["ulimits"] for a in ("--ulimit", limit)),
-           "--env-file", env_file, *cache_mounts(ctx)]
-    if cluster["accelerator"] == "nvidia":
-        out += ["--gpus", "all"]
-        if multi:
-            out += ["--device", "/dev/infiniband"]
-        out += ["--privileged"] if docker["privileged"] else ["--cap-add", "IPC_LOCK"]
+           "--env-file", env_file, *cache_mounts(ctx), *device_flags(ctx, multi=multi)]
     for mount in docker["mounts"]:
         out += ["-v", mount]
     return out + list(docker["extra_args"])
+
+
+def device_flags(ctx: NodeContext, *, multi: bool) -> list[str]:
+    """What reaches the hardware: the GPUs and (multi-node) the RDMA devices, with the rights
+    to pin memory. None on a CPU cluster (`--gpus` fails where there is no GPU)."""
+    cluster, docker = ctx.cfg.cluster, ctx.cfg.cluster["docker"]
+    if cluster["accelerator"] != "nvidia":
+        return []
+    out = ["--gpus", "all"]
+    if multi:
+        out += ["--device", "/dev/infiniband"]
+    return out + (["--privileged"] if docker["privileged"] else ["--cap-add", "IPC_LOCK"])
 
 
 def oneshot_argv(ctx: NodeContext, name: str, argv: list[str], env_file: str, *, multi: bool,
@@ -89,7 +97,7 @@ def oneshot_argv(ctx: NodeContext, name: str, argv: list[str], env_file: str, *,
            *host_flags(ctx, env_file, multi=multi)]
     for mount in mounts:
         out += ["-v", mount]
-    return tuple(out + ["--entrypoint", argv[0], ctx.cfg.cluster["image"], *argv[1:]])
+    return tuple(out + ["--entrypoint", argv[0], local_name(ctx.cfg.cluster["image"]), *argv[1:]])
 
 
 def start(ctx: NodeContext, service: str, argv: list[str]) -> list:
@@ -116,8 +124,11 @@ def log_argv(ctx: NodeContext, service: str, lines: int, follow: bool = False) -
 
 
 def tool_argv(ctx: NodeContext, argv: list[str]) -> tuple[str, ...]:
-    # The cluster's own mounts and extra arguments: an image may take its vLLM from a mount.
+    """A throwaway container of the cluster's image, as the service would see the hardware (a
+    CUDA image's vLLM may fail even to print its help without a GPU) and with the cluster's own
+    mounts and extra arguments (an image may take its vLLM from a mount); no env file."""
     docker = ctx.cfg.cluster["docker"]
     mounts = [a for mount in docker["mounts"] for a in ("-v", mount)]
-    return ("docker", "run", "--rm", "--label", "sparkops.managed=1", *mounts, *docker["extra_args"],
-            "--entrypoint", argv[0], ctx.cfg.cluster["image"], *argv[1:])
+    return ("docker", "run", "--rm", "--label", "sparkops.managed=1",
+            *device_flags(ctx, multi=nodes_needed(ctx.cfg.doc) > 1), *mounts, *docker["extra_args"],
+            "--entrypoint", argv[0], local_name(ctx.cfg.cluster["image"]), *argv[1:])
