@@ -400,10 +400,11 @@ def test_impossible_data_parallel_is_refused_with_the_fix(sets, path, words, iso
 def test_data_parallel_1_leaves_the_config_hash_as_it_was_before_the_key_existed(isolated_override):
     """Upgrading sparkops must not make a running deployment stale (it would restart it):
     neither `serving.data_parallel = 1`, the `[cluster.sync]` table, `[cluster.api]` at its
-    defaults nor `cluster.docker.run_as = "user"` changes the hash."""
+    defaults, `cluster.docker.run_as = "user"` nor the lock's path changes the hash."""
     base = load_config("qwen2.5-7b-instruct", "spark-pair", root=ROOT, environ={}, sets=["serving.tensor_parallel=1"])
     cluster = {k: v for k, v in base.public()["cluster"].items() if k not in ("sync", "api")}
     cluster["docker"] = {k: v for k, v in cluster["docker"].items() if k != "run_as"}
+    cluster["paths"] = {k: v for k, v in cluster["paths"].items() if k != "lock"}
     doc = {**base.public(), "serving": {k: v for k, v in base.public()["serving"].items() if k != "data_parallel"},
            "cluster": cluster}
     doc = {k: v for k, v in doc.items() if k != "bench"}

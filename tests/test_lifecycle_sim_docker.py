@@ -20,7 +20,7 @@ from sparkops.deploy.down import down
 from sparkops.deploy.logs import show
 from sparkops.deploy.status import collect
 from sparkops.deploy.up import up
-from sparkops.facts.roce import cable_address
+from sparkops.facts.roce import copy_route
 from sparkops.facts.session import cluster_session
 from sparkops.models.smoke import build_everywhere
 from sparkops.plan.context import contexts
@@ -108,7 +108,7 @@ def test_a_failed_docker_save_is_not_taken_for_a_copy(docker_sim, sim_docker):
         ctxs = contexts(cfg, session.facts, all_nodes=True)
         worker = ctxs[1]
         argv = copy_argv("sparkops-sim/absent:1", ssh_command(worker.node, cfg.cluster["ssh"]),
-                         cable_address(worker.facts, worker.node, cfg.cluster["network"]))
+                         copy_route(worker.facts, worker.node, cfg.cluster["network"], over_lan=False).address)
         out = copy_all(session.group["spark-a"], {"spark-b": argv}, 0, Silent())
     message = out.failed["spark-b"].message
     assert "`docker save sparkops-sim/absent:1` exited 1" in message and "absent" in message

@@ -68,6 +68,9 @@ class Config:
         [cluster.sync] neither: how a model is copied does not change what is served."""
         served = {k: v for k, v in self.public().items() if k != "bench"}
         served["cluster"] = {k: v for k, v in served.get("cluster", {}).items() if k != "sync"}
+        # Nor where the operation lock lives (cluster.paths.lock): it guards, it serves nothing.
+        if "lock" in served["cluster"].get("paths", {}):
+            served["cluster"]["paths"] = {k: v for k, v in served["cluster"]["paths"].items() if k != "lock"}
         # Keys added later with a default that serves the same as before they existed count
         # only when set otherwise: upgrading sparkops must not make a running deployment stale.
         for path, same in ADDED_LATER:
