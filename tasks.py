@@ -256,7 +256,7 @@ def check(c, cluster=None, profile=None, quick=False, gpu=False, network=False, 
 
 @task(help={"cluster": CLUSTER})
 @user_errors
-def smoke_model(c, cluster="local"):
+def smoke_model(c, cluster=None):
     """Build the tiny smoke model offline into every node's Hugging Face cache."""
     from sparkops.base.progress import Progress
     from sparkops.models.smoke import build_everywhere
@@ -292,11 +292,12 @@ def build(c, cluster=None, no_cache=False, set=None, wait=False, over_lan=False)
             "default": "make this cluster the default", "trust_host_keys": "record the nodes' SSH host keys "
             "in ~/.ssh/known_hosts after showing their fingerprints", "yes": "do not ask (non-interactive)"})
 @user_errors
-def setup(c, cluster="spark-pair", worker=None, head=None, user=None, key=None, hf_token_stdin=False,
+def setup(c, cluster=None, worker=None, head=None, user=None, key=None, hf_token_stdin=False,
           api_key_stdin=False, default=False, trust_host_keys=False, yes=False):
     """Write sparkops.local.toml (mode 0600): worker addresses, SSH user, HF token."""
+    from sparkops.config import chosen_cluster
     from sparkops.config.setup import run_setup
-    run_setup(cluster=cluster, workers=csv_list(worker), head=head, user=user, key=key,
+    run_setup(cluster=chosen_cluster(cluster), workers=csv_list(worker), head=head, user=user, key=key,
               hf_token_stdin=hf_token_stdin, api_key_stdin=api_key_stdin, make_default=default,
               trust_host_keys=trust_host_keys, assume_yes=yes)
 

@@ -1,33 +1,26 @@
 """The docker runtime on the simulated cluster: real Docker engines per host, an image built
 on the head and copied to the worker (`inv build`), vLLM in containers with TP=2 across hosts.
-Both hosts are reached as their unprivileged owner (in its `docker` group), as on a real pair:
-the containers run as that user, and whatever they write in its caches stays its own."""
+Both hosts are reached as their unprivileged owner (in its `docker` group), as on a real pair.
+vLLM serving in containers across both hosts, as the owner, is test_readme_sequence_sim.py's."""
 from __future__ import annotations
 
 import io
-import json
 import subprocess
 
 import pytest
-import requests
 
-from sparkops.apply.ready import headers
 from sparkops.base.errors import SparkopsError
 from sparkops.base.progress import Progress, Silent
 from sparkops.config import load_config
 from sparkops.config.image import local_name
 from sparkops.deploy.down import down
-from sparkops.deploy.logs import show
-from sparkops.deploy.status import collect
 from sparkops.deploy.up import up
 from sparkops.facts.roce import copy_route
 from sparkops.facts.session import cluster_session
-from sparkops.models.smoke import build_everywhere
 from sparkops.plan.context import contexts
 from sparkops.remote.openssh import ssh_command
 from sparkops.runtimes.build import build, copy_all, copy_argv, distribute
 from sparkops.sim.docker import BASE_IMAGE
-from sparkops.sim.layout import OWNER_UID
 from sparkops.sim.tasks import write_override
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -112,38 +105,6 @@ def test_a_failed_docker_save_is_not_taken_for_a_copy(docker_sim, sim_docker):
         out = copy_all(session.group["spark-a"], {"spark-b": argv}, 0, Silent())
     message = out.failed["spark-b"].message
     assert "`docker save sparkops-sim/absent:1` exited 1" in message and "absent" in message
-
-
-def test_up_in_containers_across_two_hosts(docker_sim, sim_docker):
-    cfg = docker_sim()
-    build(cfg, Silent())
-    build_everywhere(cfg, Silent())
-    result = up(cfg, progress=Silent())
-    with requests.post(f"{result.url}/v1/chat/completions", stream=True, timeout=120,
-                       headers=headers(cfg.secrets["api_key"]), json={
-            "model": "smoke", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8,
-            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}) as resp:
-        chunks = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith(b"data: {")]
-    assert chunks[-1]["usage"]["completion_tokens"] == 8
-    assert all(len(ids) == 1 for ids in containers(sim_docker).values())
-    # The smoke model built in a container, the served one's caches and home: all the owner's.
-    for host in sim_docker.hosts:
-        written = [p for p in (host.owner_home / ".cache").rglob("*")]
-        assert written and {p.lstat().st_uid for p in written} == {OWNER_UID}, host.name
-        uid = host.run(["docker", "-H", f"unix://{host.docker_sock}", "exec", "sparkops-vllm", "id", "-u"])
-        assert uid.stdout.strip() == str(OWNER_UID), uid.stderr
-
-    data = collect(cfg)
-    assert data["api"]["ready"]
-    assert [n["services"]["vllm"]["running"] for n in data["nodes"]] == [True, True]
-
-    import io
-    buffer = io.StringIO()
-    show(cfg, node=None, lines=3, follow=False, out=buffer)
-    assert {"[spark-a:vllm]", "[spark-b:vllm]"} <= {l.split("]")[0] + "]" for l in buffer.getvalue().splitlines()}
-
-    assert down(cfg, progress=Silent()) == []
-    assert containers(sim_docker) == {"spark-a": [], "spark-b": []}
 
 
 def test_nodes_with_different_images_are_refused_then_build_repairs(docker_sim, sim_docker):

@@ -109,6 +109,17 @@ def defaults_layer() -> Layer:
     return Layer("built-in defaults", parse_toml(text, "sparkops/config/defaults.toml"))
 
 
+def chosen_cluster(cluster: str | None = None, *, root: Path | None = None,
+                   environ: Mapping[str, str] | None = None) -> str:
+    """The cluster a verb acts on: --cluster, else $SPARKOPS_CLUSTER, else the local override
+    file's default_cluster, else spark-pair (what load_config picks)."""
+    root = root or project_root()
+    environ = os_environ() if environ is None else environ
+    path = local_override_path(root)
+    default = read_toml(path).get("default_cluster") if path.is_file() else None
+    return check_name("cluster", cluster or environ.get("SPARKOPS_CLUSTER") or default or DEFAULT_CLUSTER)
+
+
 def load_config(profile: str, cluster: str | None = None, *, root: Path | None = None,
                 sets: Sequence[str] = (), environ: Mapping[str, str] | None = None,
                 node_memory_gib: float | None = None, serving: bool = True) -> Config:
@@ -119,8 +130,8 @@ def load_config(profile: str, cluster: str | None = None, *, root: Path | None =
     check_name("profile", profile)
     override_path = local_override_path(root)
     override = read_toml(override_path) if override_path.is_file() else {}
-    default = override.pop("default_cluster", None)
-    cluster = cluster or environ.get("SPARKOPS_CLUSTER") or default or DEFAULT_CLUSTER
+    cluster = cluster or environ.get("SPARKOPS_CLUSTER") or override.get("default_cluster") or DEFAULT_CLUSTER
+    override.pop("default_cluster", None)
     check_name("cluster", cluster)
 
     cluster_file = cluster_path(root, cluster)

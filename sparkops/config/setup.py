@@ -28,8 +28,12 @@ def run_setup(*, cluster: str, workers: list[str], head: str | None, user: str |
               key: str | None, hf_token_stdin: bool, api_key_stdin: bool, make_default: bool,
               trust_host_keys: bool, assume_yes: bool) -> Path:
     root = project_root()
-    base = read_toml(cluster_path(root, cluster)).get("cluster", {})
-    current = base.get("nodes", [])
+    path = override_path(root)
+    current_doc = local_override.load(path)
+    # What is configured now is what a second `inv setup` offers: this file's nodes, else the
+    # cluster file's.
+    current = (current_doc.get("clusters", {}).get(cluster, {}).get("nodes")
+               or read_toml(cluster_path(root, cluster)).get("cluster", {}).get("nodes", []))
     interactive = sys.stdin.isatty() and not assume_yes and not (hf_token_stdin or api_key_stdin)
     head = head or _ask("head node address ('local' = this machine)",
                         current[0]["host"] if current else "local", not interactive)
@@ -45,15 +49,18 @@ def run_setup(*, cluster: str, workers: list[str], head: str | None, user: str |
         hf_token = getpass.getpass("Hugging Face token (empty to skip; hidden): ").strip() or None
     if api_key_stdin:
         api_key = sys.stdin.readline().strip()
-    path = override_path(root)
-    current_doc = local_override.load(path)
     made_key = False
     if not api_key and not current_doc.get("secrets", {}).get("api_key") and not os.environ.get("VLLM_API_KEY"):
         api_key, made_key = new_api_key(), True  # the API is never served open by default
-    names = [n.get("name") for n in current]
-    nodes = [{"name": names[i] if i < len(names) and names[i] else f"node-{i + 1}", "host": host,
-              "user": user if host != "local" else None, "key": key if host != "local" else None}
-             for i, host in enumerate([head, *workers])]
+    nodes = []
+    for i, host in enumerate([head, *workers]):
+        # A node keeps what else it had (env, roce_ip, a key given before): setup changes the
+        # address, the user and the key, not the rest.
+        old = _plain(current[i]) if i < len(current) else {}
+        remote = host != "local"
+        nodes.append({**old, "name": old.get("name") or f"node-{i + 1}", "host": host,
+                      "user": (user or old.get("user")) if remote else None,
+                      "key": (key or old.get("key")) if remote else None})
     doc = local_override.update(current_doc, cluster=cluster, nodes=nodes,
                                 hf_token=hf_token, api_key=api_key,
                                 default_cluster=cluster if make_default else None)
@@ -67,6 +74,11 @@ def run_setup(*, cluster: str, workers: list[str], head: str | None, user: str |
             if node["host"] != "local":
                 record_host_key(str(node["host"]), assume_yes)
     return path
+
+
+def _plain(node) -> dict:
+    """A node table as plain Python (tomlkit's own types unwrapped)."""
+    return node.unwrap() if hasattr(node, "unwrap") else dict(node)
 
 
 def new_api_key() -> str:

@@ -120,8 +120,10 @@ class SimCluster:
         login = {"HOME": L.OWNER_HOME, "USER": L.OWNER, "LOGNAME": L.OWNER, "PATH": _host_path(),
                  "DOCKER_HOST": f"unix://{engine.sock_path(host.dir)}", "SPARKOPS_SIM_HOST": host.name,
                  "LANG": "C.UTF-8", **(env or {})}
-        return [*enter(pid, cwd), "setpriv", f"--reuid={L.OWNER_UID}", f"--regid={L.OWNER_UID}", "--init-groups",
-                "env", "-i", *(f"{k}={v}" for k, v in login.items()), *argv]
+        # The cd happens inside the host: nsenter's own --wd opens the folder before it enters.
+        return [*enter(pid), "setpriv", f"--reuid={L.OWNER_UID}", f"--regid={L.OWNER_UID}", "--init-groups",
+                "env", "-i", *(f"{k}={v}" for k, v in login.items()),
+                "sh", "-c", 'cd "$0" && exec "$@"', cwd, *argv]
 
     def ssh_argv(self, host: SimHost | str, *command: str) -> list[str]:
         """argv of the OpenSSH client running `command` on `host`."""
@@ -260,7 +262,7 @@ def _build(slot: int, count: int, keep: list[str] | tuple[str, ...]) -> SimClust
         host_key = sshd.write_host_files(
             host_dir, name, f"{L.mgmt_ip(slot, i)}:22", client_pub, env, keep_paths,
             also_listen=(f"{L.roce_ip(i)}:22",),  # `inv sync` copies over the "cable"
-            owner_keys=(owner_pub, client_pub),
+            owner_keys=(owner_pub, client_pub), owner_key=owner_key,
         )
         hosts.append(SimHost(name, i, L.netns_name(slot, i), L.mgmt_ip(slot, i), L.roce_ip(i),
                              22, host_dir, host_key))

@@ -22,11 +22,11 @@ _HOG = (
 )
 
 
-def enter(init_pid: int, wd: str = "/") -> list[str]:
+def enter(init_pid: int) -> list[str]:
     """argv prefix that runs a command inside a host (all its namespaces; the child is forked
-    into its PID namespace, so it dies with the host), in directory `wd`."""
+    into its PID namespace, so it dies with the host)."""
     return ["nsenter", "-t", str(init_pid), "--net", "--mount", "--pid", "--uts", "--ipc",
-            f"--wd={wd}", "--"]
+            "--wd=/", "--"]
 
 
 @dataclass

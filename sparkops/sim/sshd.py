@@ -34,10 +34,12 @@ def write_host_files(
     keep: list[str],
     also_listen: tuple[str, ...] = (),
     owner_keys: tuple[str, ...] = (),
+    owner_key: Path | None = None,
 ) -> str:
     """Prepare a host's homes, /tmp, users, host key and sshd_config; return its public host key.
     `also_listen`: more addresses (the RoCE one), as on a Spark whose sshd listens on all.
-    `owner_keys`: public keys the unprivileged owner (layout.OWNER) accepts."""
+    `owner_keys`: public keys the unprivileged owner (layout.OWNER) accepts; `owner_key`: its
+    own private key, which it finds at ~/.ssh/id_ed25519 like any user's default key."""
     home = host_dir / "home"
     (home / ".ssh").mkdir(parents=True, mode=0o700)
     # sshd's StrictModes refuses keys in a group- or world-writable home; others may pass
@@ -46,7 +48,7 @@ def write_host_files(
     (home / ".ssh" / "authorized_keys").write_text(client_pub + "\n")
     (host_dir / "tmp").mkdir(mode=0o1777)
     (host_dir / "tmp").chmod(0o1777)  # mkdir's mode is filtered by the umask
-    _write_owner(host_dir, owner_keys or (client_pub,))
+    _write_owner(host_dir, owner_keys or (client_pub,), owner_key)
     host_pub = keygen(host_dir / "ssh_host_ed25519_key", hostname)
     setenv = " ".join(f'"{k}={v}"' for k, v in env.items())
     listens = "".join(f"ListenAddress {a}\n" for a in (listen, *also_listen))
@@ -84,7 +86,7 @@ SetEnv {setenv}
     return host_pub
 
 
-def _write_owner(host_dir: Path, keys: tuple[str, ...]) -> None:
+def _write_owner(host_dir: Path, keys: tuple[str, ...], private: Path | None) -> None:
     """The owner's home (/home/ops inside the host) and its passwd and group entries: this
     machine's users plus the owner, who is also in the `docker` group (its engine's socket)."""
     uid = L.OWNER_UID
@@ -93,7 +95,13 @@ def _write_owner(host_dir: Path, keys: tuple[str, ...]) -> None:
     home = homes / L.OWNER
     (home / ".ssh").mkdir(parents=True, mode=0o700)
     (home / ".ssh" / "authorized_keys").write_text("".join(k + "\n" for k in keys))
-    for path in (home, home / ".ssh", home / ".ssh" / "authorized_keys"):
+    own = []
+    if private is not None:
+        for src, name in ((private, "id_ed25519"), (private.with_suffix(".pub"), "id_ed25519.pub")):
+            (home / ".ssh" / name).write_bytes(src.read_bytes())
+            own.append(home / ".ssh" / name)
+        (home / ".ssh" / "id_ed25519").chmod(0o600)
+    for path in (home, home / ".ssh", home / ".ssh" / "authorized_keys", *own):
         os.chown(path, uid, uid)
     home.chmod(0o755)
     (home / ".ssh" / "authorized_keys").chmod(0o600)
