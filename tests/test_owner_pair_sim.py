@@ -93,10 +93,17 @@ def test_the_owner_builds_copies_serves_and_stops_from_the_head(pair, sim_cluste
     assert stranger.status_code == 401
     listed = requests.get(f"{url}/v1/models", headers=headers(pair.key), timeout=10)
     assert listed.status_code == 200 and [m["id"] for m in listed.json()["data"]] == ["smoke"]
+    with requests.post(f"{url}/v1/chat/completions", stream=True, timeout=120, headers=headers(pair.key), json={
+            "model": "smoke", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8,
+            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}) as resp:
+        chunks = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith(b"data: {")]
+    assert chunks[-1]["usage"]["completion_tokens"] == 8  # TP=2 over the cable, streamed
     assert vllm_uids(head) == vllm_uids(worker) == {layout.OWNER_UID}  # nothing serves as root
 
     status = pair("status", "--cluster", "sim")
     assert status.returncode == 0 and "READY" in status.stdout, status.stdout + status.stderr
+    logs = pair("logs", "--cluster", "sim", "--lines", "5")
+    assert {"[spark-a:vllm]", "[spark-b:vllm]"} <= {line.split("]")[0] + "]" for line in logs.stdout.splitlines()}
     stopped = pair("down", "--cluster", "sim")
     assert stopped.returncode == 0, stopped.stderr
     assert vllm_uids(head) == vllm_uids(worker) == set()
