@@ -305,6 +305,9 @@ END = raw({"end": True})
     # '..' after a name in a target: lexically a/, physically the folder's parent (old: written there).
     ([raw({"link": "a/b/L", "target": "../../a"}), raw({"link": "a/b/M", "target": "L/../.."}),
       *file_entry("a/b/M/pwned.txt", b"pwned"), END], ["link 'a/b/M' -> 'L/../..'"], ["a/b/M"]),
+    # '..' after a name that stays inside: refused all the same (the old receiver made the link).
+    ([raw({"link": "snapshots/r/x", "target": "../x/../../blobs/f"}), END], ["only '../' at the start"],
+     ["snapshots/r/x"]),
     # More '..' than the link is deep (already refused before).
     ([raw({"link": "snapshots/x", "target": "../../../outside"}), END], ["leaves the model folder"],
      ["snapshots/x"]),
