@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sparkops.models import transport
+from sparkops.models import sync, transport
 from sparkops.node_scripts import manifest, transfer
 
 SCRIPT = str(Path(transfer.__file__))
@@ -619,6 +619,8 @@ def test_the_sender_refuses_a_receiver_that_cannot_prove_it_knows_the_secret(tmp
                                                "secret": os.urandom(32).hex()}, streams=1))
     assert "cannot prove it knows this sync's secret" in result["streams"][0]["error"]
     assert result["sent"] == 0 and got["after"] == b""  # not one byte of a header or a file
+    why, fix = sync.copy_failure("tcp", result["streams"], "head", "w1", "127.0.0.1", port, "")
+    assert why.startswith("the receiver at 127.0.0.1") and "--transport ssh" in fix
 
 
 def test_the_sender_refuses_a_summary_with_a_bad_tag(tmp_path):
@@ -635,3 +637,22 @@ def test_the_sender_refuses_a_summary_with_a_bad_tag(tmp_path):
     result, _ = run_sender(job_for(src, scan, {"kind": "tcp", "address": "127.0.0.1", "port": port,
                                                "secret": secret}, streams=1))
     assert "bad MAC" in result["streams"][0]["error"]
+    why, fix = sync.copy_failure("tcp", result["streams"], "head", "w1", "127.0.0.1", port, "")
+    assert why.startswith("frame ") and "changed or injected bytes" in fix and "--transport ssh" in fix
+
+
+def test_an_entry_the_receiver_refuses_stops_the_copy_naming_it_and_the_fix(tmp_path):
+    """A link the head's own scan takes (it resolves inside) but the receiver does not ('..'
+    after a name): the sync names the link and says how to repair the head's copy."""
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    make_tree(src)
+    os.symlink("../x/../../blobs/big", src / "snapshots" / "r" / "odd")
+    scan = manifest.scan(str(src), None)
+    assert not scan["problems"]
+    result, _ = run_sender(job_for(src, scan, local_receiver(dest, tmp_path / "c.json"), streams=1))
+    why, fix = sync.copy_failure("ssh", result["streams"], "head", "w1", "10.0.0.2", None,
+                                 "--profile p --cluster c")
+    assert why.startswith("link 'snapshots/r/odd' -> '../x/../../blobs/big'")
+    assert "delete it on head and run `inv download --profile p --cluster c` again" in fix
+    assert not any("Traceback" in line for line in result["streams"][0].get("log", []))
+    assert not (dest / "snapshots" / "r" / "odd").exists() and not (tmp_path / "blobs").exists()
