@@ -10,6 +10,8 @@ as on a Spark, where each node has 20. Cases, alternated, each repeated:
   raw_tcp_disk  the same into one file;
   tcp_<n>       transfer.py send/listen with n streams: written, hashed as written, journaled.
 No SSH here (the device has no sshd), so the SSH transport is not measured by this script.
+Besides the rate, each case's CPU time (user + system, this process and its children: both
+ends) per GB: on a machine shared with other work that moves less than the wall clock.
 
     python3 benchmarks/transfer_cores.py [--gb 4] [--files 100] [--repeat 3] [--streams 1,2,4,8]
 """
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import socket
 import statistics
@@ -104,6 +107,12 @@ def engine(src: Path, dest: Path, cache: Path, files: list[tuple[str, int]], str
     return summary
 
 
+def cpu_seconds() -> float:
+    """User + system time of this process and its waited-for children so far."""
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gb", type=float, default=4.0)
@@ -123,19 +132,22 @@ def main() -> int:
         for n in (int(s) for s in args.streams.split(",")):
             cases[f"tcp_{n}"] = lambda n=n: engine(src, dest, work / "cache.json", files, n, args.script)
         runs: dict[str, list[float]] = {k: [] for k in cases}
+        cpu: dict[str, list[float]] = {k: [] for k in cases}
         for r in range(args.repeat):
             for case, fn in cases.items():
                 shutil.rmtree(dest, ignore_errors=True)
                 (work / "raw.bin").unlink(missing_ok=True)
                 for leftover in work.glob("cache.json*"):
                     leftover.unlink()
-                start = time.monotonic()
+                start, cpu0 = time.monotonic(), cpu_seconds()
                 fn()
                 runs[case].append(time.monotonic() - start)
-                print(f"run {r + 1} {case:<13} {runs[case][-1]:6.2f}s {total / runs[case][-1] / 1e6:7.0f} MB/s",
-                      flush=True)
+                cpu[case].append(cpu_seconds() - cpu0)
+                print(f"run {r + 1} {case:<13} {runs[case][-1]:6.2f}s {total / runs[case][-1] / 1e6:7.0f} MB/s "
+                      f"{cpu[case][-1] / (total / 1e9):5.2f} cpu-s/GB", flush=True)
         results = {k: {"seconds": v, "median_s": statistics.median(v),
-                       "mb_per_s": total / statistics.median(v) / 1e6} for k, v in runs.items()}
+                       "mb_per_s": total / statistics.median(v) / 1e6, "cpu_s": cpu[k],
+                       "cpu_s_per_gb": statistics.median(cpu[k]) / (total / 1e9)} for k, v in runs.items()}
         best = max((k for k in results if k.startswith("tcp_")), key=lambda k: results[k]["mb_per_s"])
         doc = {"what": __doc__.splitlines()[0], "script": os.path.relpath(args.script, HERE),
                "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},

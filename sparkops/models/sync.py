@@ -367,17 +367,38 @@ def _copy(cfg: Config, head_conn: NodeConn, head: dict, conn: NodeConn, node: di
     failed = [r for r in result["streams"] if "error" in r]
     if failed:
         first = failed[0]
-        fix = (f"check that {head['name']} can `ssh` to {address} without a password (the worker's "
-               "user and key from the cluster file)" if how.transport == "ssh" else
-               f"check that {node['name']} accepts TCP connections from {head['name']} on {address} "
-               f"(port {carrier.get('port')} this time; a firewall on the cable?), or sync with `--transport ssh`")
+        why, fix = copy_failure(how.transport, failed, head["name"], node["name"], address, carrier.get("port"),
+                                f"--profile {cfg.profile} --cluster {cfg.cluster_name}")
         raise StepError(f"copy from {head['name']} to {address} ({how.transport}) failed in "
-                        f"{len(failed)} of {len(plan)} stream(s): {first['error']}", host=node["name"],
+                        f"{len(failed)} of {len(plan)} stream(s): {why}", host=node["name"],
                         step="sync", log_tail=first.get("log") or [], fix=fix)
     for stream in result["streams"]:
         for problem in stream.get("problems", []):
             progress.say(f"      {node['name']:<12} {problem}: checked again below")
     return result
+
+
+def copy_failure(transport_name: str, failed: list[dict], head: str, node: str, address: str, port: int | None,
+                 flags: str) -> tuple[str, str]:
+    """(what went wrong, the fix) for a copy's failed streams. A refusal by the receiver (an
+    entry it will not write, a frame whose MAC fails) says more than the sender's broken pipe
+    that follows it, and needs another fix than a connection that could not be made."""
+    said = [text for r in failed for text in (r["error"], *r.get("log", []))]
+    refusal = next((t[t.index("Refused: ") + 9:] for t in said if "Refused: " in t), None)
+    if refusal and "bad MAC" in refusal:
+        return refusal, (f"something on the cable between {head} and {node} changed or injected bytes (nothing "
+                         "that failed its MAC was written): find it, or sync with `--transport ssh`")
+    if refusal and "cannot prove" in refusal:
+        return refusal, (f"something other than sparkops' receiver answered on {address}, and was sent nothing: "
+                         "find what intercepts the connections, or sync with `--transport ssh`")
+    if refusal:
+        return refusal, (f"{node} will not write that entry of {head}'s copy (a path or link that leaves the "
+                         f"model folder): delete it on {head} and run `inv download {flags}` again")
+    if transport_name == "ssh":
+        return failed[0]["error"], (f"check that {head} can `ssh` to {address} without a password (the worker's "
+                                    "user and key from the cluster file)")
+    return failed[0]["error"], (f"check that {node} accepts TCP connections from {head} on {address} (port {port} "
+                                "this time; a firewall on the cable?), or sync with `--transport ssh`")
 
 
 START_S = 60.0  # for a node-side script to start and answer

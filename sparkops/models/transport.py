@@ -7,10 +7,13 @@ receiver that hashes what it writes, so that a copied file needs no second read.
        the worker's SSH user, key and port, its host key checked strictly, every byte
        encrypted (one core's cipher per stream, at each end).
   tcp  one `transfer.py listen`, started on the worker over sparkops' own SSH connection,
-       takes plain TCP connections on the worker's RoCE address only, for this sync only,
-       each proving it knows a one-time secret that travels on stdin. No cipher: what NCCL
-       already does on the same cable. The bytes can be read by anyone on the cable; their
-       integrity is still proven against the head's manifest, which travels over SSH.
+       takes plain TCP connections on the worker's RoCE address only, for this sync only.
+       Sender and receiver each prove they know a one-time secret that travels on stdin, and
+       every frame carries an HMAC under a key of that connection with its sequence number,
+       so nothing can be injected, dropped, replayed or reordered. No cipher: what NCCL
+       already does on the same cable; the bytes can be read by anyone on the cable.
+Either way the receiver writes only beneath the model folder (it never follows a link there)
+and the check after the copy holds every file to the head's manifest, which travels over SSH.
 """
 from __future__ import annotations
 
@@ -22,8 +25,8 @@ from sparkops.node_scripts import python_argv
 TRANSPORTS = ("ssh", "tcp")
 MAX_STREAMS = 16
 # What one stream carries, about, on a Spark-class core: SSH's AES-GCM, or (tcp) the
-# receiver's sha256 with the CPU's SHA instructions. The link divided by this is the number
-# of streams that could fill it.
+# sha256 that each end computes (the CPU's SHA instructions). The link divided by this is
+# the number of streams that could fill it.
 STREAM_BYTES_S = {"ssh": 1.0e9, "tcp": 2.0e9}
 
 
