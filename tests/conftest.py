@@ -3,6 +3,7 @@ CI=true they must run: their absence fails the run instead."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -14,6 +15,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from sim_fixtures import monkeypatch_module, sim_cluster, sim_cluster_factory, sim_docker, sim_vllm  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
+# Tests send Ctrl-C (SIGINT) to `inv` and to this process. A run started in the background by a
+# shell without job control inherits SIGINT *ignored*, and so would every process it starts:
+# Ctrl-C would never arrive. Python's own handler here makes the children's SIGINT the default.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
 
 

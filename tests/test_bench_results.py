@@ -186,3 +186,30 @@ def test_report_from_results(server, tmp_path):
         data = (tmp_path / "report" / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
         assert imread(tmp_path / "report" / name).shape[0] > 100
+
+
+def test_the_vllm_engine_hands_the_key_over_stdin_to_the_venvs_vllm(tmp_path, isolated_override):
+    """`--engine vllm` on the native runtime: the venv's `vllm` runs with OPENAI_API_KEY read
+    from stdin by the node's own shell (a `sh` from the venv does not exist), the key never in
+    argv. Run for real here with a stand-in `vllm` that reports what it got."""
+    import stat
+    import subprocess
+
+    from sparkops.bench.target import Target
+    from sparkops.bench.vllm_engine import _runtime_argv
+    from sparkops.config import load_config
+    from sparkops.facts.node import NodeFacts
+    from sparkops.plan.context import NodeContext
+
+    (tmp_path / "bin").mkdir()
+    vllm = tmp_path / "bin" / "vllm"
+    vllm.write_text('#!/bin/sh\necho "key=$OPENAI_API_KEY args=$*"\n')
+    vllm.chmod(vllm.stat().st_mode | stat.S_IEXEC)
+    cfg = load_config("smoke", "local", sets=[f'cluster.venv="{tmp_path}"'], environ={})
+    head = NodeContext(cfg, cfg.nodes[0], NodeFacts(node="local", source="test"), 0)
+    target = Target("http://127.0.0.1:8000", "smoke", "s3cret", {"runtime": "native"}, cfg, None, head)
+    argv = _runtime_argv(target, ["vllm", "bench", "serve"], env={"HF_HUB_OFFLINE": "1"}, key_on_stdin=True)
+    assert "s3cret" not in " ".join(argv)
+    done = subprocess.run(argv, input="s3cret\n", capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "key=s3cret args=bench serve"

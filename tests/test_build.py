@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -166,15 +167,21 @@ def test_a_copy_that_ends_without_a_word_is_not_taken_for_a_success():
 
 def test_interrupting_the_distribution_lets_go_of_every_copy(tmp_path):
     """A real Ctrl-C (SIGINT to this process) while a copy runs: the copy's stdin closes, which
-    is what makes image_copy.py stop both ends; the interrupt goes on up."""
-    marker = tmp_path / "stdin-closed"
-    argv = [sys.executable, "-c", "import sys; print('bytes 1', flush=True); sys.stdin.read(); "
-                                  f"open({str(marker)!r}, 'w').close()"]
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            copy_all(local_group()["head"], {"spark-2": argv}, 10, Recording())
-    finally:
-        timer.cancel()
+    is what makes image_copy.py stop both ends; the interrupt goes on up. The signal comes once
+    the copy is under way, and the copy may take a moment to notice (a loaded machine)."""
+    started, marker = tmp_path / "started", tmp_path / "stdin-closed"
+    argv = [sys.executable, "-c", f"import sys; open({str(started)!r}, 'w').close(); print('bytes 1', flush=True); "
+                                  f"sys.stdin.read(); open({str(marker)!r}, 'w').close()"]
+
+    def interrupt_once_started() -> None:
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+    threading.Thread(target=interrupt_once_started, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        copy_all(local_group()["head"], {"spark-2": argv}, 10, Recording())
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert marker.exists()

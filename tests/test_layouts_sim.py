@@ -69,19 +69,20 @@ def test_up_dp2_serves_a_replica_on_each_host_and_down_leaves_nothing(sim_vllm, 
 
 def test_bench_all_layouts_then_report_states_the_crossover(sim_vllm, sim_cluster, tmp_path):
     results = tmp_path / "results"
-    outcomes = bench_all(profiles=["smoke", "smoke-long"], cluster="sim", sets=[*sim_vllm.sets, *TINY],
+    # One profile in the three layouts (bench-all over several profiles: test_bench_sim.py).
+    outcomes = bench_all(profiles=["smoke"], cluster="sim", sets=[*sim_vllm.sets, *TINY],
                          layouts=["tp", "dp", "solo"], suite="tiny", results=results, progress=Silent())
     assert [(o.profile, o.layout, o.status) for o in outcomes] == [
-        (p, layout, "ok") for p in ("smoke", "smoke-long") for layout in ("tp", "dp", "solo")], outcomes
+        ("smoke", layout, "ok") for layout in ("tp", "dp", "solo")], outcomes
     head, worker = sim_cluster.host("spark-a"), sim_cluster.host("spark-b")
     assert processes(head) == [] and processes(worker) == []  # the last one stopped
 
     _, files, _ = report(results, tmp_path / "report")
     csv = pd.read_csv(tmp_path / "report" / "compare.csv")
     assert sorted(zip(csv["profile"], csv["layout"])) == sorted(
-        (p, layout) for p in ("smoke", "smoke-long") for layout in ("DP=2", "TP=1, one node", "TP=2"))
+        ("smoke", layout) for layout in ("DP=2", "TP=1, one node", "TP=2"))
     sentences = (tmp_path / "report" / "layouts.md").read_text()
-    for profile in ("smoke", "smoke-long"):
+    for profile in ("smoke",):
         (line,) = [s for s in sentences.splitlines() if s.startswith(f"- {profile}: ")]
         rows = csv[csv["profile"] == profile].set_index("layout")
         # Every "X ... by N% over Y at C" in the sentence is the matrix's out tok/s at cC.

@@ -1,12 +1,11 @@
 """`inv sync` on the simulated cluster: real copies from spark-a to spark-b over the 169.254
 "cable" in both transports (SSH, and plain TCP with a one-time secret), real damage on the
-worker's disk, real kills midway, a real too-small tmpfs; and, once, the worker serving a
-model it got only through `up --sync`. Both nodes are reached as their unprivileged owner
+worker's disk, real kills midway, a real too-small tmpfs. (The worker serving a model it got only through
+`up --sync`: test_owner_pair_sim.py.) Both nodes are reached as their unprivileged owner
 (layout.OWNER, a home of its own), as on a real pair: nothing runs as root there."""
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import signal
@@ -17,21 +16,15 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 
-from sparkops.apply.ready import headers
 from sparkops.base.errors import SparkopsError
 from sparkops.base.progress import Progress, Silent
 from sparkops.checks import profile
 from sparkops.config import load_config
-from sparkops.deploy.down import down
-from sparkops.deploy.up import up
 from sparkops.facts.recorded import facts_for_plan
 from sparkops.models import sync as sync_module
-from sparkops.models.smoke import REPO_ID as SMOKE_REPO
 from sparkops.models.sync import sync
 from sparkops.node_scripts.hf_cache import repo_folder
-from sparkops.node_scripts.smoke_model import build_command
 from sparkops.plan.context import contexts
 from sparkops.sim import layout
 from sparkops.sim.synthetic_model import REPO, make_synthetic_model
@@ -346,26 +339,6 @@ def test_too_small_target_disk_is_refused_before_copying(sim, sim_cluster):
         assert in_worker(sim_cluster, "ls", "-A", target) == ""
     finally:
         in_worker(sim_cluster, "umount", target)
-
-
-@pytest.mark.vllm
-def test_up_sync_gives_the_worker_the_model_and_it_serves_offline(sim, sim_cluster, vllm_venv):
-    head, worker = sim_cluster.host("spark-a"), sim_cluster.host("spark-b")
-    # the smoke model on the head only
-    as_owner(sim_cluster, head.name, *build_command(vllm_venv / "bin" / "python",
-                                                   Path(layout.OWNER_HOME) / ".cache/huggingface"))
-    shutil.rmtree(worker_dir(sim_cluster, SMOKE_REPO), ignore_errors=True)
-    shutil.rmtree(worker.owner_home / ".cache" / "huggingface" / "sparkops-build", ignore_errors=True)
-    cfg = sim(f"cluster.venv={json.dumps(str(vllm_venv))}", repo=SMOKE_REPO)
-    try:
-        result = up(cfg, progress=Silent(), sync_model=True)
-        reply = requests.post(f"{result.url}/v1/completions", timeout=120,
-                             headers=headers(cfg.secrets["api_key"]), json={
-            "model": "smoke", "prompt": "Hi", "max_tokens": 4, "temperature": 0}).json()
-        assert reply["usage"]["completion_tokens"] == 4
-        assert (worker_dir(sim_cluster, SMOKE_REPO) / "refs" / "main").is_file()
-    finally:
-        down(cfg, progress=Silent())
 
 
 def test_ctrl_c_stops_the_copy_at_once_and_leaves_nothing_running(sim, sim_cluster):

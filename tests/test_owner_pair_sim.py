@@ -2,7 +2,7 @@
 unprivileged user with a home of its own, the worker reached over SSH as that user, who is
 not root there either (sparkops.sim's owner, layout.OWNER). Everything below is `inv` run
 inside the simulated head exactly as the owner would type it: the smoke model built on both
-nodes, copied to the worker, served with an API key that a stranger on the LAN lacks, checked
+nodes, copied to the worker by `up --sync`, served with an API key that a stranger on the LAN lacks, checked
 and stopped; and root's files left in a cache found with the fix."""
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ def pair(sim_cluster, vllm_venv):
     inv.key = read_toml(override)["secrets"]["api_key"]
     yield inv
     inv("down", "--cluster", "sim")
+    override.unlink()
 
 
 def owners(path: Path) -> set[int]:
@@ -77,14 +78,14 @@ def test_the_owner_builds_copies_serves_and_stops_from_the_head(pair, sim_cluste
         assert (host.owner_home / SMOKE / "refs" / "main").is_file()
         assert owners(host.owner_home / ".cache") == {layout.OWNER_UID}
 
+    # The worker loses its copy: `up --sync` copies it from the head over the cable, then serves
+    # (the worker offline: HF_HUB_OFFLINE=1 in every served environment).
     shutil.rmtree(worker.owner_home / SMOKE)
-    synced = pair("sync", "--profile", "smoke", "--cluster", "sim")
-    assert synced.returncode == 0, synced.stderr
-    assert "spark-b: verified: copied" in synced.stdout and "via 169.254.100.12" in synced.stdout, synced.stdout
-    assert owners(worker.owner_home / SMOKE) == {layout.OWNER_UID}
-
-    served = pair("up", "--profile", "smoke", "--cluster", "sim")
+    served = pair("up", "--profile", "smoke", "--cluster", "sim", "--sync")
     assert served.returncode == 0, served.stderr
+    assert "[spark-b] copying" in served.stderr and "verified: copied" in served.stderr, served.stderr
+    assert "via 169.254.100.12" in served.stderr
+    assert owners(worker.owner_home / SMOKE) == {layout.OWNER_UID}
     assert "curl -H @<(inv api-key --header)" in served.stdout and pair.key not in served.stdout + served.stderr
     # A stranger on the LAN reaches the head's port but not the model; the owner's key does.
     url = f"http://{head.mgmt_ip}:8000"

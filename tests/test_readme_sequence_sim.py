@@ -55,6 +55,7 @@ def owner(sim_docker):
     cluster, where its known hosts are (the owner's own file, which setup fills)."""
     head = sim_docker.host("spark-a")
     path = head.owner_home / "sparkops.local.toml"
+    path.unlink(missing_ok=True)  # a first run: nothing of another test's
     doc = local_override.update(local_override.load(path), cluster="sim", default_cluster="sim",
                                 nodes=[{"name": n["name"], "host": "spark-b.local" if i else "local", "env": n["env"]}
                                        for i, n in enumerate(sim_docker.nodes())])

@@ -73,15 +73,21 @@ def bench_argv(target: Target, dataset: Dataset, settings: dict, inside_dir: str
 
 
 def _runtime_argv(target: Target, argv: list[str], *, env: dict[str, str] | None = None,
-                  stdin: bool = False) -> list[str]:
+                  key_on_stdin: bool = False) -> list[str]:
+    """`argv` (vllm ...) as the runtime runs it on the head, in the serving service's place.
+    With key_on_stdin, a shell reads the API key from stdin into OPENAI_API_KEY (what vLLM's
+    client reads) and runs it: the key never reaches argv or `ps`."""
     assert target.head is not None  # run_vllm_bench checked it
     runtime = RUNTIMES[target.provenance["runtime"]]
     services = (target.state or {}).get("services", ["vllm"])
     service = "vllm" if "vllm" in services else services[0]
-    out = list(runtime.exec_argv(target.head, service, argv))
+    read_key = ["sh", "-c", 'IFS= read -r OPENAI_API_KEY; export OPENAI_API_KEY; exec "$@"', "sh"]
     if runtime.name == "native":
-        out = ["env", *(f"{k}={v}" for k, v in (env or {}).items()), *out]
-    elif stdin:
+        # exec_argv finds `vllm` in the virtualenv; the shell around it is the node's own.
+        out = list(runtime.exec_argv(target.head, service, argv))
+        return ["env", *(f"{k}={v}" for k, v in (env or {}).items()), *(read_key if key_on_stdin else []), *out]
+    out = list(runtime.exec_argv(target.head, service, [*read_key, *argv] if key_on_stdin else argv))
+    if key_on_stdin:
         out.insert(out.index("exec") + 1, "-i")  # docker exec: keep stdin open
     return out
 
@@ -104,10 +110,8 @@ def run_vllm_bench(target: Target, dataset: Dataset, settings: dict,
     env = {"HF_HOME": target.head.hf_home, "HF_HUB_OFFLINE": "1"}
     stdin = None
     if target.api_key:
-        # vLLM's client reads OPENAI_API_KEY; a `read` from stdin keeps it out of argv and ps.
-        vllm = ["sh", "-c", 'IFS= read -r OPENAI_API_KEY; export OPENAI_API_KEY; exec "$@"', "sh", *vllm]
         stdin = target.api_key + "\n"
-    argv = _runtime_argv(target, vllm, env=env, stdin=stdin is not None)
+    argv = _runtime_argv(target, vllm, env=env, key_on_stdin=stdin is not None)
     detail = {"command": shlex.join(argv), "host": conn.name}
     try:
         try:
