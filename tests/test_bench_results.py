@@ -196,7 +196,7 @@ def test_the_vllm_engine_hands_the_key_over_stdin_to_the_venvs_vllm(tmp_path, is
     import subprocess
 
     from sparkops.bench.target import Target
-    from sparkops.bench.vllm_engine import _runtime_argv
+    from sparkops.bench.vllm_engine import runtime_argv
     from sparkops.config import load_config
     from sparkops.facts.node import NodeFacts
     from sparkops.plan.context import NodeContext
@@ -208,7 +208,7 @@ def test_the_vllm_engine_hands_the_key_over_stdin_to_the_venvs_vllm(tmp_path, is
     cfg = load_config("smoke", "local", sets=[f'cluster.venv="{tmp_path}"'], environ={})
     head = NodeContext(cfg, cfg.nodes[0], NodeFacts(node="local", source="test"), 0)
     target = Target("http://127.0.0.1:8000", "smoke", "s3cret", {"runtime": "native"}, cfg, None, head)
-    argv = _runtime_argv(target, ["vllm", "bench", "serve"], env={"HF_HUB_OFFLINE": "1"}, key_on_stdin=True)
+    argv = runtime_argv(target, ["vllm", "bench", "serve"], env={"HF_HUB_OFFLINE": "1"}, key_on_stdin=True)
     assert "s3cret" not in " ".join(argv)
     done = subprocess.run(argv, input="s3cret\n", capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr

@@ -72,7 +72,7 @@ def bench_argv(target: Target, dataset: Dataset, settings: dict, inside_dir: str
     return argv
 
 
-def _runtime_argv(target: Target, argv: list[str], *, env: dict[str, str] | None = None,
+def runtime_argv(target: Target, argv: list[str], *, env: dict[str, str] | None = None,
                   key_on_stdin: bool = False) -> list[str]:
     """`argv` (vllm ...) as the runtime runs it on the head, in the serving service's place.
     With key_on_stdin, a shell reads the API key from stdin into OPENAI_API_KEY (what vLLM's
@@ -111,7 +111,7 @@ def run_vllm_bench(target: Target, dataset: Dataset, settings: dict,
     stdin = None
     if target.api_key:
         stdin = target.api_key + "\n"
-    argv = _runtime_argv(target, vllm, env=env, key_on_stdin=stdin is not None)
+    argv = runtime_argv(target, vllm, env=env, key_on_stdin=stdin is not None)
     detail = {"command": shlex.join(argv), "host": conn.name}
     try:
         try:
@@ -134,7 +134,7 @@ def run_vllm_bench(target: Target, dataset: Dataset, settings: dict,
     finally:
         rm = ["rm", "-f", *(posixpath.join(inside_dir, f"{name}.{s}.json") for s in ("prompts", "result"))]
         try:
-            conn.run(_runtime_argv(target, rm) if target.provenance["runtime"] == "docker" else rm, timeout=30)
+            conn.run(runtime_argv(target, rm) if target.provenance["runtime"] == "docker" else rm, timeout=30)
         except Exception:  # noqa: BLE001 - cleanup of a temp file must not hide the real outcome
             pass
     detail["vllm_date"] = raw.get("date")
