@@ -26,9 +26,9 @@ def inv(override):
            if not k.startswith("SPARKOPS_") and k not in ("HF_TOKEN", "VLLM_API_KEY")}
     env["SPARKOPS_LOCAL"] = str(override)
 
-    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, check=False,
-                              input=stdin, capture_output=True, text=True, timeout=60)
+    def run(*args: str, stdin: str | None = None, path: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, check=False, input=stdin,
+                              env=env | ({"PATH": path} if path else {}), capture_output=True, text=True, timeout=60)
     return run
 
 
@@ -269,3 +269,24 @@ def test_validate_and_profiles_apply_set(inv):
     listed = inv("profiles", "--cluster", "local", "--set", "serving.tensor_parallel=4")
     assert listed.returncode == 0, listed.stderr
     assert "INVALID" in next(line for line in listed.stdout.splitlines() if line.startswith("smoke "))
+
+
+def test_a_single_node_without_ip_ss_hostname_or_python_plans_and_checks(inv, tmp_path):
+    """The GPU machine's case, here: no `ip`, `ss`, `hostname` (and here no python3 either, so the
+    interfaces stay unknown). One node needs none of them: `plan` works, `check` fails nothing
+    for it and says what is unknown; ports come from /proc/net/tcp."""
+    from test_probe import HIDDEN, shadow_path
+    path = shadow_path(tmp_path, HIDDEN, None)
+    plan = inv("plan", "--profile", "smoke", "--cluster", "local", path=path)
+    assert plan.returncode == 0, plan.stderr
+    assert "[local] env: " in plan.stdout and "GLOO_SOCKET_IFNAME=lo" in plan.stdout
+    # A virtualenv without a python: its python would read the interfaces (the second fallback).
+    done = inv("check", "--cluster", "local", "--quick", "--network", "--json",
+               "--set", f"cluster.venv={json.dumps(str(tmp_path / 'no-venv'))}", path=path)
+    checks = json.loads(done.stdout)["checks"]
+    failed = [c for c in checks if c["status"] == "fail" and c["name"] != "runtime"]  # no vLLM there
+    assert failed == [], failed
+    (unknown,) = [c for c in checks if c["name"] == "facts"]
+    assert unknown["status"] == "ok" and unknown["message"].startswith("ip unknown: no `ip` command (iproute2)")
+    (ports,) = [c for c in checks if c["name"] == "ports"]
+    assert ports["status"] == "ok" and ports["message"] == "port(s) 8000 free"

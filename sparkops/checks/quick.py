@@ -18,7 +18,7 @@ def _check(name, node, status, message, fix="", group="quick", **evidence) -> Ch
 
 
 def reachable(ctxs: list[NodeContext], down: dict[str, SparkopsError]) -> list[Check]:
-    out = [_check("ssh", c.name, OK, f"reachable ({c.node['host']}), hostname {c.facts.hostname}, "
+    out = [_check("ssh", c.name, OK, f"reachable ({c.node['host']}), hostname {c.facts.hostname or 'unknown'}, "
                   f"user {c.facts.user}", host=c.node["host"], hostname=c.facts.hostname)
            for c in ctxs]
     out += [_check("ssh", name, FAIL, err.message, err.fix or "check the node is on and reachable",
@@ -27,9 +27,14 @@ def reachable(ctxs: list[NodeContext], down: dict[str, SparkopsError]) -> list[C
 
 
 def facts_read(ctxs: list[NodeContext]) -> list[Check]:
-    return [_check("facts", c.name, FAIL, f"could not read {name}: {why}",
-                   "see the error; `inv check` shows every fact", fact=name, error=why)
-            for c in ctxs for name, why in c.facts.errors.items()]
+    """A fact that failed to read fails; one the node has no way to tell (no tool, no fallback)
+    is said, and warns only where several nodes must talk (the checks that need it fail)."""
+    failed = [_check("facts", c.name, FAIL, f"could not read {name}: {why}",
+                     "see the error; `inv check` shows every fact", fact=name, error=why)
+              for c in ctxs for name, why in c.facts.errors.items()]
+    return failed + [_check("facts", c.name, WARN if len(ctxs) > 1 else OK, f"{name} unknown: {why}",
+                            "" if len(ctxs) == 1 else "see the checks that need it", fact=name, unknown=why)
+                     for c in ctxs for name, why in c.facts.unknown.items()]
 
 
 def gpu(cfg: Config, ctxs: list[NodeContext]) -> list[Check]:
