@@ -22,9 +22,12 @@ OVER_LAN = ("copy to a worker whose RoCE cable has no address over its SSH addre
             "refusing (ssh transport only)")
 
 
-def _config(c, profile, cluster, sets=(), serving=True):
+def _config(c, profile, cluster, sets=(), serving=True, facts_follow=False):
+    """facts_follow: the verb judges the memory fit again from the nodes' facts (a discrete GPU's
+    own memory) before anything is served, so the static cluster.node_memory_gib only warns."""
     from sparkops.config import load_config
-    return load_config(profile or c.config.sparkops.profile, cluster, sets=list(sets or ()), serving=serving)
+    return load_config(profile or c.config.sparkops.profile, cluster, sets=list(sets or ()), serving=serving,
+                       facts_follow=facts_follow)
 
 
 def _cluster_config(c, cluster, sets=()):
@@ -70,10 +73,12 @@ def validate(c, profile=None, cluster=None, set=None):
 def plan(c, profile=None, cluster=None, json=False, facts="auto", set=None):
     """Show what `inv up` will run on each node (argv, environment), secrets masked."""
     from sparkops.base.errors import SparkopsError
+    from sparkops.checks.profile import memory_fit, node_memory
     from sparkops.facts.recorded import facts_for_plan
     from sparkops.plan import plan_up
+    from sparkops.plan.context import contexts
     from sparkops.plan.render import copy_route_lines, plan_json, plan_text
-    cfg = _config(c, profile, cluster, set)
+    cfg = _config(c, profile, cluster, set, facts_follow=True)
     _warn(cfg.findings)
     node_facts, note = facts_for_plan(cfg, facts)
     if note:
@@ -89,12 +94,21 @@ def plan(c, profile=None, cluster=None, json=False, facts="auto", set=None):
                    f"from this machine: `inv plan --profile {cfg.profile} --cluster {cfg.cluster_name} "
                    "--facts recorded`")
         raise
+    # The memory fit with the nodes' own memory (a discrete GPU's: nvidia-smi), as up's preflight judges it.
+    fit = memory_fit(cfg, contexts(cfg, node_facts))
+    if fit and fit[0].status == "fail":
+        raise SparkopsError(f"profile {cfg.profile!r} on cluster {cfg.cluster_name!r} cannot run: {fit[0].message}",
+                            step="plan", fix=fit[0].fix)
     print(plan_json(result, cfg.secret_values()) if json else plan_text(result, cfg.secret_values()))
     if not json:
         from sparkops.base.paths import project_root, results_dir
         from sparkops.bench.layout_choice import layout_lines
         from sparkops.config import load_config
-        print("\n" + "\n".join(layout_lines(cfg, load_config, list(set or ()), results_dir(project_root()))))
+        if fit:
+            print(f"\nmemory fit: {fit[0].message}")
+        every = [c.facts for c in contexts(cfg, node_facts, all_nodes=True)]
+        print("\n" + "\n".join(layout_lines(cfg, load_config, list(set or ()), results_dir(project_root()),
+                                            memory_of=lambda doc: node_memory(doc, every)[0])))
         routes = copy_route_lines(cfg, node_facts)
         if routes:
             print("\n" + "\n".join(routes))
@@ -108,7 +122,7 @@ def up(c, profile=None, cluster=None, replace=False, set=None, sync=False, wait=
     """Serve a profile across the cluster's nodes; ends with a working OpenAI API or cleans up."""
     from sparkops.base.progress import Progress
     from sparkops.deploy.up import up as do_up
-    cfg = _config(c, profile, cluster, set)
+    cfg = _config(c, profile, cluster, set, facts_follow=True)
     _warn(cfg.findings)
     result = do_up(cfg, replace=replace, progress=Progress(), sync_model=sync, wait=WAIT_S if wait else None,
                    verb="switch" if replace else "up")
@@ -245,7 +259,7 @@ def check(c, cluster=None, profile=None, quick=False, gpu=False, network=False, 
     from sparkops.base.progress import Progress
     from sparkops.checks.render import table, write_report
     from sparkops.checks.runner import DEFAULT_GROUPS, GROUPS, run_checks
-    cfg = _config(c, profile, cluster, set) if profile else _config(c, "smoke", cluster, set)
+    cfg = _config(c, profile, cluster, set, facts_follow=True) if profile else _config(c, "smoke", cluster, set)
     asked = {"quick": quick, "gpu": gpu, "network": network, "nccl": nccl, "logs": logs}
     groups = GROUPS if full else [g for g, on in asked.items() if on] or DEFAULT_GROUPS
     report = run_checks(cfg, groups, profile=profile, progress=Progress())
