@@ -212,7 +212,7 @@ def watch(c, cluster=None, restart=False, interval=30, json=False, stall=120, pr
     try:
         do_watch(cfg, interval=float(interval), restart=restart, as_json=json, stall_s=float(stall),
                  probe_timeout=float(probe_timeout), incidents=results_dir(project_root()) / "incidents",
-                 load=lambda profile: load_config(profile, cfg.cluster_name, sets=sets),
+                 load=lambda profile: load_config(profile, cfg.cluster_name, sets=sets, facts_follow=True),
                  policy=RestartPolicy(max_per_hour=int(max_restarts)), progress=Progress())
     except KeyboardInterrupt:
         print("watch stopped", file=sys.stderr)
