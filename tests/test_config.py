@@ -133,6 +133,27 @@ def test_environment_values_are_toml_typed_and_selectors_are_not_keys(project, i
     assert cfg.cluster["image"] == "registry.local/vllm:spark"
 
 
+def test_environment_variable_names_keep_their_case_down_to_the_served_env_file(project, isolated_override):
+    """SPARKOPS_ENV__NAME sets env.NAME as written (it once became env.name, a variable vLLM never
+    reads); its value is passed on as text. Elsewhere key names are still lower-cased."""
+    cfg = load_config("smoke", "local", root=project, environ={
+        "SPARKOPS_ENV__VLLM_USE_FLASHINFER_SAMPLER": "0",
+        "SPARKOPS_ENV__MY__DOUBLE": "1_000",  # a name may hold "__"; TOML would read 1000
+        "SPARKOPS_SERVING__MAX_MODEL_LEN": "1024",
+    })
+    assert cfg.doc["env"]["VLLM_USE_FLASHINFER_SAMPLER"] == "0"
+    assert cfg.doc["env"]["MY__DOUBLE"] == "1_000"
+    assert "vllm_use_flashinfer_sampler" not in cfg.doc["env"]
+    assert cfg.serving["max_model_len"] == 1024
+    facts, _ = recorded_facts(cfg)
+    plan = plan_up(cfg, facts)
+    (env_file,) = [a.content for step in plan.steps for acts in step.actions.values() for a in acts
+                   if getattr(a, "path", "").endswith("/vllm.env")]
+    lines = env_file.splitlines()
+    assert "VLLM_USE_FLASHINFER_SAMPLER=0" in lines and "MY__DOUBLE=1_000" in lines
+    assert "VLLM_CPU_KVCACHE_SPACE=1" in lines  # the cluster file's own [env] is still there
+
+
 # --- scoping in the local override ---------------------------------------------------------
 
 SCOPED = """\

@@ -6,18 +6,21 @@ is assembled from the recordings under tests/data/facts (see SOURCES.md there).
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from sparkops.base.errors import SparkopsError
 from sparkops.facts import probe
 from sparkops.facts.gather import facts_from_sections, parse_ss_listen
-from sparkops.facts.parsers import parse_meminfo
+from sparkops.facts.parsers import parse_ip_addr, parse_meminfo
 from sparkops.facts.roce import select_roce
 from sparkops.facts.types import ModelBlobs
 from sparkops.node_scripts.hf_cache import repo_folder
@@ -93,6 +96,132 @@ def test_probe_inputs_are_parameters_not_script_text(tmp_path):
     assert argv[2] == probe.script() and argv[4] == hostile
     subprocess.run(argv, check=False, capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert not (tmp_path / "pwned").exists()
+
+
+# --- a node without ip, ss or hostname: the fallbacks, for real --------------------------------
+
+HIDDEN = ("ip", "ss", "hostname")
+
+
+def shadow_path(tmp_path: Path, hide: tuple[str, ...], python: str | None) -> str:
+    """A PATH of one folder holding a link to every command on this PATH except `hide` (the
+    first of each name wins, as a shell would pick it), python3 pointing at `python` or absent."""
+    shadow = tmp_path / "bin"
+    shadow.mkdir()
+    for folder in os.environ["PATH"].split(os.pathsep):
+        if not os.path.isdir(folder):
+            continue
+        for name in os.listdir(folder):
+            target = os.path.join(folder, name)
+            if name in hide or name.startswith("python") or (shadow / name).exists():
+                continue
+            if os.path.isfile(target) and os.access(target, os.X_OK):
+                (shadow / name).symlink_to(target)
+    if python:
+        (shadow / "python3").symlink_to(python)
+    for tool in (*hide, "python3"):
+        assert shutil.which(tool, path=str(shadow)) == (str(shadow / "python3") if tool == "python3" and python
+                                                        else None)
+    return str(shadow)
+
+
+def run_probe(path: str, venv: str, only=None) -> dict:
+    done = subprocess.run(probe.argv("/nonexistent", "m", venv, "img", "native", only=only),
+                          capture_output=True, text=True, timeout=30, env={**os.environ, "PATH": path})
+    return probe.split_sections(done.stdout)
+
+
+def listening_ports_by_ss() -> set[int]:
+    return set(parse_ss_listen(subprocess.run(["ss", "-Htln"], capture_output=True, text=True, check=True).stdout))
+
+
+def test_without_ip_ss_and_hostname_the_probe_reads_the_kernel(tmp_path):
+    """The GPU machine had no `ip`, `ss` nor `hostname`: the probe reads /sys/class/net (with
+    python3's ioctls), /proc/net/tcp{,6} and /proc/sys/kernel/hostname instead, and its facts
+    are those the tools give, compared here against the real `ip -j addr` and `ss -Htln`."""
+    if not all(shutil.which(t) for t in HIDDEN):
+        pytest.skip("the comparison needs ip, ss and hostname here")
+    path = shadow_path(tmp_path, HIDDEN, sys.executable)
+    with socket.socket() as v4, socket.socket(socket.AF_INET6) as v6:
+        for sock, host in ((v4, "127.0.0.1"), (v6, "::1")):
+            sock.bind((host, 0))
+            sock.listen()
+        ours = {v4.getsockname()[1], v6.getsockname()[1]}
+        for _ in range(5):  # other processes open and close ports meanwhile: a calm moment agrees
+            fallback = facts_from_sections("here", run_probe(path, "/nonexistent"))
+            by_ss = listening_ports_by_ss()
+            if set(fallback.ports_in_use) == by_ss:
+                break
+    assert not {"ip", "ports", "hostname"} & fallback.errors.keys(), fallback.errors
+    assert fallback.unknown == {}
+    assert ours <= set(fallback.ports_in_use)
+    assert set(fallback.ports_in_use) == by_ss
+    assert fallback.hostname == socket.gethostname()
+    real = parse_ip_addr(subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True,
+                                        check=True).stdout)
+    assert fallback.interfaces.keys() == real.keys()
+    for name, iface in real.items():
+        got = fallback.interfaces[name]
+        # ioctl gives the primary IPv4 address only: `ip` lists it first
+        assert (got.state, got.mtu, got.mac, got.ipv4) == (iface.state, iface.mtu, iface.mac, iface.ipv4[:1]), name
+    assert fallback.interfaces["lo"].ipv4 == (("127.0.0.1", 8),)
+
+
+def test_without_python_either_interfaces_are_unknown_and_say_why(tmp_path):
+    """No `ip` and no python3 (nor a virtualenv's): the interfaces are unknown, not an error;
+    a single node plans without them, two nodes refuse naming the fix."""
+    path = shadow_path(tmp_path, HIDDEN, None)
+    facts = facts_from_sections("gpu", run_probe(path, str(tmp_path / "no-venv"), only=("ip", "hostname", "ports")))
+    assert not {"ip", "ports", "hostname"} & facts.errors.keys(), facts.errors
+    assert facts.unknown == {"ip": "no `ip` command (iproute2) and no python3 to read the interfaces with"}
+    assert facts.interfaces == {} and facts.hostname == socket.gethostname()
+    with pytest.raises(SparkopsError) as err:
+        select_roce(facts, {"name": "gpu", "host": "local"}, {})
+    assert "network interfaces are unknown (no `ip` command" in err.value.message
+    assert "install iproute2 on gpu" in err.value.fix and "roce_interface and roce_ip" in err.value.fix
+    # the virtualenv's python is the second way
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    again = facts_from_sections("gpu", run_probe(path, str(venv), only=("ip",)))
+    assert again.unknown == {} and again.interfaces["lo"].ipv4 == (("127.0.0.1", 8),)
+
+
+def test_two_nodes_with_unknown_interfaces_refuse_naming_the_fix(tmp_path, isolated_override):
+    """A pair needs each node's RoCE interface and address: unknown interfaces stop its plan and
+    fail its network check with the fix, where one node went on (above)."""
+    from dataclasses import replace
+
+    from sparkops.checks import network
+    from sparkops.config import load_config
+    from sparkops.plan import plan_up
+    from sparkops.plan.context import contexts
+    path = shadow_path(tmp_path, HIDDEN, None)
+    here = facts_from_sections("x", run_probe(path, str(tmp_path / "no-venv"), only=("ip", "hostname")))
+    cfg = load_config("smoke", "sim", environ={})
+    facts = {n["name"]: replace(here, node=n["name"]) for n in cfg.nodes}
+    with pytest.raises(SparkopsError) as err:
+        plan_up(cfg, facts)
+    assert (err.value.host, err.value.step) == ("spark-a", "facts")
+    assert "install iproute2 on spark-a" in err.value.fix
+    _, found = network.checks(cfg, contexts(cfg, facts))
+    links = [c for c in found if c.name == "roce.link"]
+    assert [(c.node, c.status) for c in links] == [("spark-a", "fail"), ("spark-b", "fail")]
+    assert "network interfaces are unknown" in links[0].message and "iproute2" in links[0].fix
+    # Pinned in the cluster file, the address is known: the plan goes on, the link's state is still unknown.
+    pinned = load_config("smoke", "sim", environ={}, sets=[
+        'cluster.nodes=[{name="spark-a", host="10.77.0.11", roce_interface="veth0", roce_ip="10.0.0.1"},'
+        ' {name="spark-b", host="10.77.0.12", roce_interface="veth0", roce_ip="10.0.0.2"}]'])
+    assert "VLLM_HOST_IP=10.0.0.1" in json.dumps(plan_up(pinned, facts).as_dict())
+    _, found = network.checks(pinned, contexts(pinned, facts))
+    assert "veth0: its state is unknown (no `ip` command" in next(c.message for c in found if c.name == "roce.link")
+
+
+def test_a_section_that_cannot_tell_is_unknown_not_an_error():
+    text = spark_probe_output().replace("=== /ports rc=0", f"=== /ports rc={probe.UNKNOWN}")
+    facts = facts_from_sections("spark-1", probe.split_sections(text))
+    assert "ports" not in facts.errors and facts.unknown["ports"].startswith("LISTEN")  # the body says why
+    assert facts.ports_in_use == ()
 
 
 # --- a Spark's output, assembled from recordings -------------------------------------------

@@ -15,20 +15,27 @@ from sparkops.config.layouts import LAYOUTS, describe, layout_of, layout_sets
 from sparkops.config.memfit import estimate
 
 
-def layout_lines(cfg: Config, loader: Callable[..., Config], sets: list[str], results: Path) -> list[str]:
+def layout_lines(cfg: Config, loader: Callable[..., Config], sets: list[str], results: Path,
+                 memory_of: Callable[[dict], float | None] | None = None) -> list[str]:
+    """`memory_of(doc)`: what one node offers vLLM in that layout, from the nodes' facts (None:
+    the cluster file's static figure)."""
     nodes, gpn = len(cfg.nodes), cfg.cluster.get("gpus_per_node", 1)
     current = layout_of(cfg.doc)
     out = [f"layouts of {cfg.profile} on {cfg.cluster_name} ({nodes} node(s) of {gpn} GPU(s)):"]
     fitting = []
     for layout in LAYOUTS:
         try:
-            alt = loader(cfg.profile, cfg.cluster_name, sets=[*sets, *layout_sets(layout, nodes, gpn)])
+            alt = loader(cfg.profile, cfg.cluster_name, sets=[*sets, *layout_sets(layout, nodes, gpn)],
+                         **({"facts_follow": True} if memory_of else {}))
         except SparkopsError as exc:
             why = next((d for d in exc.details if d.startswith("error")), exc.message).splitlines()[0]
             out.append(f"  {layout:<5} does not fit: {why.removeprefix('error: ').removeprefix('serving: ')}")
             continue
+        fit = estimate(alt.doc, memory_of(alt.doc) if memory_of else None)
+        if fit.verdict == "does-not-fit":
+            out.append(f"  {layout:<5} does not fit: the model does not fit: {fit.reason}")
+            continue
         fitting.append(layout)
-        fit = estimate(alt.doc)
         mark = "  <- this profile as configured" if layout == current else ""
         out.append(f"  {layout:<5} {describe(alt.doc):<16} {fit.verdict}: {fit.reason}{mark}")
     found = [(p, d) for p, d in (load_results(results)[0] if results.is_dir() else [])

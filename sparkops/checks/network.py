@@ -7,7 +7,7 @@ import ipaddress
 from sparkops.base.errors import SparkopsError
 from sparkops.checks.result import CLUSTER, FAIL, OK, WARN, Check
 from sparkops.config import Config
-from sparkops.facts.roce import RoceChoice, port_key, select_roce
+from sparkops.facts.roce import RoceChoice, interfaces_unknown_fix, port_key, select_roce
 from sparkops.plan.context import NodeContext
 
 RECOMMENDED_MTU = 9000
@@ -28,6 +28,11 @@ def choices(cfg: Config, ctxs: list[NodeContext]) -> tuple[dict[str, RoceChoice]
             out.append(_check("roce.link", c.name, FAIL, exc.message, exc.fix or "", observed=exc.details))
             continue
         info = c.facts.interfaces.get(choice.interface)
+        if info is None and "ip" in c.facts.unknown:
+            out.append(_check("roce.link", c.name, FAIL, f"RoCE interface {choice.interface}: its state is "
+                              f"unknown ({c.facts.unknown['ip']})", interfaces_unknown_fix(c.name),
+                              interface=choice.interface))
+            continue
         if info is None or info.state not in ("UP", "UNKNOWN"):
             out.append(_check("roce.link", c.name, FAIL,
                               f"RoCE interface {choice.interface} is {info.state if info else 'absent'}",
@@ -173,6 +178,11 @@ def ports(cfg: Config, ctxs: list[NodeContext], serving: dict | None = None) -> 
     out = []
     for c in ctxs:
         wanted = service_ports(cfg, c, multi)
+        if "ports" in c.facts.unknown:
+            out.append(_check("ports", c.name, WARN, f"whether port(s) {', '.join(map(str, wanted))} are free is "
+                              f"unknown ({c.facts.unknown['ports']})", "install iproute2 (`ss`) on the node, or "
+                              "check by hand that nothing listens there", ports=wanted))
+            continue
         taken = [p for p in wanted if p in c.facts.ports_in_use]
         ours = serving is not None and c.name in serving.get("nodes", ())
         if taken and ours:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from sparkops.base.units import gb
 from sparkops.checks.result import CLUSTER, FAIL, OK, WARN, Check
 from sparkops.config import Config
-from sparkops.config.memfit import estimate
+from sparkops.config.memfit import discrete_gpu, estimate, ranks_per_node
+from sparkops.facts.node import NodeFacts
 from sparkops.node_scripts.smoke_model import REPO_ID as SMOKE_REPO
 from sparkops.plan.context import NodeContext
 
@@ -55,18 +56,50 @@ def model(cfg: Config, ctxs: list[NodeContext], profile_flag: str) -> list[Check
     return out
 
 
+def node_memory(doc: dict, nodes: list[NodeFacts]) -> tuple[float | None, str]:
+    """What one node offers vLLM under this configuration, read from these nodes' facts (the
+    smallest decides), and where that came from. Unified memory (GB10): /proc/meminfo's MemTotal.
+    A discrete GPU: nvidia-smi's memory.total of the node's smallest GPU x the GPUs one node gives
+    the model. (None, why) where the facts cannot say: the static cluster.node_memory_gib then."""
+    if discrete_gpu(doc["cluster"]):
+        per_node = []
+        for f in nodes:
+            totals = [g.memory_total_mib for g in f.gpus]
+            if not totals or None in totals:
+                return None, f"nvidia-smi reported no GPU memory on {f.node}"
+            per_node.append(min(t for t in totals if t is not None))
+        if not per_node:
+            return None, "no node's facts"
+        ranks = ranks_per_node(doc)
+        return (min(per_node) * ranks / 1024,
+                f"nvidia-smi memory.total {min(per_node) / 1024:.1f} GiB" + (f" x {ranks} GPUs" if ranks > 1 else ""))
+    memories = [f.memory_gib for f in nodes if f.memory_gib]
+    if not memories:
+        return None, "no node reported /proc/meminfo"
+    return min(memories), f"/proc/meminfo MemTotal {min(memories):.1f} GiB (unified memory)"
+
+
 def memory_fit(cfg: Config, ctxs: list[NodeContext]) -> list[Check]:
-    memories = [c.facts.memory_gib for c in ctxs if c.facts.memory_gib]
-    if not memories or cfg.cluster["accelerator"] != "nvidia":
+    """The memory-fit estimate with the nodes' own memory. On unified memory without facts the
+    configuration's check already judged it; on a discrete GPU that one only warned
+    (load_config(facts_follow=True)), so without facts the static figure decides here."""
+    if cfg.cluster["accelerator"] != "nvidia" or not ctxs:
         return []
-    fit = estimate(cfg.doc, min(memories))
-    evidence = fit.as_dict()
+    memory, source = node_memory(cfg.doc, [c.facts for c in ctxs])
+    if memory is None and not discrete_gpu(cfg.cluster):
+        return []
+    if memory is None:
+        source = f"cluster.node_memory_gib {cfg.cluster['node_memory_gib']:g} GiB ({source})"
+    fit = estimate(cfg.doc, memory)
+    evidence = fit.as_dict() | {"memory_from": source}
     if fit.verdict == "does-not-fit":
-        return [Check("memory.fit", "deploy", ctxs[0].name, FAIL, f"the model does not fit: {fit.reason}",
-                      evidence, "raise tensor_parallel, lower max_model_len, or pick a smaller model")]
+        return [Check("memory.fit", "deploy", ctxs[0].name, FAIL, f"the model does not fit: {fit.reason} "
+                      f"(node memory: {source})", evidence,
+                      "raise tensor_parallel, lower max_model_len, or pick a smaller model")]
     status = WARN if fit.verdict == "tight" else OK
-    return [Check("memory.fit", "deploy", CLUSTER, status, f"{cfg.profile}: {fit.verdict}, {fit.reason}",
-                  evidence, "lower max_model_len or gpu_memory_utilization" if status == WARN else "")]
+    return [Check("memory.fit", "deploy", CLUSTER, status, f"{cfg.profile}: {fit.verdict}, {fit.reason} "
+                  f"(node memory: {source})", evidence,
+                  "lower max_model_len or gpu_memory_utilization" if status == WARN else "")]
 
 
 def checks(cfg: Config, ctxs: list[NodeContext], profile_flag: str) -> list[Check]:

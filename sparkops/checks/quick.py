@@ -18,7 +18,7 @@ def _check(name, node, status, message, fix="", group="quick", **evidence) -> Ch
 
 
 def reachable(ctxs: list[NodeContext], down: dict[str, SparkopsError]) -> list[Check]:
-    out = [_check("ssh", c.name, OK, f"reachable ({c.node['host']}), hostname {c.facts.hostname}, "
+    out = [_check("ssh", c.name, OK, f"reachable ({c.node['host']}), hostname {c.facts.hostname or 'unknown'}, "
                   f"user {c.facts.user}", host=c.node["host"], hostname=c.facts.hostname)
            for c in ctxs]
     out += [_check("ssh", name, FAIL, err.message, err.fix or "check the node is on and reachable",
@@ -27,9 +27,14 @@ def reachable(ctxs: list[NodeContext], down: dict[str, SparkopsError]) -> list[C
 
 
 def facts_read(ctxs: list[NodeContext]) -> list[Check]:
-    return [_check("facts", c.name, FAIL, f"could not read {name}: {why}",
-                   "see the error; `inv check` shows every fact", fact=name, error=why)
-            for c in ctxs for name, why in c.facts.errors.items()]
+    """A fact that failed to read fails; one the node has no way to tell (no tool, no fallback)
+    is said, and warns only where several nodes must talk (the checks that need it fail)."""
+    failed = [_check("facts", c.name, FAIL, f"could not read {name}: {why}",
+                     "see the error; `inv check` shows every fact", fact=name, error=why)
+              for c in ctxs for name, why in c.facts.errors.items()]
+    return failed + [_check("facts", c.name, WARN if len(ctxs) > 1 else OK, f"{name} unknown: {why}",
+                            "" if len(ctxs) == 1 else "see the checks that need it", fact=name, unknown=why)
+                     for c in ctxs for name, why in c.facts.unknown.items()]
 
 
 def gpu(cfg: Config, ctxs: list[NodeContext]) -> list[Check]:
@@ -49,25 +54,32 @@ def gpu(cfg: Config, ctxs: list[NodeContext]) -> list[Check]:
                               "check the driver (`nvidia-smi`) or cluster.gpus_per_node", group="gpu", gpus=gpus))
             continue
         first = f.gpus[0]
-        memory = _gpu_memory(cfg, c, [g.memory_total_mib for g in f.gpus])
-        status, fix = OK, ""
+        totals = [g.memory_total_mib for g in f.gpus]
+        memory = _gpu_memory(cfg, c, totals)
+        status, fix, note = OK, "", ""
         if memory is None:
             status, fix = WARN, "nvidia-smi reports no memory size; set cluster.unified_memory if this is a GB10"
-        driver_note = ""
+        elif cluster.get("unified_memory") and all(t is not None for t in totals):
+            # A discrete GPU (H100, H200, ...) reports its own memory; GB10 and GH200 say [N/A].
+            status, note = WARN, "; a GPU with memory of its own, but cluster.unified_memory is true"
+            fix = ("set cluster.unified_memory = false (the `gpu` cluster file does): the memory fit then uses "
+                   "nvidia-smi's memory.total, and the page-cache check of unified memory is not made")
         if "GB10" in first.name and not first.driver.startswith("580."):
             status = WARN
-            driver_note = "; 580.x is the line reported stable for vLLM on a Spark"
+            note += "; 580.x is the line reported stable for vLLM on a Spark"
             fix = "install a 580.x driver (590.x deadlocked during CUDA-graph capture in one report)"
+        cap = f", compute capability {first.compute_cap}" if first.compute_cap else ""
         out.append(_check("gpu", c.name, status,
-                          f"{len(f.gpus)} x {first.name}, driver {first.driver or '?'}, "
-                          f"{memory or 'memory unknown'}{driver_note}", fix, group="gpu", gpus=gpus))
+                          f"{len(f.gpus)} x {first.name}, driver {first.driver or '?'}{cap}, "
+                          f"{memory or 'memory unknown'}{note}", fix, group="gpu", gpus=gpus))
     return out
 
 
 def _gpu_memory(cfg: Config, ctx: NodeContext, totals: list[int | None]) -> str | None:
     known = [t for t in totals if t is not None]
     if len(known) == len(totals):
-        return f"{sum(known) / 1024:.0f} GiB GPU memory"
+        each = f" ({known[0] / 1024:.1f} GiB each)" if len(set(known)) == 1 and len(known) > 1 else ""
+        return f"{sum(known) / 1024:.1f} GiB GPU memory{each} (nvidia-smi memory.total)"
     # GB10: nvidia-smi says [N/A] for the framebuffer: memory is the host's, read /proc/meminfo.
     if cfg.cluster.get("unified_memory") and ctx.facts.memory:
         return f"unified memory {ctx.facts.memory.total_bytes / GIB:.1f} GiB (/proc/meminfo; nvidia-smi: [N/A])"

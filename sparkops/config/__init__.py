@@ -122,9 +122,13 @@ def chosen_cluster(cluster: str | None = None, *, root: Path | None = None,
 
 def load_config(profile: str, cluster: str | None = None, *, root: Path | None = None,
                 sets: Sequence[str] = (), environ: Mapping[str, str] | None = None,
-                node_memory_gib: float | None = None, serving: bool = True) -> Config:
+                node_memory_gib: float | None = None, serving: bool = True, facts_follow: bool = False) -> Config:
     """The effective configuration. `serving=False` (download, sync) turns the findings that
-    only stop a model from serving on this cluster (memory, node count) into warnings."""
+    only stop a model from serving on this cluster (memory, node count) into warnings.
+    `node_memory_gib`: what one node offers vLLM, read from its facts (else the static
+    cluster.node_memory_gib). `facts_follow`: the verb reads the nodes' facts and judges the
+    memory fit from them before it serves (up, plan, check --profile), so on a discrete GPU a
+    verdict from the static figure only warns."""
     root = root or project_root()
     environ = os_environ() if environ is None else environ
     check_name("profile", profile)
@@ -152,6 +156,10 @@ def load_config(profile: str, cluster: str | None = None, *, root: Path | None =
     findings = check(doc, node_memory_gib=node_memory_gib)
     if not serving:
         findings = [replace(f, level="warn") if f.serving_only else f for f in findings]
+    if facts_follow:
+        findings = [replace(f, level="warn", message=f"{f.message} (judged from cluster.node_memory_gib "
+                            f"{doc['cluster']['node_memory_gib']:g} GiB: the GPU's own memory, from nvidia-smi, "
+                            "decides once the node is asked)") if f.facts_decide else f for f in findings]
     findings += _override_permissions(override_path, override)
     errors = [f for f in findings if f.level == "error"]
     if errors:

@@ -23,6 +23,11 @@ SECRET_ENV = {"HF_TOKEN": ("secrets", "hf_token"), "VLLM_API_KEY": ("secrets", "
 # Every config key lives in a section, so a config variable always holds "__"
 # (SPARKOPS_SERVING__MAX_MODEL_LEN); others (SPARKOPS_CLUSTER, SPARKOPS_LOCAL, the test
 # harness's SPARKOPS_VLLM_VENV, ...) select things and are not config.
+# Tables whose keys are environment variable names: what follows them in a variable's name is
+# one key, its case kept (SPARKOPS_ENV__VLLM_USE_FLASHINFER_SAMPLER=0 sets
+# env.VLLM_USE_FLASHINFER_SAMPLER; lower-cased, the served process would get a variable no
+# program reads). A node's own env (cluster.nodes[].env) sits in an array: no variable reaches it.
+ENV_NAME_TABLES = ("env",)
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,11 @@ def parse_value(raw: str):
 
 
 def set_path(doc: dict, dotted: str, value, origin: str) -> None:
-    parts = [p for p in dotted.split(".")]
+    set_keys(doc, dotted.split("."), value, origin)
+
+
+def set_keys(doc: dict, parts: list[str], value, origin: str) -> None:
+    dotted = ".".join(parts)
     if not all(parts):
         raise ConfigError(f"{origin}: {dotted!r} is not a key path", fix="write it like serving.max_model_len=4096")
     node = doc
@@ -81,8 +90,19 @@ def set_path(doc: dict, dotted: str, value, origin: str) -> None:
     node[parts[-1]] = value
 
 
+def env_key_path(name: str) -> list[str]:
+    """The key path a SPARKOPS_A__B__C variable sets: lower-cased parts, except beneath a table
+    of ENV_NAME_TABLES, where the rest of the name is one key as written (it may hold "__")."""
+    parts = name[len(ENV_PREFIX):].split("__")
+    for depth in range(1, len(parts)):
+        if ".".join(parts[:depth]).lower() in ENV_NAME_TABLES:
+            return [p.lower() for p in parts[:depth]] + ["__".join(parts[depth:])]
+    return [p.lower() for p in parts]
+
+
 def env_layer(environ: Mapping[str, str]) -> Layer:
-    """SPARKOPS_SERVING__MAX_MODEL_LEN=4096 sets serving.max_model_len (double underscore = dot)."""
+    """SPARKOPS_SERVING__MAX_MODEL_LEN=4096 sets serving.max_model_len (double underscore = dot);
+    SPARKOPS_ENV__NAME=value sets env.NAME, the name's case kept."""
     data: dict = {}
     for name, (section, key) in SECRET_ENV.items():
         if environ.get(name):
@@ -90,9 +110,12 @@ def env_layer(environ: Mapping[str, str]) -> Layer:
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
-        dotted = name[len(ENV_PREFIX):].lower().replace("__", ".")
-        value = raw if dotted.startswith("secrets.") else parse_value(raw)
-        set_path(data, dotted, value, f"${name}")
+        path = env_key_path(name)
+        # An environment variable's value is text: passed on as written (TOML would read 1_000
+        # as 1000 and 0x10 as 16). Secrets stay strings too.
+        text = path[0] == "secrets" or ".".join(path[:-1]) in ENV_NAME_TABLES
+        value = raw if text else parse_value(raw)
+        set_keys(data, path, value, f"${name}")
     return Layer("environment", data)
 
 

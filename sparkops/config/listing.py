@@ -9,11 +9,11 @@ from sparkops.config.catalog import profile_names
 from sparkops.config.memfit import nodes_needed
 
 
-def profiles_rows(root: Path, cluster: str | None) -> list[dict[str, object]]:
+def profiles_rows(root: Path, cluster: str | None, sets: list[str] | None = None) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for name in profile_names(root):
         try:
-            cfg = load_config(name, cluster, root=root)
+            cfg = load_config(name, cluster, root=root, sets=sets or ())
         except SparkopsError as exc:
             rows.append({"name": name, "model": "-", "size": "-", "nodes": "-", "tp": "-",
                          "gated": "-", "description": f"INVALID: {exc.message}"})
@@ -26,12 +26,13 @@ def profiles_rows(root: Path, cluster: str | None) -> list[dict[str, object]]:
     return rows
 
 
-def validate_profiles(root: Path, names: list[str], cluster: str | None) -> tuple[list[str], bool]:
+def validate_profiles(root: Path, names: list[str], cluster: str | None,
+                      sets: list[str] | None = None) -> tuple[list[str], bool]:
     """Returns report lines and whether all passed."""
     lines, ok = [], True
     for name in names:
         try:
-            cfg = load_config(name, cluster, root=root)
+            cfg = load_config(name, cluster, root=root, sets=sets or ())
         except SparkopsError as exc:
             ok = False
             lines.append(f"FAIL  {name}")

@@ -4,6 +4,10 @@ Weights are split evenly over tensor x pipeline ranks (each data-parallel replic
 all); the KV cache of one full-length sequence must fit beside them inside node memory x
 gpu_memory_utilization. On unified memory (DGX Spark) that budget is carved out of the same
 RAM the OS lives in.
+
+Node memory is `cluster.node_memory_gib` (static: what config-time validation judges with, when
+no node has been asked) unless the caller read it from the nodes' facts (node_memory_gib=):
+/proc/meminfo on unified memory, nvidia-smi's memory.total on a discrete GPU (checks/profile.py).
 """
 from __future__ import annotations
 
@@ -54,11 +58,23 @@ def nodes_needed(doc: dict) -> int:
     return math.ceil(ranks * dp / cluster.get("gpus_per_node", 1))
 
 
+def ranks_per_node(doc: dict) -> int:
+    """GPUs one node gives the model: one replica's share, or whole replicas side by side (data
+    parallel), at most the node's GPUs."""
+    serving = doc["serving"]
+    ranks = serving["tensor_parallel"] * serving["pipeline_parallel"] * serving.get("data_parallel", 1)
+    return min(ranks, doc["cluster"].get("gpus_per_node", 1))
+
+
+def discrete_gpu(cluster: dict) -> bool:
+    """NVIDIA GPUs with memory of their own (H100, H200, ...), not the host's (GB10, GH200)."""
+    return cluster["accelerator"] == "nvidia" and not cluster.get("unified_memory")
+
+
 def estimate(doc: dict, node_memory_gib: float | None = None) -> MemFit:
     cluster, serving, model = doc["cluster"], doc["serving"], doc["model"]
     tp, pp = serving["tensor_parallel"], serving["pipeline_parallel"]
-    # A node holds one replica's share, or whole replicas side by side (data parallel).
-    per_node_ranks = min(tp * pp * serving.get("data_parallel", 1), cluster.get("gpus_per_node", 1))
+    per_node_ranks = ranks_per_node(doc)
     memory = node_memory_gib or cluster["node_memory_gib"]
     budget = memory * serving["gpu_memory_utilization"]
     os_left = memory - budget

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sparkops.config.memfit import estimate, nodes_needed, replicas_per_node
+from sparkops.config.memfit import discrete_gpu, estimate, nodes_needed, replicas_per_node
 
 
 @dataclass(frozen=True)
@@ -15,6 +15,10 @@ class Finding:
     # An error only for verbs that serve the model (up, switch, bench-all): downloading or
     # copying a model that would not fit this cluster is still worth doing, so they only warn.
     serving_only: bool = False
+    # The memory fit judged from the static cluster.node_memory_gib on a discrete GPU: a verb
+    # that reads the nodes' facts judges it again from nvidia-smi's memory.total (up's
+    # preflight, plan, check --profile), so there it only warns (load_config(facts_follow=True)).
+    facts_decide: bool = False
 
     def render(self) -> str:
         text = f"{self.level}: {self.path}: {self.message}"
@@ -96,7 +100,8 @@ def check(doc: dict, *, node_memory_gib: float | None = None) -> list[Finding]:
     if fit.verdict == "does-not-fit":
         found.append(Finding("error", "serving", f"the model does not fit: {fit.reason}",
                              "raise tensor_parallel (more nodes), lower max_model_len, use a "
-                             "quantized model or fp8 kv_cache_dtype", serving_only=True))
+                             "quantized model or fp8 kv_cache_dtype", serving_only=True,
+                             facts_decide=node_memory_gib is None and discrete_gpu(cluster)))
     elif fit.verdict == "tight":
         found.append(Finding("warn", "serving", f"memory is tight: {fit.reason}",
                              "lower max_model_len or raise gpu_memory_utilization a little"))

@@ -28,11 +28,15 @@ def parse_ss_listen(text: str) -> tuple[int, ...]:
 
 def facts_from_sections(node: str, sections: dict[str, tuple[int, str]]) -> NodeFacts:
     errors: dict[str, str] = {}
+    unknown: dict[str, str] = {}
 
     def ok(name: str) -> str | None:
         rc, body = sections.get(name, (None, ""))
         if rc == 0:
             return body
+        if rc == probe.UNKNOWN:  # the node has no way to tell (no tool and no fallback): not a failure
+            unknown[name] = body.strip()[-200:] or "unknown"
+            return None
         if rc not in (None, 1, 2, 127) or name in ("ip", "meminfo", "hostname"):
             errors[name] = f"exit {rc}: {body.strip()[-200:]}" if rc is not None else "not reported"
         return None
@@ -66,7 +70,7 @@ def facts_from_sections(node: str, sections: dict[str, tuple[int, str]]) -> Node
         model_blobs=parsed("model-blobs", parsers.parse_model_blobs),
         foreign_files=parsed("foreign-files", parsers.parse_foreign_files, ()),
         ports_in_use=parsed("ports", parse_ss_listen, ()),
-        clock=parsed("clock", float), cpus=parsed("cpus", int), errors=errors)
+        clock=parsed("clock", float), cpus=parsed("cpus", int), errors=errors, unknown=unknown)
 
 
 def gather(cfg: Config, group: NodeGroup, only: Iterable[str] | None = None

@@ -35,6 +35,9 @@ class NodeFacts:
     cpus: int | None = None  # `nproc`
     foreign_files: tuple[str, ...] = ()  # "<owner> <path>" in the caches, not the user's (first few)
     errors: dict[str, str] = field(default_factory=dict)  # fact name -> why it could not be read
+    # Fact name -> why this node cannot tell (no `ip` and no python3 to read the interfaces
+    # with, ...): not a failure; what needs the fact says so (probe.UNKNOWN).
+    unknown: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)

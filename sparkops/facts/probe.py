@@ -1,8 +1,16 @@
 """One script that reads every fact of a node, so a node costs one round trip.
 
 The script is fixed text built from constant argv; the only inputs (paths, image name)
-arrive as positional parameters $1..$5, never interpolated into it. Each fact prints as
-a section `=== NAME` ... `=== /NAME rc=N`, which `split_sections` takes apart.
+arrive as positional parameters $1..$6, never interpolated into it ($7 is the text of
+node_scripts/ifaddrs.py). Each fact prints as a section `=== NAME` ... `=== /NAME rc=N`, which
+`split_sections` takes apart.
+
+A node without iproute2 or `hostname` (a minimal image, a container) still answers: `ip -j addr`
+falls back to node_scripts/ifaddrs.py (/sys/class/net and ioctls, run by the node's python3 or
+the virtualenv's python, printing the same JSON), `ss -Htln` to /proc/net/tcp and tcp6 (printed
+as `ss` lines), `hostname` to /proc/sys/kernel/hostname. Where even that fails the section exits
+UNKNOWN with the reason: the fact is unknown (NodeFacts.unknown), not an error; a single node
+needs neither interfaces nor hostname, a multi-node plan refuses without interfaces.
 """
 from __future__ import annotations
 
@@ -11,11 +19,33 @@ import shlex
 from collections.abc import Iterable
 
 from sparkops.facts.parsers import IP_ADDR_ARGV, NVIDIA_SMI_QUERY_ARGV, SYSFS_ROCE_SCRIPT
+from sparkops.node_scripts import source
+
+# A section that exits with this cannot read its fact on this node (EX_UNAVAILABLE): it prints why.
+UNKNOWN = 69
+
+_HOSTNAME = ("if command -v hostname >/dev/null 2>&1; then hostname; "
+             "elif [ -r /proc/sys/kernel/hostname ]; then cat /proc/sys/kernel/hostname; "
+             f"else echo 'no hostname command and no /proc/sys/kernel/hostname'; exit {UNKNOWN}; fi")
+# The node's python3, else the virtualenv's (native runtime): both have the standard library.
+_IP = (f"if command -v ip >/dev/null 2>&1; then {shlex.join(IP_ADDR_ARGV)}; else "
+       'py=$(command -v python3) || py="$3/bin/python"; '
+       'if [ -x "$py" ]; then "$py" -I -S -c "$7"; '
+       "else echo 'no `ip` command (iproute2) and no python3 to read the interfaces with'; "
+       f"exit {UNKNOWN}; fi; fi")
+# /proc/net/tcp{,6}: `sl local_address rem_address st ...`, the port in hex after the last ':',
+# state 0A = LISTEN. Printed as `ss -Htln` prints a line, for the one parser.
+_PORTS = ("if command -v ss >/dev/null 2>&1; then ss -Htln; else found=; "
+          "for f in /proc/net/tcp /proc/net/tcp6; do [ -r \"$f\" ] || continue; found=1; "
+          "while read -r _ addr _ st _; do [ \"$st\" = 0A ] && echo \"LISTEN 0 0 *:$((0x${addr##*:})) *:*\"; "
+          "done < \"$f\"; done; "
+          "[ -n \"$found\" ] || { echo 'no ss command and no /proc/net/tcp'; "
+          f"exit {UNKNOWN}; }}; fi")
 
 # name -> shell line; "$1" hf_home, "$2" model folder name, "$3" venv, "$4" image, "$5" runtime,
-# "$6" cache_dir
+# "$6" cache_dir, "$7" node_scripts/ifaddrs.py
 _SECTIONS = {
-    "hostname": "hostname",
+    "hostname": _HOSTNAME,
     "user": "id -un",
     "ids": 'echo "$(id -u) $(id -g)"',  # containers run as this user (docker run --user)
     "home": "printenv HOME",
@@ -24,14 +54,14 @@ _SECTIONS = {
     "nvidia-smi": shlex.join(NVIDIA_SMI_QUERY_ARGV),
     "ibdev2netdev": "ibdev2netdev",
     "sysfs-roce": shlex.join(["sh", "-c", SYSFS_ROCE_SCRIPT]),
-    "ip": shlex.join(IP_ADDR_ARGV),
+    "ip": _IP,
     # Link speed in Mb/s per interface (a down link or a virtual one cannot say: left empty).
     "net-speed": 'for d in /sys/class/net/*; do s=$(cat "$d/speed" 2>/dev/null) || s=; '
                  'echo "${d##*/} $s"; done',
     "meminfo": "cat /proc/meminfo",
     # df needs an existing path: walk up from the HF cache until one exists.
     "df": 'p=$1; while [ ! -e "$p" ]; do p=$(dirname "$p"); done; df -P -B1 -- "$p"',
-    "ports": "ss -Htln",
+    "ports": _PORTS,
     "docker-version": '[ "$5" = docker ] && docker version --format "{{.Server.Version}}"',
     "docker-runtimes": '[ "$5" = docker ] && docker info --format "{{json .Runtimes}}"',
     "image-id": '[ "$5" = docker ] && docker image inspect --format "{{.Id}}" "$4"',
@@ -62,7 +92,8 @@ def script(only: Iterable[str] | None = None) -> str:
 
 def argv(hf_home: str, model_dir: str, venv: str, image: str, runtime: str,
          only: Iterable[str] | None = None, cache_dir: str = "") -> list[str]:
-    return ["sh", "-c", script(only), "sparkops-facts", hf_home, model_dir, venv, image, runtime, cache_dir]
+    return ["sh", "-c", script(only), "sparkops-facts", hf_home, model_dir, venv, image, runtime, cache_dir,
+            source("ifaddrs.py")]
 
 
 _SECTION = re.compile(r"^=== (\S+)\n(.*?)^=== /\1 rc=(\d+)$", re.MULTILINE | re.DOTALL)

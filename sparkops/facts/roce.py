@@ -31,9 +31,21 @@ def port_key(name: str) -> str:
     return _TWIN.sub(lambda m: m.group(1) + "p", name, count=1)
 
 
+def interfaces_unknown_fix(node: str) -> str:
+    return (f"install iproute2 on {node} (`sudo apt install iproute2`: `ip -j addr`), or python3 (the "
+            "probe reads /sys/class/net with it), or set roce_interface and roce_ip for this node in the "
+            "cluster file")
+
+
 def select_roce(facts: NodeFacts, node: dict, network: dict) -> RoceChoice:
     explicit = node.get("roce_interface") or network.get("interface")
     up_links = [link for link in facts.roce if link.up]
+    if "ip" in facts.unknown and not facts.interfaces and not (explicit and node.get("roce_ip")):
+        # One node needs no interfaces; nodes that talk over the cable do.
+        raise SparkopsError(
+            f"the node's network interfaces are unknown ({facts.unknown['ip']}): a multi-node "
+            "deployment needs its RoCE interface and address", host=facts.node, step="facts",
+            fix=interfaces_unknown_fix(facts.node))
     if explicit:
         iface = explicit
     else:

@@ -14,6 +14,8 @@ tests/test_import_layers.py holds them to it.
     lock.py         holds the cluster's one-operation-at-a-time lock on the head
     page_cache.py   evicts the model's files from the page cache before `up` starts vLLM (unified memory)
     image_copy.py   `inv build`'s `docker save | ssh WORKER docker load` on the head, counting bytes
+    ifaddrs.py      interfaces and IPv4 addresses as `ip -j addr` prints them, for the facts probe
+                    on a node without iproute2 (/sys/class/net and ioctls)
 """
 from __future__ import annotations
 
