@@ -72,7 +72,8 @@ step stand_ins 300 $SPK_VENV/bin/python benchmarks/gpu/stand_in_models.py "$HOME
     mistral-7b-instruct-v0.3 phi-4 qwen2.5-7b-instruct mixtral-8x7b-instruct-v0.1
 step bench_all 1500 $INV bench-all $C --profiles mistral-7b-instruct-v0.3,phi-4,qwen2.5-7b-instruct \
     --dummy-weights --suite leaderboard,serving --keep-last --results "$R/results" \
-    --set 'bench.suites.serving.concurrency=[1,4,16,64]' --set bench.suites.serving.runs=2
+    --set 'bench.suites.serving.concurrency=[1,4,16,64]' --set bench.suites.serving.runs=2 \
+    --set cluster.node_memory_gib=139  # bench-all picks profiles by the static size (an H200's 140.4 GiB)
 step report 300 $INV report --results "$R/results" --out "$R/report"
 
 # 3. Agreement on the server still up (the 7B), in turn, twice, alternating who goes first:
