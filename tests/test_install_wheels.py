@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import marshal
 import os
 import socket
 import subprocess
@@ -218,10 +219,13 @@ def test_install_reuses_the_node_torch_offline_and_a_second_run_is_a_no_op(inv, 
     assert done.returncode == 0, done.stderr
     assert "vllm 0.26.0 needs torch==2.11.0; this node has torch 2.11.0+cu130: reused" in done.stderr
     assert f"Looking in links: {wheels}\n" in done.stderr  # the folder, and no other source
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    # Compiled where the venv lives (before anything imported vllm): tracebacks name real files
+    compiled = marshal.loads(next((site / "vllm" / "__pycache__").glob("cli.*.pyc")).read_bytes()[16:])
+    assert compiled.co_filename == str(site / "vllm" / "cli.py")
     seen = _vllm(venv)
     assert seen["vllm"] == "0.26.0" and seen["torch"] == "2.11.0+cu130"
     assert seen["torch_file"].startswith(str(machine_python.parent.parent))  # the machine's own torch
-    site = next((venv / "lib").glob("python3*/site-packages"))
     assert not (site / "torch").exists() and (site / "fakedep.py").exists()
     versions = vllm_wheels.venv_versions(venv)
     assert versions is not None and versions["vllm"]["version"] == "0.26.0"

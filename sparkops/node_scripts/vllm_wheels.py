@@ -337,7 +337,21 @@ def install(venv: Path, folder: Path, identity: dict) -> str:
         print(f"failed: removed {built}", file=sys.stderr)
         raise
     cleanup(venv)
+    compile_bytecode(venv)
     return f"vllm {identity['vllm']} with torch {identity['torch']} ({torch_from}) installed in {venv}"
+
+
+def compile_bytecode(venv: Path) -> None:
+    """What pip's own compile step does, done where the venv now lives: pip ran with
+    --no-compile in the aside folder, whose path compiled files would carry into every
+    traceback. Without them each `vllm serve` would compile vLLM's sources again wherever
+    PYTHONDONTWRITEBYTECODE is set. A file that does not compile (one written for another
+    Python) is left to the import that needs it, as pip leaves it."""
+    say("compiling the venv's Python files")
+    done = subprocess.run([str(venv / "bin" / "python"), "-m", "compileall", "-q", "-j", "0", str(venv / "lib")],
+                          capture_output=True, text=True, env=clean_env())
+    if done.returncode != 0:
+        say(f"  some files did not compile (imports compile them when needed): {done.stdout.strip()[-300:]}")
 
 
 def _stop(signum, frame):
