@@ -10,6 +10,8 @@ import io
 import json
 import marshal
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -330,3 +332,49 @@ def test_torch_from_the_folder_when_the_node_has_none_that_fits(tmp_path):
     seen = _vllm(venv)
     assert seen["torch"] == "2.11.0" and seen["torch_file"].startswith(str(venv))
     assert not list(venv.glob(f"lib/python3*/site-packages/{vllm_wheels.PTH}"))  # a venv of its own
+
+
+def test_ctrl_c_during_pip_leaves_nothing_behind(tmp_path):
+    """A real Ctrl-C (SIGINT to the terminal's process group: inv, the installer, pip) while pip
+    runs: everything stops, the venv being built is removed, the venv is not there."""
+    python = system_python(tmp_path / "python", "2.11.0+cu130")
+    pip = next(python.parent.parent.glob("lib/python3*/site-packages/pip"))
+    shutil.rmtree(pip)
+    pip.mkdir()  # a pip that starts and then takes its time, as a large install does
+    (pip / "__init__.py").write_text("")
+    (pip / "__main__.py").write_text("import os, time\nprint('stub pip', os.getpid(), flush=True)\ntime.sleep(120)\n")
+    venv = tmp_path / "venv"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKOPS_")}
+    env["SPARKOPS_LOCAL"] = str(tmp_path / "sparkops.local.toml")
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "install-vllm", "--cluster", "local", "--wheels",
+                             str(folder(tmp_path / "wheels")), "--python", str(python), "--set",
+                             f'cluster.venv="{venv}"'], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    assert proc.stderr is not None
+    lines = []
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if "stub pip" in line:
+                break
+        assert (tmp_path / "venv.sparkops-new").is_dir(), "".join(lines)  # under way
+        stub = int(lines[-1].split()[-1])
+        os.killpg(proc.pid, signal.SIGINT)
+        rest = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, "".join(lines) + rest
+    assert "interrupted" in rest and "Traceback" not in rest
+    assert not venv.exists() and _leftovers(venv) == []
+    assert _gone(stub)  # pip was stopped too
+
+
+def _gone(pid: int) -> bool:
+    """The process has ended (a zombie nobody has reaped yet has ended too)."""
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
