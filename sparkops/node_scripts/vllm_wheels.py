@@ -120,7 +120,9 @@ def venv_state(venv: Path) -> dict:
         try:
             recorded = json.loads(marker.read_text())
         except ValueError:
-            recorded = {}
+            recorded = None
+        if not isinstance(recorded, dict):
+            recorded = {}  # damaged: matches no install, so the next one replaces it
         return {"state": "wheels", "marker": recorded, "versions": venv_versions(venv)}
     if (venv / CPU_MARKER).is_file():
         return {"state": "cpu"}
