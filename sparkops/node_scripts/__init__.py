@@ -10,6 +10,7 @@ tests/test_import_layers.py holds them to it.
     hf_cache.py     huggingface_hub's cache layout (the controller's imports use it too)
     smoke_model.py  builds the tiny smoke model into a node's Hugging Face cache
     vllm_cpu.py     installs vLLM's CPU build into a virtualenv (`inv install-vllm`, tests)
+    vllm_wheels.py  installs vLLM offline from a folder of wheels, reusing the node's torch (install-vllm --wheels)
     service.sh      starts, stops and reports a detached service (native runtime)
     lock.py         holds the cluster's one-operation-at-a-time lock on the head
     page_cache.py   evicts the model's files from the page cache before `up` starts vLLM (unified memory)

