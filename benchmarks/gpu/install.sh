@@ -19,4 +19,4 @@ pwd > "$VSITE/sparkops-checkout.pth"                                         # s
 deps=$(ls "$W"/whl/*.whl | grep -E '/(invoke|fabric|paramiko|bcrypt|cffi|cryptography|pycparser|pynacl|decorator|deprecated|tomlkit|jsonschema|jsonschema_specifications|referencing|rpds_py|tabulate|llama_benchy|aiohttp|aiohappyeyeballs|aiosignal|frozenlist|multidict|propcache|yarl|openai|pydantic|pydantic_core|annotated_types|typing_inspection|jiter|sniffio|httpx2|httpcore2|truststore)-')
 "$SPK_VENV/bin/python" -m pip install -q --no-index --no-deps --no-compile $deps
 "$SPK_VENV/bin/python" -c "import invoke, fabric, tomlkit, jsonschema, llama_benchy, sparkops; print('sparkops venv ok')"
-"$SPK_VENV/bin/python" -m invoke install-vllm --cluster gpu --wheels "$W/whl"
+"$SPK_VENV/bin/python" -m invoke install-vllm --cluster gpu --wheels "$W/whl" --no-deps
