@@ -12,7 +12,9 @@ set -u
 R=${1:-/root/gpu-run}; L=$R/logs; mkdir -p "$L" "$R/results" "$R/agree"
 SPK_VENV=${SPK_VENV:-/root/spk-venv}
 INV="$SPK_VENV/bin/python -m invoke"
-C="--cluster gpu"
+C="--cluster ${CLUSTER:-gpu}"   # CLUSTER=local: a dry run of the steps on a CPU machine
+DENSE=${DENSE:-mistral-7b-instruct-v0.3,phi-4,qwen2.5-7b-instruct}   # the last stays up for the agreement
+MOE=${MOE:-mixtral-8x7b-instruct-v0.1}
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 # FlashInfer's sampler JIT-compiles with nvcc on first use; the wheels do not carry FlashInfer.
 export SPARKOPS_ENV__VLLM_USE_FLASHINFER_SAMPLER=0
@@ -69,8 +71,8 @@ step down_smoke 120 $INV down $C
 # one start each, then the report. The serving suite at 4 concurrencies and 2 runs to fit the
 # device's time; the leaderboard as defined.
 step stand_ins 300 $SPK_VENV/bin/python benchmarks/gpu/stand_in_models.py "$HOME/.cache/huggingface" \
-    mistral-7b-instruct-v0.3 phi-4 qwen2.5-7b-instruct mixtral-8x7b-instruct-v0.1
-step bench_all 1500 $INV bench-all $C --profiles mistral-7b-instruct-v0.3,phi-4,qwen2.5-7b-instruct \
+    ${DENSE//,/ } $MOE
+step bench_all 1500 $INV bench-all $C --profiles "$DENSE" \
     --dummy-weights --suite leaderboard,serving --keep-last --results "$R/results" \
     --set 'bench.suites.serving.concurrency=[1,4,16,64]' --set bench.suites.serving.runs=2 \
     --set cluster.node_memory_gib=139  # bench-all picks profiles by the static size (an H200's 140.4 GiB)
@@ -94,10 +96,10 @@ done
 step down_dense 120 $INV down $C
 
 # 4. An MoE architecture (Mixtral-shaped, random weights), on one GPU.
-step up_moe 900 $INV up --profile mixtral-8x7b-instruct-v0.1 $C --dummy-weights \
+[ -n "$MOE" ] && step up_moe 900 $INV up --profile "$MOE" $C --dummy-weights \
     --set serving.tensor_parallel=1 --set serving.expert_parallel=false
-step bench_moe 300 $INV bench $C --suite quick -o "$R/results/moe-quick.json"
-step down_moe 120 $INV down $C
+[ -n "$MOE" ] && step bench_moe 300 $INV bench $C --suite quick -o "$R/results/moe-quick.json"
+[ -n "$MOE" ] && step down_moe 120 $INV down $C
 
 log "driver done"
 touch "$R/DONE"
