@@ -216,3 +216,19 @@ def test_sync_refuses_an_unknown_transport_and_impossible_streams(inv):
                       "streams must be 1 to 16")
     assert_user_error(inv("sync", "--profile", "smoke", "--cluster", "local", "--streams", "many"),
                       "not a whole number")
+
+
+def test_up_with_dummy_weights_asks_only_for_the_config_and_tokenizer(inv, override, tmp_path):
+    """`inv up --dummy-weights` of a model this machine lacks: the preflight says only its config
+    and tokenizer are needed and names the download that fetches just those; nothing starts."""
+    override.write_text(f'[clusters.local]\nvenv = "/opt/sparkops/vllm-cpu"\nnode_memory_gib = 64\n'
+                        f'[clusters.local.paths]\nhf_home = "{tmp_path / "hf"}"\nwork_dir = "{tmp_path / "work"}"\n'
+                        f'lock = "{tmp_path / "lock"}"\ncache_dir = "{tmp_path / "cache"}"\n')
+    os.chmod(override, 0o600)
+    done = inv("up", "--profile", "qwen2.5-7b-instruct", "--cluster", "local", "--dummy-weights")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    for said in ("error: step 'preflight'", "model Qwen/Qwen2.5-7B-Instruct is not in",
+                 "random weights: only its config and tokenizer are needed",
+                 "fix: `inv download --profile qwen2.5-7b-instruct --cluster local --dummy-weights`"):
+        assert said in done.stderr, done.stderr
+    assert not (tmp_path / "work" / "run").exists()
