@@ -28,7 +28,14 @@ from sparkops.base.tables import text_table
 from sparkops.bench.cells import suite_plan
 from sparkops.bench.datasets import load_dataset
 from sparkops.bench.engines import render, run_engine, settings_for
-from sparkops.bench.results import empty_provenance, load_results, new_result, settings_key, write_result
+from sparkops.bench.results import (
+    empty_provenance,
+    load_results,
+    new_result,
+    settings_key,
+    weights_provenance,
+    write_result,
+)
 from sparkops.bench.sweep import run_sweep, sweep_key
 from sparkops.bench.target import layout_provenance, open_target
 from sparkops.config import Config, load_config
@@ -188,7 +195,8 @@ def _record(results, name, cluster, mode, engine, status, reason, t0, *, cfg=Non
                  "revision": cfg.model.get("revision"), "served_model_name": cfg.served_model_name,
                  "runtime": cfg.cluster["runtime"], "backend": cfg.doc["distributed"]["backend"],
                  **layout_provenance(cfg),
-                 "nodes": [n["name"] for n in cfg.nodes[:nodes_needed(cfg.doc)]]}
+                 "nodes": [n["name"] for n in cfg.nodes[:nodes_needed(cfg.doc)]],
+                 **weights_provenance("dummy" if cfg.dummy_weights else "real")}
         if mode != "sweep":
             settings = settings_for(mode, cfg.doc["bench"])
     doc = new_result(status=status, engine=engine, mode=mode, settings=settings, provenance=prov,
