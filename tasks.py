@@ -413,7 +413,8 @@ def _whole(value, name: str) -> int | None:
             "resume": "skip profiles already benched with the same config hash and settings; with --suite, "
                       "continue an unfinished sweep at its first unfinished cell",
             "engine": "sparkops or vllm (see `inv --help bench`)",
-            "suite": "instead of single + mode: this sweep ([bench.suites]: leaderboard, serving, quick) per profile",
+            "suite": "instead of single + mode: these sweeps, a comma list ([bench.suites]: leaderboard, serving, "
+                     "quick), each profile started once and benched with each in turn, a result file per suite",
             "layouts": "comma-separated layouts to bench each profile in: tp (one model over every node), dp (a "
                        "replica per node), solo (the head alone); with the serving suite unless --suite; "
                        "`inv report` then says which layout wins at which concurrency",
@@ -436,7 +437,7 @@ def bench_all(c, cluster=None, profiles=None, skip_token=False, single_node=Fals
     placement = "single-node" if single_node else "multi-node" if multi_node else None
     outcomes = do_all(profiles=names, cluster=cluster, sets=_sets(set, dummy_weights), mode=mode,
                       skip_token=skip_token, placement=placement, resume=resume, engine=engine,
-                      results=results_dir(root), keep_last=keep_last, suite=suite,
+                      results=results_dir(root), keep_last=keep_last, suite=csv_list(suite) if suite else None,
                       wait=WAIT_S if wait else None,
                       layouts=parse_layouts(layouts) if layouts else None)
     if any(o.status == "failed" for o in outcomes):

@@ -232,3 +232,5 @@ def test_up_with_dummy_weights_asks_only_for_the_config_and_tokenizer(inv, overr
                  "fix: `inv download --profile qwen2.5-7b-instruct --cluster local --dummy-weights`"):
         assert said in done.stderr, done.stderr
     assert not (tmp_path / "work" / "run").exists()
+    assert_user_error(inv("bench-all", "--cluster", "local", "--suite", "quick,serving,quick"),
+                      "--suite names quick twice", "--suite leaderboard,serving")
