@@ -18,6 +18,8 @@ SET = "override a config key, e.g. --set serving.max_model_len=4096 (repeatable)
 
 WAIT = "if another operation holds the cluster's lock, wait for it (up to an hour) instead of stopping"
 WAIT_S = 3600.0
+DUMMY_WEIGHTS = ("random weights (model.weights = \"dummy\", vLLM's --load-format dummy): only the config and "
+                 "tokenizer are needed; speed screening, results marked \"speed only\"")
 OVER_LAN = ("copy to a worker whose RoCE cable has no address over its SSH address (the LAN) instead of "
             "refusing (ssh transport only)")
 
@@ -28,6 +30,11 @@ def _config(c, profile, cluster, sets=(), serving=True, facts_follow=False):
     from sparkops.config import load_config
     return load_config(profile or c.config.sparkops.profile, cluster, sets=list(sets or ()), serving=serving,
                        facts_follow=facts_follow)
+
+
+def _sets(sets, dummy_weights=False) -> list[str]:
+    """--set items, and --dummy-weights as the key it stands for (after them: the flag wins)."""
+    return list(sets or ()) + (['model.weights="dummy"'] if dummy_weights else [])
 
 
 def _cluster_config(c, cluster, sets=()):
@@ -116,39 +123,44 @@ def plan(c, profile=None, cluster=None, json=False, facts="auto", set=None):
 
 @task(help={"profile": PROFILE, "cluster": CLUSTER, "replace": "stop another profile that is serving first",
             "sync": "first download the model to the head and sync it to nodes that lack it",
-            "wait": WAIT, "set": SET}, iterable=["set"])
+            "wait": WAIT, "set": SET, "dummy_weights": DUMMY_WEIGHTS}, iterable=["set"])
 @user_errors
-def up(c, profile=None, cluster=None, replace=False, set=None, sync=False, wait=False):
+def up(c, profile=None, cluster=None, replace=False, set=None, sync=False, wait=False, dummy_weights=False):
     """Serve a profile across the cluster's nodes; ends with a working OpenAI API or cleans up."""
     from sparkops.base.progress import Progress
     from sparkops.deploy.up import up as do_up
-    cfg = _config(c, profile, cluster, set, facts_follow=True)
+    cfg = _config(c, profile, cluster, _sets(set, dummy_weights), facts_follow=True)
     _warn(cfg.findings)
     result = do_up(cfg, replace=replace, progress=Progress(), sync_model=sync, wait=WAIT_S if wait else None,
                    verb="switch" if replace else "up")
     verb = "already serving" if result.already else f"serving after {result.seconds:.0f}s"
     print(f"{verb}: {result.model!r} at {result.url}/v1  (stop with `inv down --cluster {cfg.cluster_name}`)")
+    if cfg.dummy_weights:
+        from sparkops.config.weights import SPEED_ONLY
+        print(f"{SPEED_ONLY}: its replies are noise; `inv bench` measures its speed")
     if cfg.secrets.get("api_key"):
         # curl reads the header from a file descriptor: the key never appears in `ps`.
         print(f"call it with the API key: curl -H @<(inv api-key --header) {result.url}/v1/models")
 
 
-@task(help={"profile": PROFILE, "cluster": CLUSTER, "wait": WAIT, "set": SET}, iterable=["set"])
+@task(help={"profile": PROFILE, "cluster": CLUSTER, "wait": WAIT, "set": SET, "dummy_weights": DUMMY_WEIGHTS},
+      iterable=["set"])
 @user_errors
-def switch(c, profile=None, cluster=None, set=None, wait=False):
+def switch(c, profile=None, cluster=None, set=None, wait=False, dummy_weights=False):
     """Stop what is serving, then serve another profile (same as `up --replace`)."""
-    up(c, profile=profile, cluster=cluster, replace=True, set=set, wait=wait)
+    up(c, profile=profile, cluster=cluster, replace=True, set=set, wait=wait, dummy_weights=dummy_weights)
 
 
 @task(help={"profile": PROFILE, "cluster": CLUSTER, "set": SET, "wait": WAIT,
-            "local_dir": "import this folder of model files (no internet needed) instead of downloading"},
+            "local_dir": "import this folder of model files (no internet needed) instead of downloading",
+            "dummy_weights": "only the config and tokenizer files (a few MB), for serving with random weights"},
       iterable=["set"])
 @user_errors
-def download(c, profile=None, cluster=None, local_dir=None, set=None, wait=False):
+def download(c, profile=None, cluster=None, local_dir=None, set=None, wait=False, dummy_weights=False):
     """Download the profile's model into the head's Hugging Face cache (pinned revision, patterns)."""
     from sparkops.base.progress import Progress
     from sparkops.models.download import download as do_download
-    cfg = _config(c, profile, cluster, set, serving=False)
+    cfg = _config(c, profile, cluster, _sets(set, dummy_weights), serving=False)
     _warn([f for f in cfg.findings if f.serving_only], "downloading anyway: only serving needs it to fit")
     result = do_download(cfg, local_dir=local_dir, progress=Progress(), wait=WAIT_S if wait else None)
     print(f"{'imported' if result.imported else 'downloaded'}: {result.snapshot} ({result.seconds:.0f}s)")
@@ -158,15 +170,16 @@ def download(c, profile=None, cluster=None, local_dir=None, set=None, wait=False
             "full": "hash every file again on every node (else unchanged files keep their cached hash)",
             "streams": "parallel streams per worker (default: from both nodes' cores and the link's speed)",
             "transport": "ssh (default: encrypted) or tcp (plain TCP over the cable, a one-time secret; "
-                         "README: Models)", "wait": WAIT, "over_lan": OVER_LAN},
+                         "README: Models)", "wait": WAIT, "over_lan": OVER_LAN,
+            "dummy_weights": "copy only the config and tokenizer files, for serving with random weights"},
       iterable=["set"])
 @user_errors
 def sync(c, profile=None, cluster=None, full=False, set=None, streams=None, transport=None, wait=False,
-         over_lan=False):
+         over_lan=False, dummy_weights=False):
     """Copy the model from the head to every worker over the RoCE link; verify every file."""
     from sparkops.base.progress import Progress
     from sparkops.models.sync import sync as do_sync
-    cfg = _config(c, profile, cluster, set, serving=False)
+    cfg = _config(c, profile, cluster, _sets(set, dummy_weights), serving=False)
     _warn([f for f in cfg.findings if f.serving_only], "copying anyway: only serving needs it to fit")
     report = do_sync(cfg, Progress(), full=full, streams=_whole(streams, "streams"),
                      transport_name=transport, wait=WAIT_S if wait else None, over_lan=over_lan or None)
@@ -431,16 +444,18 @@ def _whole(value, name: str) -> int | None:
             "resume": "skip profiles already benched with the same config hash and settings; with --suite, "
                       "continue an unfinished sweep at its first unfinished cell",
             "engine": "sparkops or vllm (see `inv --help bench`)",
-            "suite": "instead of single + mode: this sweep ([bench.suites]: leaderboard, serving, quick) per profile",
+            "suite": "instead of single + mode: these sweeps, a comma list ([bench.suites]: leaderboard, serving, "
+                     "quick), each profile started once and benched with each in turn, a result file per suite",
             "layouts": "comma-separated layouts to bench each profile in: tp (one model over every node), dp (a "
                        "replica per node), solo (the head alone); with the serving suite unless --suite; "
                        "`inv report` then says which layout wins at which concurrency",
-            "keep_last": "leave the last profile serving (default: stop it)", "wait": WAIT, "set": SET},
+            "keep_last": "leave the last profile serving (default: stop it)", "wait": WAIT, "set": SET,
+            "dummy_weights": DUMMY_WEIGHTS + " (`inv download --dummy-weights` first)"},
       iterable=["set"])
 @user_errors
 def bench_all(c, cluster=None, profiles=None, skip_token=False, single_node=False, multi_node=False,
               mode="quick", resume=False, engine="sparkops", keep_last=False, suite=None, wait=False, set=None,
-              layouts=None):
+              layouts=None, dummy_weights=False):
     """Switch to each profile in turn and bench it; failures are recorded, never stop the run."""
     from sparkops.base.paths import project_root, results_dir
     from sparkops.bench.bench_all import bench_all as do_all
@@ -451,9 +466,10 @@ def bench_all(c, cluster=None, profiles=None, skip_token=False, single_node=Fals
     root = project_root()
     names = csv_list(profiles) or profile_names(root)
     placement = "single-node" if single_node else "multi-node" if multi_node else None
-    outcomes = do_all(profiles=names, cluster=cluster, sets=list(set or ()), mode=mode, skip_token=skip_token,
-                      placement=placement, resume=resume, engine=engine, results=results_dir(root),
-                      keep_last=keep_last, suite=suite, wait=WAIT_S if wait else None,
+    outcomes = do_all(profiles=names, cluster=cluster, sets=_sets(set, dummy_weights), mode=mode,
+                      skip_token=skip_token, placement=placement, resume=resume, engine=engine,
+                      results=results_dir(root), keep_last=keep_last, suite=csv_list(suite) if suite else None,
+                      wait=WAIT_S if wait else None,
                       layouts=parse_layouts(layouts) if layouts else None)
     if any(o.status == "failed" for o in outcomes):
         raise Exit(code=1)

@@ -355,6 +355,28 @@ def test_partly_synced_worker_fails_and_unfinished_downloads_warn():
     assert all(c.status == "ok" for c in profile.model(cfg, ctxs_of(cfg, facts), "--profile x"))
 
 
+def test_random_weights_need_only_the_config_on_a_worker_and_no_disk_for_the_weights():
+    """With random weights a worker holding the config and tokenizer (a few MB) is ready, though
+    the head holds the whole model; a missing model names download/sync with --dummy-weights, and
+    the disk check does not count the weights' 65 GB."""
+    cfg = configure('model.weights="dummy"')
+    facts = spark_facts(cfg, **{"spark-1": {"model_blobs": ModelBlobs(19, 65_250_000_000, 0)},
+                                "spark-2": {"model_blobs": ModelBlobs(4, 12_000_000, 0)}})
+    assert all(c.status == "ok" for c in profile.model(cfg, ctxs_of(cfg, facts), "--profile gpt-oss-120b"))
+    real = configure()
+    assert only(profile.model(real, ctxs_of(real, facts), "--profile x"), "model", "spark-2").status == "fail"
+
+    facts = spark_facts(cfg, **{"spark-1": {"model_present": False, "disk": DiskFree("/", 100 * GIB, 30 * GIB)},
+                                "spark-2": {"model_present": False, "disk": DiskFree("/", 100 * GIB, 30 * GIB)}})
+    found = {(c.name, c.node): c for c in preflight(cfg, facts, profile_flag="--profile gpt-oss-120b")}
+    assert ("disk", "spark-1") not in found  # 30 GiB free is plenty for a config and a tokenizer
+    assert ("disk", "spark-1") in {(c.name, c.node) for c in preflight(real, facts, profile_flag="--profile x")}
+    head, worker = found["model", "spark-1"], found["model", "spark-2"]
+    assert head.fix == "`inv download --profile gpt-oss-120b --dummy-weights`"
+    assert worker.fix.startswith("`inv sync --profile gpt-oss-120b --dummy-weights` copies it")
+    assert "only its config and tokenizer are needed" in head.message
+
+
 def test_preflight_uses_the_same_checks_and_reports_warn_and_fail():
     cfg = configure()
     facts = spark_facts(cfg, **{n: {"image_id": "sha256:" + "a" * 64, "disk": DiskFree("/", 900 * GIB, 800 * GIB),

@@ -421,13 +421,14 @@ def test_impossible_data_parallel_is_refused_with_the_fix(sets, path, words, iso
 def test_data_parallel_1_leaves_the_config_hash_as_it_was_before_the_key_existed(isolated_override):
     """Upgrading sparkops must not make a running deployment stale (it would restart it):
     neither `serving.data_parallel = 1`, the `[cluster.sync]` table, `[cluster.api]` at its
-    defaults, `cluster.docker.run_as = "user"` nor the lock's path changes the hash."""
+    defaults, `cluster.docker.run_as = "user"`, `model.weights = "real"` nor the lock's path
+    changes the hash."""
     base = load_config("qwen2.5-7b-instruct", "spark-pair", root=ROOT, environ={}, sets=["serving.tensor_parallel=1"])
     cluster = {k: v for k, v in base.public()["cluster"].items() if k not in ("sync", "api")}
     cluster["docker"] = {k: v for k, v in cluster["docker"].items() if k != "run_as"}
     cluster["paths"] = {k: v for k, v in cluster["paths"].items() if k != "lock"}
     doc = {**base.public(), "serving": {k: v for k, v in base.public()["serving"].items() if k != "data_parallel"},
-           "cluster": cluster}
+           "cluster": cluster, "model": {k: v for k, v in base.public()["model"].items() if k != "weights"}}
     doc = {k: v for k, v in doc.items() if k != "bench"}
     old = hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
     assert base.config_hash() == old
@@ -443,3 +444,26 @@ def test_data_parallel_1_leaves_the_config_hash_as_it_was_before_the_key_existed
         other = load_config("qwen2.5-7b-instruct", "spark-pair", root=ROOT, environ={},
                             sets=["serving.tensor_parallel=1", changed])
         assert other.config_hash() != old, changed
+
+
+def test_random_weights_are_another_deployment_served_dummy_in_the_same_memory(isolated_override):
+    """`model.weights = "dummy"`: a hash of its own (a random-weight deployment is not the real
+    one), `--load-format dummy` for vLLM, the memory fit of the real weights (random ones take
+    the same memory), and a load_format that would read weight files refused."""
+    def cfg(*sets):
+        return load_config("qwen2.5-7b-instruct", "spark-pair", root=ROOT, environ={},
+                           sets=["serving.tensor_parallel=1", *sets])
+    real, dummy = cfg(), cfg('model.weights="dummy"')
+    assert cfg('model.weights="real"').config_hash() == real.config_hash()
+    assert dummy.config_hash() != real.config_hash() and dummy.dummy_weights and not real.dummy_weights
+    from sparkops.plan.vllm_args import serve_argv
+    argv = serve_argv(dummy)
+    assert argv[argv.index("--load-format") + 1] == "dummy"
+    assert serve_argv(real)[serve_argv(real).index("--load-format") + 1] == "auto"
+    assert estimate(dummy.doc, 119.0).as_dict() == estimate(real.doc, 119.0).as_dict()
+    assert cfg("serving.load_format=dummy").dummy_weights  # the way it was done by hand before
+    with pytest.raises(ConfigError) as e:
+        cfg('model.weights="dummy"', 'serving.load_format="safetensors"')
+    assert "serving.load_format" in e.value.render() and "--dummy-weights" in e.value.render()
+    with pytest.raises(ConfigError, match="model.weights"):
+        cfg('model.weights="random"')

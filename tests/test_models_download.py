@@ -36,6 +36,73 @@ def test_offline_download_fails_with_the_fix(tmp_path, isolated_override):
     assert "models--openai--gpt-oss-120b" in res.stderr and "Traceback" not in res.stderr
 
 
+def test_offline_download_of_random_weights_asks_only_for_config_and_tokenizer(tmp_path, isolated_override):
+    """`inv download --dummy-weights`: the fix it prints fetches only the config and tokenizer
+    files (the profile's exclusions still apply), never the weights."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "SPARKOPS_"))}
+    env |= {"HOME": str(tmp_path), "SPARKOPS_LOCAL": str(isolated_override), "HF_ENDPOINT": "http://127.0.0.1:9"}
+    res = subprocess.run([sys.executable, "-m", "invoke", "download", "--profile", "gpt-oss-20b", "--dummy-weights"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "--include config.json" in res.stderr and "--include 'tokenizer*'" in res.stderr
+    assert "--exclude 'original/*'" in res.stderr and "safetensors" not in res.stderr
+    assert "--dummy-weights --local-dir DIR" in res.stderr
+
+
+# The files of openai/gpt-oss-20b, Qwen/Qwen2.5-7B-Instruct and mistralai/Mistral-7B-Instruct-v0.3
+# as their hub pages list them: what random weights need of each, and what they do not.
+REPO_FILES = {
+    "gpt-oss-20b": [".gitattributes", "LICENSE", "README.md", "USAGE_POLICY", "chat_template.jinja", "config.json",
+                    "generation_config.json", "metal/model.bin", "model-00000-of-00002.safetensors",
+                    "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                    "model.safetensors.index.json", "original/config.json", "original/dtypes.json",
+                    "original/model.safetensors", "special_tokens_map.json", "tokenizer.json",
+                    "tokenizer_config.json"],
+    "qwen2.5-7b-instruct": [".gitattributes", "LICENSE", "README.md", "config.json", "generation_config.json",
+                            "merges.txt", "model-00001-of-00004.safetensors", "model-00002-of-00004.safetensors",
+                            "model-00003-of-00004.safetensors", "model-00004-of-00004.safetensors",
+                            "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json", "vocab.json"],
+    "mistral-7b-instruct-v0.3": [".gitattributes", "README.md", "config.json", "consolidated.safetensors",
+                                 "generation_config.json", "model-00001-of-00003.safetensors",
+                                 "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors",
+                                 "model.safetensors.index.json", "params.json", "special_tokens_map.json",
+                                 "tokenizer.json", "tokenizer.model", "tokenizer.model.v3", "tokenizer_config.json"],
+}
+WEIGHTLESS = {
+    "gpt-oss-20b": {"chat_template.jinja", "config.json", "generation_config.json", "special_tokens_map.json",
+                    "tokenizer.json", "tokenizer_config.json"},
+    "qwen2.5-7b-instruct": {"config.json", "generation_config.json", "merges.txt", "tokenizer.json",
+                            "tokenizer_config.json", "vocab.json"},
+    "mistral-7b-instruct-v0.3": {"config.json", "generation_config.json", "params.json", "special_tokens_map.json",
+                                 "tokenizer.json", "tokenizer.model", "tokenizer.model.v3", "tokenizer_config.json"},
+}
+
+
+@pytest.mark.parametrize("profile", sorted(REPO_FILES))
+def test_random_weights_download_only_config_and_tokenizer(profile, tmp_path):
+    """The patterns `download` hands huggingface_hub with --dummy-weights, applied the way the
+    hub applies them, take each repo's config and tokenizer files and no weights; without it,
+    the profile's own patterns take the weights."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    from sparkops.config.weights import download_patterns
+    dummy = config(tmp_path, profile, 'model.weights="dummy"').doc
+    allow, ignore = download_patterns(dummy)
+    assert set(filter_repo_objects(REPO_FILES[profile], allow_patterns=allow, ignore_patterns=ignore)) == \
+        WEIGHTLESS[profile]
+    allow, ignore = download_patterns(config(tmp_path, profile).doc)
+    assert any(f.endswith(".safetensors") for f in filter_repo_objects(REPO_FILES[profile], allow_patterns=allow,
+                                                                        ignore_patterns=ignore))
+
+
+def test_local_dir_import_of_random_weights_takes_no_weights(tmp_path):
+    src = make_model_dir(tmp_path / "src")
+    result = download(config(tmp_path, "gpt-oss-120b", 'model.weights="dummy"'), local_dir=str(src), progress=Silent())
+    snapshot = Path(result.snapshot)
+    assert sorted(p.name for p in snapshot.iterdir()) == ["config.json"]  # nested/tokenizer.json: not vLLM's
+    assert result.bytes == len('{"model_type": "llama"}')
+
+
 def test_gated_model_without_token_names_the_model_page(tmp_path):
     cfg = load_config("llama-3.1-8b-instruct", "spark-pair", environ={},
                       sets=[f'cluster.paths.hf_home="{tmp_path}"'])

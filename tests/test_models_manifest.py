@@ -88,6 +88,35 @@ def test_check_finds_each_kind_of_damage(pair):
     assert found["free_bytes"] > 0 and found["fs_path"]
 
 
+def test_random_weights_sync_only_the_config_and_tokenizer_of_a_whole_head(tmp_path):
+    """The head holds the whole model; with random weights sync sends a worker only what vLLM
+    reads besides the weights (and the blobs those links point to), and a worker holding just
+    that checks as verified."""
+    from sparkops.config.weights import WEIGHTLESS_PATTERNS
+    from sparkops.models.sync import weightless
+    head = tmp_path / "head" / "models--sparkops--synthetic"
+    make_synthetic_model(head, 2_000_000, 4)
+    full = run_script("scan", str(head), "--cache", str(tmp_path / "head.json"))
+    part = weightless(full, list(WEIGHTLESS_PATTERNS), None)
+    rev = next(iter((head / "snapshots").iterdir())).name
+    assert sorted(part["links"]) == [f"snapshots/{rev}/config.json", f"snapshots/{rev}/generation_config.json"]
+    assert sorted(part["files"]) == sorted(["refs/main"] + [
+        "blobs/" + os.readlink(head / link).rsplit("/", 1)[1] for link in part["links"]])
+    assert part["bytes"] == sum(size for size, _ in part["files"].values()) < 1000 < full["bytes"]
+
+    worker = tmp_path / "worker" / "models--sparkops--synthetic"
+    for rel in [*part["files"], *part["links"]]:
+        (worker / rel).parent.mkdir(parents=True, exist_ok=True)
+        if rel in part["links"]:
+            (worker / rel).symlink_to(part["links"][rel])
+        else:
+            shutil.copyfile(head / rel, worker / rel)
+    body = {"files": part["files"], "links": part["links"]}
+    assert run_script("check", str(worker), "--cache", str(tmp_path / "w.json"), stdin=body)["verified"]
+    assert not run_script("check", str(worker), "--cache", str(tmp_path / "w.json"),
+                          stdin={"files": full["files"], "links": full["links"]})["verified"]
+
+
 def test_prune_deletes_only_inside_root(pair, tmp_path):
     _, worker, _, _ = pair
     outside = tmp_path / "outside"

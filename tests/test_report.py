@@ -16,9 +16,9 @@ import pytest
 from conftest import skip_or_fail
 
 from sparkops.bench.benchy_json import from_benchy, to_benchy
-from sparkops.bench.report import report
+from sparkops.bench.report import load_all, report, sweep_tables
 from sparkops.bench.report_charts import classic_charts, depth_label
-from sparkops.bench.results import empty_provenance, new_result, validate, write_result
+from sparkops.bench.results import empty_provenance, new_result, validate, weights_provenance, write_result
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -141,9 +141,9 @@ def test_compare_matrix_has_the_fixtures_numbers(results, tmp_path):
     assert not any("community-gpt-oss.json" in w for w in warnings)
 
     csv = pd.read_csv(tmp_path / "report" / "compare.csv")
-    assert list(csv.columns[:5]) == ["profile", "layout", "model", "source", "status"]
+    assert list(csv.columns[:6]) == ["profile", "layout", "model", "source", "status", "weights"]
     assert list(csv.columns[-5:]) == ["reason", "vllm_version", "config_hash", "date", "file"]
-    metric_columns = [c for c in csv.columns[5:-5] if not c.endswith(" ±")]
+    metric_columns = [c for c in csv.columns[6:-5] if not c.endswith(" ±")]
     assert metric_columns == ["pp2048 t/s @ d0", "tg32 t/s @ d0", "pp2048 t/s @ d4k", "tg32 t/s @ d4k",
                               "pp2048 t/s @ d16k", "tg32 t/s @ d16k",
                               "out tok/s @ c1", "TTFT p99 ms @ c1", "out tok/s @ c4", "TTFT p99 ms @ c4",
@@ -447,3 +447,28 @@ def test_layouts_get_rows_a_sentence_that_matches_them_and_a_chart(tmp_path):
     chart = tmp_path / "report" / "layouts-delta.png"
     assert chart in files and chart.read_bytes().startswith(PNG)
     assert "delta: TP=2 fastest" in (tmp_path / "report" / "index.html").read_text()
+
+
+def test_random_weight_results_are_rows_apart_and_say_speed_only(tmp_path):
+    """The same profile benched with its real weights and with random ones: two rows in each
+    matrix, the random one's weights column, chart labels and the page saying so."""
+    folder = tmp_path / "results"
+    for weights, hour, tg in (("real", 10, 58.0), ("dummy", 11, 61.0)):
+        doc = sweep_doc("alpha", "depth", [depth_cell(2048, 32, 0, (8000.0, 5.0), (tg, 0.5))],
+                        created_at=f"2025-06-01T{hour}:00:00+00:00")
+        doc["provenance"] |= weights_provenance(weights)
+        write_result(doc, folder)
+        quick = new_result(status="ok", engine="sparkops", mode="quick", settings=doc["settings"],
+                           provenance=doc["provenance"], metrics=None)
+        quick["id"] += f"-{weights}"
+        write_result(quick, folder)
+    df, _, _ = report(folder, tmp_path / "report")
+    assert sorted(df["weights"]) == ["real", "speed only: random weights"]
+    csv = pd.read_csv(tmp_path / "report" / "compare.csv").set_index("weights")
+    assert csv.loc["speed only: random weights", "tg32 t/s @ d0"] == 61.0 and csv.loc["real", "tg32 t/s @ d0"] == 58.0
+    assert "| speed only: random weights |" in (tmp_path / "report" / "compare.md").read_text()
+    assert "| speed only: random weights |" in (tmp_path / "report" / "matrix.md").read_text()
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "2 of them speed only: random weights (model.weights = &quot;dummy&quot;" in page
+    _, cells = sweep_tables([(p, d) for p, d in load_all(folder)[0] if d["mode"] == "sweep"])
+    assert sorted(set(cells["label"])) == ["alpha", "alpha (random weights)"]

@@ -89,3 +89,39 @@ def test_resolves_offline_by_repo_id(vllm_venv, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == str(snapshot)
+
+
+@pytest.mark.vllm
+def test_transformers_5_gives_a_qwen2_model_qwen2s_tokenizer_whatever_its_config_says(vllm_venv, tmp_path):
+    """The quirk the README's random-weight screening warns of, with the runtime's transformers:
+    for a model_type such as qwen2, AutoTokenizer loads the model type's own tokenizer class and
+    ignores tokenizer_config's. A stand-in word-level tokenizer then encodes nothing (it works for
+    a llama); a byte-level BPE (what the smoke model has) round-trips under either."""
+    check = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from tokenizers import Tokenizer, models, pre_tokenizers, ByteLevelBPETokenizer\n"
+        "from transformers import AutoTokenizer, PreTrainedTokenizerFast\n"
+        "root = Path(sys.argv[1])\n"
+        "words = Tokenizer(models.WordLevel({f'w{i}': i for i in range(100)} | {'[UNK]': 100}, unk_token='[UNK]'))\n"
+        "words.pre_tokenizer = pre_tokenizers.Whitespace()\n"
+        "bpe = ByteLevelBPETokenizer()\n"
+        "bpe.train_from_iterator(['the quick brown fox jumps over the lazy dog'] * 20, vocab_size=300)\n"
+        "out = {}\n"
+        "for kind, tok in (('wordlevel', words), ('bpe', bpe._tokenizer)):\n"
+        "    for model_type in ('qwen2', 'llama'):\n"
+        "        d = root / f'{kind}-{model_type}'\n"
+        "        PreTrainedTokenizerFast(tokenizer_object=tok, unk_token='[UNK]').save_pretrained(d)\n"
+        "        (d / 'config.json').write_text(json.dumps({'model_type': model_type, 'vocab_size': 300}))\n"
+        "        t = AutoTokenizer.from_pretrained(d)\n"
+        "        text = 'w1 w2 w3' if kind == 'wordlevel' else 'the lazy fox'\n"
+        "        out[f'{kind}-{model_type}'] = [type(t).__name__, t.decode(t.encode(text, add_special_tokens=False))]\n"
+        "print(json.dumps(out))\n"
+    )
+    done = subprocess.run([str(vllm_venv / "bin" / "python"), "-c", check, str(tmp_path)], capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["wordlevel-qwen2"][0] == "Qwen2Tokenizer" and seen["wordlevel-qwen2"][1] != "w1 w2 w3"
+    assert seen["wordlevel-llama"] == ["TokenizersBackend", "w1 w2 w3"]
+    assert seen["bpe-qwen2"] == ["Qwen2Tokenizer", "the lazy fox"] and seen["bpe-llama"][1] == "the lazy fox"

@@ -290,3 +290,21 @@ def test_a_single_node_without_ip_ss_hostname_or_python_plans_and_checks(inv, tm
     assert unknown["status"] == "ok" and unknown["message"].startswith("ip unknown: no `ip` command (iproute2)")
     (ports,) = [c for c in checks if c["name"] == "ports"]
     assert ports["status"] == "ok" and ports["message"] == "port(s) 8000 free"
+
+
+def test_up_with_dummy_weights_asks_only_for_the_config_and_tokenizer(inv, override, tmp_path):
+    """`inv up --dummy-weights` of a model this machine lacks: the preflight says only its config
+    and tokenizer are needed and names the download that fetches just those; nothing starts."""
+    override.write_text(f'[clusters.local]\nvenv = "/opt/sparkops/vllm-cpu"\nnode_memory_gib = 64\n'
+                        f'[clusters.local.paths]\nhf_home = "{tmp_path / "hf"}"\nwork_dir = "{tmp_path / "work"}"\n'
+                        f'lock = "{tmp_path / "lock"}"\ncache_dir = "{tmp_path / "cache"}"\n')
+    os.chmod(override, 0o600)
+    done = inv("up", "--profile", "qwen2.5-7b-instruct", "--cluster", "local", "--dummy-weights")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    for said in ("error: step 'preflight'", "model Qwen/Qwen2.5-7B-Instruct is not in",
+                 "random weights: only its config and tokenizer are needed",
+                 "fix: `inv download --profile qwen2.5-7b-instruct --cluster local --dummy-weights`"):
+        assert said in done.stderr, done.stderr
+    assert not (tmp_path / "work" / "run").exists()
+    assert_user_error(inv("bench-all", "--cluster", "local", "--suite", "quick,serving,quick"),
+                      "--suite names quick twice", "--suite leaderboard,serving")

@@ -11,13 +11,14 @@ report shows it. Placement:
                  with the `serving` suite unless --suite says otherwise; a layout the profile
                  does not fit is skipped with the reason.
 A single-mode run comes first for each profile (the single-request decode tok/s column of
-the report), then the chosen mode (quick or full); or, with --suite NAME, that suite's sweep
-alone (its cells resumable one by one with --resume).
+the report), then the chosen mode (quick or full); or, with --suite NAME[,NAME...], each of
+those suites' sweeps in turn on the one start of the profile, a result file per suite (its
+cells resumable one by one with --resume).
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +26,17 @@ from sparkops.apply.lock import cluster_lock
 from sparkops.base.errors import SparkopsError
 from sparkops.base.progress import Progress, duration
 from sparkops.base.tables import text_table
-from sparkops.bench.cells import suite_plan
+from sparkops.bench.cells import SweepPlan, suite_plan
 from sparkops.bench.datasets import load_dataset
 from sparkops.bench.engines import render, run_engine, settings_for
-from sparkops.bench.results import empty_provenance, load_results, new_result, settings_key, write_result
+from sparkops.bench.results import (
+    empty_provenance,
+    load_results,
+    new_result,
+    settings_key,
+    weights_provenance,
+    write_result,
+)
 from sparkops.bench.sweep import run_sweep, sweep_key
 from sparkops.bench.target import layout_provenance, open_target
 from sparkops.config import Config, load_config
@@ -50,16 +58,20 @@ class Outcome:
     path: Path | None
     seconds: float
     layout: str | None = None
+    suite: str | None = None
 
 
 def bench_all(*, profiles: list[str], cluster: str | None, sets: list[str], mode: str = "quick",
               skip_token: bool = False, placement: str | None = None, resume: bool = False,
               engine: str = "sparkops", results: Path, keep_last: bool = False,
-              suite: str | None = None, progress: Progress | None = None,
+              suite: str | Sequence[str] | None = None, progress: Progress | None = None,
               loader: Callable[..., Config] = load_config, wait: float | None = None,
               layouts: list[str] | None = None) -> list[Outcome]:
     """Every profile in turn, holding the cluster's lock for the whole run: no other `up` or
-    `down` can switch the cluster under a benchmark (the ups and downs inside share the hold)."""
+    `down` can switch the cluster under a benchmark (the ups and downs inside share the hold).
+    `suite`: a suite name, a comma list of them, or a list; each profile is started once and
+    benched with every suite in turn."""
+    suites = _suites(suite)
     if mode not in ("quick", "full"):
         raise SparkopsError(f"--mode must be quick or full, not {mode!r}", step="bench-all")
     if placement not in PLACEMENTS:
@@ -67,8 +79,8 @@ def bench_all(*, profiles: list[str], cluster: str | None, sets: list[str], mode
     if layouts and placement:
         raise SparkopsError(f"--layouts already says where each profile runs; drop --{placement}", step="bench-all")
     if layouts:
-        suite = suite or "serving"  # the throughput-latency curve is where layouts part
-    if suite and engine != "sparkops":
+        suites = suites or ["serving"]  # the throughput-latency curve is where layouts part
+    if suites and engine != "sparkops":
         raise SparkopsError("sweeps (--suite, --layouts) run with the sparkops engine only", step="bench-all")
     progress = progress or Progress()
     base = loader("smoke", cluster, sets=sets)
@@ -78,13 +90,23 @@ def bench_all(*, profiles: list[str], cluster: str | None, sets: list[str], mode
         with cluster_lock(session, "bench-all", wait=wait, progress=progress):
             return _bench_all(jobs=jobs, cluster=cluster, sets=sets, mode=mode, skip_token=skip_token,
                               placement=placement, resume=resume, engine=engine, results=results,
-                              keep_last=keep_last, suite=suite, progress=progress, loader=loader,
+                              keep_last=keep_last, suites=suites, progress=progress, loader=loader,
                               shape=(len(base.nodes), base.cluster.get("gpus_per_node", 1)))
+
+
+def _suites(suite: str | Sequence[str] | None) -> list[str]:
+    names = suite.split(",") if isinstance(suite, str) else list(suite or [])
+    names = [n.strip() for n in names if n.strip()]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SparkopsError(f"--suite names {', '.join(repeated)} twice", step="bench-all",
+                            fix="name each suite once: --suite leaderboard,serving")
+    return names
 
 
 def _bench_all(*, jobs: list[tuple[str, str | None]], cluster: str | None, sets: list[str], mode: str,
                skip_token: bool, placement: str | None, resume: bool, engine: str, results: Path, keep_last: bool,
-               suite: str | None, progress: Progress, loader: Callable[..., Config],
+               suites: list[str], progress: Progress, loader: Callable[..., Config],
                shape: tuple[int, int]) -> list[Outcome]:
     """`jobs`: (profile, layout or None), in order; `shape`: (nodes, GPUs per node) of the cluster."""
     placed = ["serving.tensor_parallel=1", "serving.pipeline_parallel=1"] if placement == "single-node" else []
@@ -100,52 +122,67 @@ def _bench_all(*, jobs: list[tuple[str, str | None]], cluster: str | None, sets:
                      + (f"  (about {eta} left)" if eta else ""))
         extra = placed + (layout_sets(layout, *shape) if layout else [])
         cfg, why = _load(loader, name, cluster, sets + extra, skip_token, placement, layout)
-        modes = ["sweep"] if suite else ["single", mode]
+        # What runs on this profile's one start: (mode, suite) pairs, a result file each.
+        runs: list[tuple[str, str | None]] = [("sweep", s) for s in suites] if suites else [("single", None),
+                                                                                        (mode, None)]
         if cfg is None:
-            for m in modes:
-                outcomes.append(_record(results, name, cluster, m, engine, "skipped", why, t0, layout=layout))
+            for m, s in runs:
+                outcomes.append(_record(results, name, cluster, m, engine, "skipped", why, t0, layout=layout, suite=s))
             progress.say(f"      skipped: {why}")
             continue
         bench_cfg = cfg.doc["bench"]
-        try:
-            sweep = suite_plan(suite, bench_cfg) if suite else None
-        except SparkopsError as exc:
-            outcomes.append(_record(results, name, cfg.cluster_name, "sweep", engine, "skipped", exc.message, t0,
-                                    cfg=cfg, layout=layout))
-            progress.say(f"      skipped: {exc.message}")
+        sweeps: dict[str, SweepPlan] = {}
+        for m, s in runs:
+            if s is None:
+                continue
+            try:
+                sweeps[s] = suite_plan(s, bench_cfg)
+            except SparkopsError as exc:
+                outcomes.append(_record(results, name, cfg.cluster_name, m, engine, "skipped", exc.message, t0,
+                                        cfg=cfg, layout=layout, suite=s))
+                progress.say(f"      skipped {s}: {exc.message}")
+        runs = [(m, s) for m, s in runs if s is None or s in sweeps]
+        if not runs:
             continue
-        plans = {} if sweep else {m: settings_for(m, bench_cfg) for m in modes}
-        finished = (sweep is not None and (name, cfg.config_hash(), sweep_key(sweep, bench_cfg)) in complete) or \
-            (not sweep and all(_already(done_before, cfg, m, engine, s) for m, s in plans.items()))
-        if resume and finished:
+        plans = {m: settings_for(m, bench_cfg) for m, s in runs if s is None}
+        finished = {(m, s) for m, s in runs if resume and (
+            (name, cfg.config_hash(), sweep_key(sweeps[s], bench_cfg)) in complete if s is not None
+            else _already(done_before, cfg, m, engine, plans[m]))}
+        for m, s in runs:
+            if (m, s) in finished:
+                outcomes.append(Outcome(name, m, "resumed", None, None, 0.0, layout, s))
+        if len(finished) == len(runs):
             progress.say(f"      already benched with config {cfg.config_hash()} and the same settings")
-            outcomes += [Outcome(name, m, "resumed", None, None, 0.0, layout) for m in modes]
             continue
         try:
             up(cfg, replace=True, progress=progress)
             last_cfg = cfg
         except SparkopsError as exc:
             reason = f"up failed: {exc.message}" + (f" (step {exc.step})" if exc.step else "")
-            for m in modes:
-                outcomes.append(_record(results, name, cfg.cluster_name, m, engine, "failed", reason, t0,
-                                        cfg=cfg, layout=layout, log=exc.log_tail or exc.details[-30:]))
+            for m, s in runs:
+                if (m, s) not in finished:
+                    outcomes.append(_record(results, name, cfg.cluster_name, m, engine, "failed", reason, t0, cfg=cfg,
+                                            layout=layout, log=exc.log_tail or exc.details[-30:], suite=s))
             progress.say(f"      FAILED: {reason}")
             continue
-        for m in modes:
+        for m, s in runs:
+            if (m, s) in finished:
+                continue
             try:
                 with open_target(_fixed(cfg), cfg, profile=name, url=None,
                                  need_head=engine == "vllm") as target:
-                    if sweep is not None:
-                        doc, path = run_sweep(target, sweep, bench_cfg, results=results, progress=progress,
+                    if s is not None:
+                        doc, path = run_sweep(target, sweeps[s], bench_cfg, results=results, progress=progress,
                                               resume=resume)
                         outcomes.append(Outcome(name, m, doc["status"], doc["reason"], path,
-                                                time.monotonic() - t0, layout))
-                        progress.say("      " + _sweep_line(doc))
+                                                time.monotonic() - t0, layout, s))
+                        progress.say(f"      {s} " + _sweep_line(doc))
                         continue
                     doc = run_engine(target, m, plans[m], engine, progress)
             except SparkopsError as exc:
                 outcomes.append(_record(results, name, cfg.cluster_name, m, engine, "failed",
-                                        f"bench failed: {exc.message}", t0, cfg=cfg, layout=layout, log=exc.log_tail))
+                                        f"bench failed: {exc.message}", t0, cfg=cfg, layout=layout, log=exc.log_tail,
+                                        suite=s))
                 continue
             path = write_result(doc, results)
             outcomes.append(Outcome(name, m, doc["status"], doc["reason"], path, time.monotonic() - t0, layout))
@@ -179,7 +216,8 @@ def _fixed(cfg: Config) -> Callable[[str], Config]:
     return lambda profile: cfg
 
 
-def _record(results, name, cluster, mode, engine, status, reason, t0, *, cfg=None, log=(), layout=None) -> Outcome:
+def _record(results, name, cluster, mode, engine, status, reason, t0, *, cfg=None, log=(), layout=None,
+            suite=None) -> Outcome:
     prov = empty_provenance() | {"profile": name, "cluster": cluster, "nccl_note": "not started", "layout": layout}
     settings = {"dataset": "-", "num_prompts": 1, "concurrency": None, "max_tokens": 1,
                 "temperature": 0.0, "ignore_eos": True, "endpoint": "chat", "request_rate": "inf"}
@@ -188,12 +226,15 @@ def _record(results, name, cluster, mode, engine, status, reason, t0, *, cfg=Non
                  "revision": cfg.model.get("revision"), "served_model_name": cfg.served_model_name,
                  "runtime": cfg.cluster["runtime"], "backend": cfg.doc["distributed"]["backend"],
                  **layout_provenance(cfg),
-                 "nodes": [n["name"] for n in cfg.nodes[:nodes_needed(cfg.doc)]]}
+                 "nodes": [n["name"] for n in cfg.nodes[:nodes_needed(cfg.doc)]],
+                 **weights_provenance("dummy" if cfg.dummy_weights else "real")}
         if mode != "sweep":
             settings = settings_for(mode, cfg.doc["bench"])
+    if suite is not None:
+        reason = f"suite {suite}: {reason}"
     doc = new_result(status=status, engine=engine, mode=mode, settings=settings, provenance=prov,
                      reason=reason, log_excerpt=list(log)[-30:])
-    return Outcome(name, mode, status, reason, write_result(doc, results), time.monotonic() - t0, layout)
+    return Outcome(name, mode, status, reason, write_result(doc, results), time.monotonic() - t0, layout, suite)
 
 
 def _finished(results: Path) -> set[tuple[str | None, str | None, str]]:
@@ -237,7 +278,8 @@ def summary(outcomes: list[Outcome], seconds: float) -> str:
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
     head = f"bench-all finished in {duration(seconds)}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    rows = [{"profile": o.profile + (f" [{o.layout}]" if o.layout else ""), "mode": o.mode,
+    rows = [{"profile": o.profile + (f" [{o.layout}]" if o.layout else ""),
+             "mode": o.mode + (f" {o.suite}" if o.suite else ""),
              "status": o.status.upper() if o.status == "failed" else o.status,
              "outcome": (o.reason or "") + (f"  -> {o.path}" if o.path else "")} for o in outcomes]
     table = text_table(rows, ["profile", "mode", "status", "outcome"], header=False, indent="  ", gap=" ",

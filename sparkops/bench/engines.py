@@ -21,8 +21,9 @@ from sparkops.bench.client import BenchmarkError, run_benchmark
 from sparkops.bench.datasets import load_dataset
 from sparkops.bench.metrics import single_summary, summarize
 from sparkops.bench.records import RequestRecord
-from sparkops.bench.results import new_result, write_result
+from sparkops.bench.results import new_result, speed_only, write_result
 from sparkops.bench.target import Target
+from sparkops.config.weights import SPEED_ONLY_NOTE
 
 MODES = ("single", "quick", "full", "custom")
 ENGINES = ("sparkops", "vllm")
@@ -122,6 +123,8 @@ def render(doc: dict, path: Path | None = None) -> str:
             f"{p.get('vllm_version') or '?'}] at {p.get('api_url')}: {s['num_prompts']} prompts, "
             f"concurrency {s['concurrency'] or 'unbounded'}, max_tokens {s['max_tokens']}")
     out = [head]
+    if speed_only(doc):
+        out.append(f"  NOTE: {SPEED_ONLY_NOTE}")
     if doc["status"] != "ok":
         out.append(f"FAILED: {doc['reason']}")
         out += [f"  | {line}" for line in doc["log_excerpt"][-15:]]

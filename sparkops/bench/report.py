@@ -8,7 +8,9 @@ self-contained index.html holding both matrices and every chart.
   in the columns the community posts (`pp2048 t/s @ d4k`, `tg32 t/s @ d0`, ...).
 
 Failed and skipped profiles (and cells) keep their place with the status and the reason; their
-metric cells are empty in the CSV and "—" in Markdown, never a silent "N/A". Files that are
+metric cells are empty in the CSV and "—" in Markdown, never a silent "N/A". A result measured on
+random weights (model.weights = "dummy") is a row of its own, its weights column says "speed only:
+random weights", and so do its labels in the charts and the page's notes. Files that are
 neither sparkops results nor llama-benchy JSON are skipped with a warning naming each one.
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ from sparkops.bench.report_charts import classic_charts, depth_label, layout_cha
 from sparkops.bench.report_html import Cell, Table, page
 from sparkops.bench.results import load_results
 from sparkops.config.layouts import label as layout_label
+from sparkops.config.weights import SPEED_ONLY, SPEED_ONLY_NOTE, weights_label
 
 # (column, where in a result document it comes from)
 METRICS = [
@@ -43,7 +46,7 @@ METRICS = [
     ("single_ttft_ms", ("single", "ttft_ms")),
     ("client_max_stall_ms", ("metrics", "client_max_stall_ms")),
 ]
-COLUMNS = ["model", "profile", "cluster", "mode", "engine", "nodes", "tp", "pp", "status", "reason",
+COLUMNS = ["model", "profile", "cluster", "mode", "engine", "nodes", "tp", "pp", "status", "weights", "reason",
            "completed", "failed", *[c for c, _ in METRICS], "vllm_version", "config_hash", "date", "file"]
 MODE_ORDER = {"single": 0, "quick": 1, "full": 2, "custom": 3}
 
@@ -67,7 +70,9 @@ def row(path: Path, doc: dict) -> dict:
     out = {"model": p.get("model") or p.get("served_model_name"), "profile": p.get("profile") or p.get("api_url"),
            "cluster": p.get("cluster"), "mode": doc["mode"], "engine": doc["engine"],
            "nodes": len(p.get("nodes") or []) or None, "tp": p.get("tensor_parallel"),
-           "pp": p.get("pipeline_parallel"), "status": doc["status"], "reason": reason,
+           "pp": p.get("pipeline_parallel"), "status": doc["status"],
+           "weights": weights_label(p.get("weights")) or None,
+           "reason": reason,
            "completed": m.get("completed"), "failed": m.get("failed"),
            "vllm_version": p.get("vllm_version"), "config_hash": p.get("config_hash"),
            "date": doc["created_at"], "file": path.name}
@@ -77,20 +82,24 @@ def row(path: Path, doc: dict) -> dict:
 
 
 def matrix(found: list[tuple[Path, dict]]) -> pd.DataFrame:
-    """The classic modes' matrix: the newest result per profile, mode, engine and cluster."""
+    """The classic modes' matrix: the newest result per profile, weights, mode, engine and cluster."""
     rows = [row(path, doc) for path, doc in found]
     df = pd.DataFrame(rows, columns=COLUMNS)
     if df.empty:
         return df
-    df = (df.sort_values("date").groupby(["profile", "mode", "engine", "cluster"], dropna=False, sort=False)
-          .tail(1))
-    df = df.assign(_m=df["mode"].map(MODE_ORDER)).sort_values(["model", "profile", "_m", "engine"]).drop(columns="_m")
+    # Random weights are a row apart; an older result that does not say is one with real weights.
+    df = (df.assign(_random=df["weights"] == SPEED_ONLY).sort_values("date")
+          .groupby(["profile", "_random", "mode", "engine", "cluster"], dropna=False, sort=False).tail(1)
+          .drop(columns="_random"))
+    df = (df.assign(_m=df["mode"].map(MODE_ORDER))
+          .sort_values(["model", "profile", "weights", "_m", "engine"]).drop(columns="_m"))
     for col in ("nodes", "tp", "pp", "completed", "failed"):
         df[col] = df[col].astype("Int64")
     return df.reset_index(drop=True)
 
 
-MARKDOWN_COLUMNS = ["model", "profile", "mode", "engine", "nodes", "tp", "status", "output_tok_s", "total_tok_s",
+MARKDOWN_COLUMNS = ["model", "profile", "mode", "engine", "nodes", "tp", "status", "weights", "output_tok_s",
+                    "total_tok_s",
                     "req_s", "mean_ttft_ms", "median_ttft_ms", "p99_ttft_ms", "median_ttft_content_ms",
                     "mean_tpot_ms", "median_tpot_ms", "p99_tpot_ms", "mean_itl_ms", "median_itl_ms", "p99_itl_ms",
                     "mean_e2el_ms", "median_e2el_ms", "p99_e2el_ms", "single_decode_tok_s", "completed", "failed",
@@ -99,7 +108,8 @@ MATRIX_NOTE = ("Latencies in ms, throughputs per second of the run. TTFT/TPOT/IT
                "`vllm bench serve`; `ttft_content` is TTFT to the first content token (sparkops engine "
                "only). `single_decode_tok_s` comes from the single-request run. Rows with status FAILED "
                "or SKIPPED give the reason in the last column; so does an ok row whose benchmark client "
-               "was held up (its latencies or throughput may be off).")
+               f"was held up (its latencies or throughput may be off). weights \"{SPEED_ONLY}\": served with "
+               "random weights, figures of speed only.")
 
 
 def to_markdown(df: pd.DataFrame) -> str:
@@ -156,7 +166,7 @@ SERVING_FIGURES = [("out_tok_s", "spread", "output_throughput"), ("ttft_p50_ms",
 SERVING_TITLES = {"out_tok_s": "out tok/s", "ttft_p99_ms": "TTFT p99 ms"}  # p50: in the charts only
 CELL_COLUMNS = ["label", "profile", "layout", "kind", "metric", "pp", "tg", "depth", "concurrency", "status",
                 "reason", "cell", "mean", "std", "column"]
-COMPARE_ID = ["profile", "layout", "model", "source", "status"]
+COMPARE_ID = ["profile", "layout", "model", "source", "status", "weights"]
 COMPARE_TAIL = ["reason", "vllm_version", "config_hash", "date", "file"]
 STD = " ±"  # a compare.csv column holding the std of the column before it
 COMPARE_NOTE = (
@@ -166,7 +176,8 @@ COMPARE_NOTE = (
     "p99 ms: `vllm bench serve`'s definitions at cN requests in flight. Every figure is the mean ± "
     "population std over the cell's runs (compare.csv: the std in the `±` column). status PARTIAL: "
     "some cells failed or were skipped (the reason column says which and why); source llama-benchy: "
-    "a llama-benchy JSON file from the results folder.")
+    f"a llama-benchy JSON file from the results folder; weights \"{SPEED_ONLY}\": served with random "
+    "weights, figures of speed only (their labels in the charts say \"random weights\").")
 
 
 def sweep_tables(sweeps: list[tuple[Path, dict]]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -191,17 +202,20 @@ def sweep_tables(sweeps: list[tuple[Path, dict]]) -> tuple[pd.DataFrame, pd.Data
     return df, cells
 
 
-RowKey = tuple[str, str, str]  # (source, profile or file, layout label or "")
+RowKey = tuple[str, str, str, str]  # (source, profile or file, layout label or "", weights or "")
+RANDOM = " (random weights)"  # after a row's name wherever it is drawn or told
 
 
 def row_key(path: Path, doc: dict) -> RowKey:
-    """(source, name, layout) of the compare row a sweep belongs to: our profile (or the API URL
-    when benched by URL) in its layout; a llama-benchy file is a row by itself."""
+    """(source, name, layout, weights) of the compare row a sweep belongs to: our profile (or
+    the API URL when benched by URL) in its layout, with random weights a row apart from the
+    real ones; a llama-benchy file is a row by itself."""
     if doc["engine"] == BENCHY_ENGINE:
-        return BENCHY_ENGINE, path.name, ""
+        return BENCHY_ENGINE, path.name, "", ""
     p = doc["provenance"]
     layout = layout_label(p.get("layout"), p.get("tensor_parallel"), p.get("pipeline_parallel"), p.get("data_parallel"))
-    return "sparkops", str(p.get("profile") or p.get("api_url") or "?"), layout
+    random = "dummy" if p.get("weights") == "dummy" else ""  # not said: an older result, real weights
+    return "sparkops", str(p.get("profile") or p.get("api_url") or "?"), layout, random
 
 
 def newest_sweeps(sweeps: list[tuple[Path, dict]]) -> dict[RowKey, list[tuple[Path, dict]]]:
@@ -223,9 +237,10 @@ def row_labels(groups: dict[RowKey, list[tuple[Path, dict]]]) -> dict[RowKey, st
     benched in several); for llama-benchy, the model and the source (and the file, when two
     files are of one model)."""
     layouts: dict[str, set[str]] = {}
-    for _source, name, layout in groups:
+    for _source, name, layout, _weights in groups:
         layouts.setdefault(name, set()).add(layout)
     labels = {key: (key[1] + (f" {key[2]}" if len(layouts[key[1]]) > 1 and key[2] else "")
+                    + (RANDOM if key[3] == "dummy" else "")
                     if key[0] != BENCHY_ENGINE else f"{model_of(docs)} (llama-benchy)")
               for key, docs in groups.items()}
     taken = list(labels.values())
@@ -233,14 +248,16 @@ def row_labels(groups: dict[RowKey, list[tuple[Path, dict]]]) -> dict[RowKey, st
             for key, label in labels.items()}
 
 
-def cell_records(label: str, doc: dict, row: RowKey = ("", "", "")) -> list[dict]:
-    """One record per cell and figure, with mean and std (None unless the cell is ok and has it)."""
+def cell_records(label: str, doc: dict, row: RowKey = ("", "", "", "")) -> list[dict]:
+    """One record per cell and figure, with mean and std (None unless the cell is ok and has it).
+    `profile` is what the layout charts and sentences name: with random weights, it says so."""
     out = []
+    profile = row[1] + (RANDOM if row[3] == "dummy" else "")
     for cell in doc.get("cells") or []:
         kind = "depth" if cell.get("depth") is not None else "serving"
         for metric, part, key in DEPTH_FIGURES if kind == "depth" else SERVING_FIGURES:
             stat = (cell.get(part) or {}).get(key) if cell.get("status") == "ok" else None
-            out.append({"label": label, "profile": row[1], "layout": row[2],
+            out.append({"label": label, "profile": profile, "layout": row[2],
                         "kind": kind, "metric": metric, "pp": cell.get("pp"), "tg": cell.get("tg"),
                         "depth": cell.get("depth"), "concurrency": cell.get("concurrency") or 1,
                         "status": cell.get("status"), "reason": cell.get("reason"), "cell": cell.get("id"),
@@ -303,7 +320,9 @@ def compare_row(key: RowKey, docs: list[tuple[Path, dict]], records: list[dict])
     row: dict[str, object] = {
         "profile": key[1] if key[0] != BENCHY_ENGINE else model_of(docs), "layout": key[2] or None,
         "model": model_of(docs), "source": key[0],
-        "status": sweep_status(docs), "reason": "; ".join(sweep_reasons(docs)) or None,
+        "status": sweep_status(docs),
+        "weights": weights_label(key[3] or joined(p.get("weights") for p in prov)) or None,
+        "reason": "; ".join(sweep_reasons(docs)) or None,
         "vllm_version": joined(p.get("vllm_version") for p in prov),
         "config_hash": joined(p.get("config_hash") for p in prov),
         "date": max(str(doc["created_at"]) for _, doc in docs), "file": joined(path.name for path, _ in docs)}
@@ -431,6 +450,9 @@ def report(results: Path, out: Path) -> tuple[pd.DataFrame, list[Path], list[str
     if layouts_md:
         files.append(atomic_write(out / "layouts.md", layouts_md))
     charts = classic_charts(df, out) + sweep_charts(cells, out) + layout_charts(cells, out)
-    notes = [f"From {len(found)} result files in {results}.", *crossings.values(), *warnings]
+    random = sum(1 for _, d in found if (d.get("provenance") or {}).get("weights") == "dummy")
+    notes = [f"From {len(found)} result files in {results}."]
+    notes += [f"{random} of them {SPEED_ONLY_NOTE}."] if random else []
+    notes += [*crossings.values(), *warnings]
     html = page("sparkops benchmark report", html_tables(df, compare), charts, notes)
     return df, [*files, *charts, atomic_write(out / "index.html", html)], warnings

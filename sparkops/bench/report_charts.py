@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from sparkops.base.errors import SparkopsError
+from sparkops.config.weights import SPEED_ONLY
 
 # (file, title, y label, [(classic matrix column, legend label)])
 CLASSIC_CHARTS = [
@@ -97,7 +98,9 @@ def bars(ax: Any, rows: pd.DataFrame, series: list[tuple[str, str]]) -> None:
         if status != "ok":  # a failed or skipped profile keeps its place, marked, not a zero bar
             ax.text(x, top * 0.02, str(status).upper(), rotation=90, ha="center", va="bottom",
                     color="crimson", fontsize=9)
-    ax.set_xticks(middle, [f"{r.profile}\n{r.engine}" for r in rows.itertuples()], fontsize=7)
+    random = [getattr(r, "weights", None) == SPEED_ONLY for r in rows.itertuples()]
+    ax.set_xticks(middle, [f"{r.profile}\n{r.engine}" + ("\nrandom weights" if dummy else "")
+                           for r, dummy in zip(rows.itertuples(), random)], fontsize=7)
     ax.legend(fontsize=8)
 
 

@@ -15,6 +15,7 @@ import jsonschema
 
 from sparkops import __version__
 from sparkops.base.files import atomic_write
+from sparkops.config.weights import SPEED_ONLY_NOTE
 
 KIND = "sparkops-bench-result"
 SCHEMA_VERSION = 1
@@ -42,7 +43,18 @@ def empty_provenance() -> dict:
             "served_model_name": None, "api_url": None, "vllm_version": None, "runtime": None,
             "image_id": None, "venv_vllm_version": None, "nodes": [], "tensor_parallel": None,
             "pipeline_parallel": None, "data_parallel": None, "layout": None, "backend": None, "nccl": None,
-            "nccl_note": "not looked at", "hardware": [], "sparkops_version": __version__}
+            "nccl_note": "not looked at", "hardware": [], "weights": None, "sparkops_version": __version__}
+
+
+def weights_provenance(weights: str | None) -> dict:
+    """What a result records of the served weights: "real", "dummy" (random: the result measures
+    speed only, and says so in its notes) or None (benched by URL, no profile named)."""
+    return {"weights": weights} | ({"notes": [SPEED_ONLY_NOTE]} if weights == "dummy" else {})
+
+
+def speed_only(doc: dict) -> bool:
+    """Whether a result was measured on random weights."""
+    return (doc.get("provenance") or {}).get("weights") == "dummy"
 
 
 def new_result(*, status: str, engine: str, mode: str, settings: dict, provenance: dict,

@@ -24,9 +24,10 @@ from sparkops.bench.metrics import STALL_WARN_MS, summarize
 from sparkops.bench.probes import chat_prompt_tokens, max_model_len, measure_latency
 from sparkops.bench.prompts import Prompt
 from sparkops.bench.records import BenchRun
-from sparkops.bench.results import load_results, new_result, settings_key, write_result
+from sparkops.bench.results import load_results, new_result, settings_key, speed_only, write_result
 from sparkops.bench.target import Target
 from sparkops.bench.tokens import pick_tokens
+from sparkops.config.weights import SPEED_ONLY_NOTE
 
 SPREAD_KEYS = ("output_throughput", "total_token_throughput", "request_throughput", "median_ttft_ms",
                "p99_ttft_ms", "median_tpot_ms", "median_itl_ms", "median_e2el_ms", "p99_e2el_ms")
@@ -285,6 +286,8 @@ def render_sweep(doc: dict, path: Path | None = None) -> str:
         rows.append(row)
     cols = list(rows[0]) if rows else ["cell"]
     out = [head, text_table(rows, cols, headers={c: c for c in cols}, indent="  ")]
+    if speed_only(doc):
+        out.append(f"  NOTE: {SPEED_ONLY_NOTE}")
     if doc["status"] != "ok":
         out.append(f"FAILED: {doc['reason']}")
     out += [f"  WARNING: {w}" for w in doc["warnings"]]

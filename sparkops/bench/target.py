@@ -14,7 +14,7 @@ import requests
 from sparkops.apply.ready import headers
 from sparkops.apply.state import read_state
 from sparkops.base.errors import SparkopsError
-from sparkops.bench.results import empty_provenance
+from sparkops.bench.results import empty_provenance, weights_provenance
 from sparkops.config import Config
 from sparkops.config.layouts import layout_of
 from sparkops.facts.nccl_log import parse_nccl_log
@@ -90,6 +90,8 @@ def open_target(load: Callable[[str], Config], cluster_cfg: Config | None, *, pr
                                 fix=f"`inv switch --profile {profile} --cluster {cluster_cfg.cluster_name}` first, "
                                     "or leave out --profile to bench what is serving")
         cfg = load(state["profile"])
+        if state.get("weights") == "dummy" and not cfg.dummy_weights:
+            cfg = cfg.with_dummy_weights()  # as deployed: `inv bench` needs no --dummy-weights
         api_key = cfg.secrets.get("api_key")
         target_url = (url or state["api_url"]).rstrip("/")
         head = contexts(cfg, session.facts, all_nodes=True)[0]
@@ -114,8 +116,9 @@ def _url_only(url: str | None, cfg: Config | None, api_key: str | None) -> Targe
                                  "vllm_version": server_version(url, api_key),
                                  "nccl_note": "not looked at: benched by URL, no node access"}
     if cfg is not None:
+        # The profile named (with the caller's --set) is all that says what this server loaded.
         prov |= {"profile": cfg.profile, "model": cfg.model["repo"], "revision": cfg.model.get("revision"),
-                 **layout_provenance(cfg)}
+                 **layout_provenance(cfg), **weights_provenance("dummy" if cfg.dummy_weights else "real")}
     return Target(url, model, api_key, prov, cfg)
 
 
@@ -139,6 +142,9 @@ def _provenance(cfg: Config, state: dict, url: str, api_key: str | None, facts: 
         "nodes": list(state.get("nodes", [])),
         **layout_provenance(cfg),
         "backend": state.get("backend"),
+        # As deployed (state.json), not as this command's flags say: `inv bench` without
+        # --dummy-weights still marks a random-weight deployment's results.
+        **weights_provenance(state.get("weights") or "real"),
     }
     hardware = []
     for name in prov["nodes"] or [head.name]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from sparkops.checks import api, network, profile, quick, reach
 from sparkops.checks.result import OK, Check
 from sparkops.config import Config
+from sparkops.config.weights import download_size_gb
 from sparkops.facts.node import NodeFacts
 from sparkops.plan.context import contexts
 from sparkops.remote.group import NodeGroup
@@ -20,6 +21,6 @@ def preflight(cfg: Config, facts: dict[str, NodeFacts], *, profile_flag: str,
     picked, found = network.checks(cfg, ctxs)
     if group is not None:
         found += reach.checks(ctxs, picked, reach.probe(group, ctxs, picked))
-    found = [*quick.checks(cfg, ctxs, {}, download_gb=cfg.model.get("download_gb")), *found,
+    found = [*quick.checks(cfg, ctxs, {}, download_gb=download_size_gb(cfg.doc)), *found,
              *profile.checks(cfg, ctxs, profile_flag), *api.checks(cfg)]
     return [c for c in found if c.status != OK]

@@ -11,13 +11,15 @@ from sparkops.node_scripts.smoke_model import REPO_ID as SMOKE_REPO
 from sparkops.plan.context import NodeContext
 
 
-def model_problem(facts, head_facts, is_head: bool) -> str | None:
+def model_problem(facts, head_facts, is_head: bool, dummy_weights: bool = False) -> str | None:
     """Why a worker's copy of the model, though its config.json is there, is not whole: fewer
     bytes than on the head (a sync cut short). None when whole or when the facts cannot tell.
-    `sync` verifies content; this is the cheap size check that runs before every `up`."""
+    `sync` verifies content; this is the cheap size check that runs before every `up`. With
+    random weights a node needs only the config and tokenizer, whatever else the head holds
+    (the whole model, from an earlier download): its config.json is enough here."""
     blobs = facts.model_blobs
     head = head_facts.model_blobs if head_facts is not None else None
-    if is_head or not facts.model_present or blobs is None or head is None:
+    if is_head or dummy_weights or not facts.model_present or blobs is None or head is None:
         return None
     if blobs.bytes < head.bytes:
         return (f"it is only partly synced: {gb(blobs.bytes)} of the head's {gb(head.bytes)} "
@@ -28,28 +30,32 @@ def model_problem(facts, head_facts, is_head: bool) -> str | None:
 def model(cfg: Config, ctxs: list[NodeContext], profile_flag: str) -> list[Check]:
     repo = cfg.model["repo"]
     head = next((c.facts for c in ctxs if c.is_head), None)
+    # With random weights, download and sync fetch and copy only the config and tokenizer.
+    flags = profile_flag + (" --dummy-weights" if cfg.dummy_weights else "")
     out = []
     for c in ctxs:
         present = c.facts.model_present
         evidence = {"repo": repo, "hf_home": c.hf_home}
         if c.facts.model_blobs is not None:
             evidence |= {"blob_files": c.facts.model_blobs.files, "blob_bytes": c.facts.model_blobs.bytes}
-        problem = model_problem(c.facts, head, c.is_head)
+        problem = model_problem(c.facts, head, c.is_head, cfg.dummy_weights)
         if present is False or problem:
             if repo == SMOKE_REPO:  # generated offline on every node: nothing to download
                 fix = f"`inv smoke-model --cluster {cfg.cluster_name}` builds it on every node"
             elif c.is_head:
-                fix = f"`inv download {profile_flag}`"
+                fix = f"`inv download {flags}`"
             else:
-                fix = (f"`inv sync {profile_flag}` copies it from the head (`inv download {profile_flag}` "
+                fix = (f"`inv sync {flags}` copies it from the head (`inv download {flags}` "
                        "first if the head lacks it too)")
             text = f"model {repo} is not in {c.hf_home}" if present is False else f"model {repo}: {problem}"
+            if cfg.dummy_weights:
+                text += " (random weights: only its config and tokenizer are needed, a few MB)"
             out.append(Check("model", "deploy", c.name, FAIL, text, evidence, fix))
         elif present and c.facts.model_blobs is not None and c.facts.model_blobs.incomplete:
             # A warning only: huggingface_hub leaves these behind for files it no longer
             # wants too; an unfinished file of this revision has no snapshot link yet.
             out.append(Check("model", "deploy", c.name, WARN, f"{repo}: {c.facts.model_blobs.incomplete} "
-                             "unfinished download(s) in blobs/", evidence, f"`inv download {profile_flag}` "
+                             "unfinished download(s) in blobs/", evidence, f"`inv download {flags}` "
                              "resumes them if this revision needs them"))
         elif present:
             out.append(Check("model", "deploy", c.name, OK, f"{repo} is in {c.hf_home}", evidence))

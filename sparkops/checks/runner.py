@@ -13,6 +13,7 @@ from sparkops.checks import api, logs, memory, nccl, network, quick, reach
 from sparkops.checks import profile as profile_checks
 from sparkops.checks.result import CLUSTER, FAIL, WARN, Check, CheckReport
 from sparkops.config import Config
+from sparkops.config.weights import download_size_gb
 from sparkops.facts.session import ClusterSession, cluster_session
 from sparkops.plan.context import contexts
 
@@ -40,7 +41,7 @@ def run_checks(cfg: Config, groups: Iterable[str], *, profile: str | None, progr
         out = quick.reachable(ctxs, session.unreachable)
         if "quick" in chosen:
             out += [*quick.facts_read(ctxs), *quick.gpu_checks(cfg, ctxs), *quick.image_agree(cfg, ctxs),
-                    *quick.disk(cfg, ctxs, download_gb=cfg.model.get("download_gb") if profile else None),
+                    *quick.disk(cfg, ctxs, download_gb=download_size_gb(cfg.doc) if profile else None),
                     *quick.cache_owner(ctxs), *memory.checks(cfg, ctxs, state), *quick.clock_skew(ctxs),
                     *api.checks(cfg)]
             if profile:

@@ -18,6 +18,7 @@ from sparkops.config.layers import environ as os_environ
 from sparkops.config.semantic import Finding, check
 from sparkops.config.toml_files import parse_toml, read_toml
 from sparkops.config.validate import validate
+from sparkops.config.weights import dummy_weights
 
 DEFAULT_CLUSTER = "spark-pair"
 MASK = "********"
@@ -50,6 +51,15 @@ class Config:
     @property
     def nodes(self) -> list[dict]:
         return self.doc["cluster"]["nodes"]
+
+    @property
+    def dummy_weights(self) -> bool:
+        """Serves random weights (model.weights = "dummy"): results measure speed only."""
+        return dummy_weights(self.doc)
+
+    def with_dummy_weights(self) -> Config:
+        """This configuration serving random weights (what `--dummy-weights` would have loaded)."""
+        return replace(self, doc={**self.doc, "model": {**self.model, "weights": "dummy"}})
 
     @property
     def served_model_name(self) -> str:
@@ -101,7 +111,8 @@ def _drop_if(doc: dict, path: tuple[str, ...], value) -> None:
 
 # (key path, default): see Config.config_hash.
 ADDED_LATER = ((("serving", "data_parallel"), 1), (("cluster", "docker", "run_as"), "user"),
-               (("cluster", "api", "listen"), "all"), (("cluster", "api", "open"), False))
+               (("cluster", "api", "listen"), "all"), (("cluster", "api", "open"), False),
+               (("model", "weights"), "real"))
 
 
 def defaults_layer() -> Layer:

@@ -76,6 +76,13 @@ def check(doc: dict, *, node_memory_gib: float | None = None) -> list[Finding]:
             f"vLLM starts, then fails on the first long request",
             f"set serving.max_model_len <= {max_pos}"))
 
+    if model.get("weights") == "dummy" and serving.get("load_format", "auto") not in ("auto", "dummy"):
+        found.append(Finding(
+            "error", "serving.load_format",
+            f"{serving['load_format']!r} loads weights from files, and model.weights = \"dummy\" asks for "
+            "random ones (vLLM's --load-format dummy)",
+            'leave serving.load_format at "auto" with --dummy-weights, or drop --dummy-weights'))
+
     if model.get("gated") and not doc.get("secrets", {}).get("hf_token"):
         found.append(Finding(
             "warn", "model.gated",

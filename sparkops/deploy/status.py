@@ -8,6 +8,7 @@ from sparkops.apply.state import read_state
 from sparkops.base.errors import SparkopsError
 from sparkops.base.tables import text_table
 from sparkops.config import Config
+from sparkops.config.weights import SPEED_ONLY
 from sparkops.facts.roce import select_roce
 from sparkops.facts.session import ClusterSession, cluster_session
 from sparkops.plan import ALL_SERVICES, RUNTIMES
@@ -87,7 +88,8 @@ def render(data: dict) -> str:
     if dep:
         out.append(f"serving profile {dep['profile']} (config {dep['hash']}): {dep['model']} "
                    f"as {dep['served_model_name']!r}, backend {dep['backend']}, nodes {', '.join(dep['nodes'])}"
-                   + (f", {dep['data_parallel']} replicas" if (dep.get("data_parallel") or 1) > 1 else ""))
+                   + (f", {dep['data_parallel']} replicas" if (dep.get("data_parallel") or 1) > 1 else "")
+                   + (f"; {SPEED_ONLY}" if dep.get("weights") == "dummy" else ""))
     else:
         out.append("no sparkops deployment recorded on the head")
     api = data.get("api")

@@ -97,7 +97,8 @@ def _leftovers(session: ClusterSession) -> list[str]:
 
 def _model_missing(session: ClusterSession, needed: list[str]) -> bool:
     head = session.facts[needed[0]]
-    return any(session.facts[n].model_present is False or model_problem(session.facts[n], head, n == needed[0])
+    dummy = session.cfg.dummy_weights
+    return any(session.facts[n].model_present is False or model_problem(session.facts[n], head, n == needed[0], dummy)
                for n in needed)
 
 

@@ -157,6 +157,8 @@ def _restart(state: dict, load: Callable[[str], Config], sink: TextIO, as_json: 
     t0 = time.monotonic()
     try:
         cfg = load(state["profile"])
+        if state.get("weights") == "dummy" and not cfg.dummy_weights:
+            cfg = cfg.with_dummy_weights()  # random weights come back random, not as a 65 GB download
         # The same configuration converges (stops what is left, starts it again); one started with
         # other overrides is replaced by the profile as it loads now, and the line says so.
         same = cfg.config_hash() == state.get("hash")

@@ -21,6 +21,7 @@ from sparkops.base.errors import SparkopsError
 from sparkops.base.progress import Progress
 from sparkops.base.units import gb
 from sparkops.config import Config
+from sparkops.config.weights import download_patterns
 from sparkops.facts.session import cluster_session
 from sparkops.models.local_import import import_local_dir
 from sparkops.node_scripts.hf_cache import repo_dir
@@ -62,12 +63,14 @@ def download(cfg: Config, *, local_dir: str | None = None, progress: Progress,
 
 def _download(cfg: Config, hf_home: Path, local_dir: str | None, progress: Progress) -> DownloadResult:
     m = cfg.model
-    flag = f"--profile {cfg.profile} --cluster {cfg.cluster_name}"
+    flag = f"--profile {cfg.profile} --cluster {cfg.cluster_name}" + (" --dummy-weights" if cfg.dummy_weights else "")
+    allow, ignore = download_patterns(cfg.doc)
+    what = "its config and tokenizer (random weights: no weight files)" if cfg.dummy_weights else ""
     start = time.monotonic()
     if local_dir:
-        progress.say(f"importing {local_dir} as {m['repo']} into {repo_dir(hf_home, m['repo'])}")
-        done = import_local_dir(Path(local_dir), hf_home, m["repo"], m.get("revision"),
-                                m.get("allow_patterns"), m.get("ignore_patterns"), progress)
+        progress.say(f"importing {local_dir} as {m['repo']} into {repo_dir(hf_home, m['repo'])}"
+                     + (f": {what}" if what else ""))
+        done = import_local_dir(Path(local_dir), hf_home, m["repo"], m.get("revision"), allow, ignore, progress)
         progress.say(f"imported {done.files} files, {gb(done.bytes)} ({gb(done.copied_bytes)} new)")
         return DownloadResult(str(done.snapshot), time.monotonic() - start, True, done.bytes)
     if m["repo"] == SMOKE_REPO:
@@ -81,13 +84,12 @@ def _download(cfg: Config, hf_home: Path, local_dir: str | None, progress: Progr
                             fix=f"accept the license at {page} with your account, create a read token "
                                 f"(https://huggingface.co/settings/tokens) and store it with "
                                 f"`inv setup --hf-token-stdin` (or set HF_TOKEN), then `inv download {flag}`")
-    progress.say(f"downloading {m['repo']}@{m.get('revision') or 'main'} (about {m.get('download_gb', 0):g} GB) "
-                 f"into {hf_home / 'hub'}")
+    size = what or f"about {m.get('download_gb', 0):g} GB"
+    progress.say(f"downloading {m['repo']}@{m.get('revision') or 'main'} ({size}) into {hf_home / 'hub'}")
     from huggingface_hub import snapshot_download
     try:
         path = snapshot_download(m["repo"], revision=m.get("revision"), cache_dir=str(hf_home / "hub"),
-                                 allow_patterns=m.get("allow_patterns"), ignore_patterns=m.get("ignore_patterns"),
-                                 token=token)
+                                 allow_patterns=allow, ignore_patterns=ignore, token=token)
     except Exception as exc:  # each hub failure becomes a message with its fix
         raise download_error(exc, cfg, hf_home) from None
     return DownloadResult(path, time.monotonic() - start, False)
@@ -101,7 +103,8 @@ def download_error(exc: Exception, cfg: Config, hf_home: Path) -> Exception:
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
-    m, flag = cfg.model, f"--profile {cfg.profile} --cluster {cfg.cluster_name}"
+    m = cfg.model
+    flag = f"--profile {cfg.profile} --cluster {cfg.cluster_name}" + (" --dummy-weights" if cfg.dummy_weights else "")
     page = f"{HUB}/{m['repo']}"
     if isinstance(exc, GatedRepoError):
         return SparkopsError(f"{m['repo']} is gated and this token has no access to it (yet)",
@@ -121,7 +124,7 @@ def download_error(exc: Exception, cfg: Config, hf_home: Path) -> Exception:
         return SparkopsError(
             f"cannot reach the Hugging Face hub, and {m['repo']} is not in {hf_home / 'hub'}",
             step="download", details=[f"{type(cause or exc).__name__}: {_first_line(cause or exc)}"],
-            fix=f"on a machine with internet: `{hf_cli(m)} --local-dir DIR`, bring DIR here, then "
+            fix=f"on a machine with internet: `{hf_cli(cfg.doc)} --local-dir DIR`, bring DIR here, then "
                 f"`inv download {flag} --local-dir DIR` imports it; or pre-seed the cache: copy "
                 f"that machine's ~/.cache/huggingface/hub/{repo_dir(hf_home, m['repo']).name} into {hf_home / 'hub'}")
     if isinstance(exc, OSError):
@@ -132,11 +135,14 @@ def download_error(exc: Exception, cfg: Config, hf_home: Path) -> Exception:
                          step="download", fix=f"`inv download {flag}` resumes where it stopped")
 
 
-def hf_cli(m: dict) -> str:
-    """The `hf download` command that fetches what this profile takes."""
+def hf_cli(doc: dict) -> str:
+    """The `hf download` command that fetches what this profile takes (with random weights: only
+    its config and tokenizer files)."""
+    m = doc["model"]
+    allow, ignore = download_patterns(doc)
     argv = ["hf", "download", m["repo"]] + (["--revision", m["revision"]] if m.get("revision") else [])
-    argv += [a for p in m.get("allow_patterns") or () for a in ("--include", p)]
-    argv += [a for p in m.get("ignore_patterns") or () for a in ("--exclude", p)]
+    argv += [a for p in allow or () for a in ("--include", p)]
+    argv += [a for p in ignore or () for a in ("--exclude", p)]
     return shlex.join(argv)
 
 

@@ -28,6 +28,7 @@ from sparkops.base.progress import Meter, Progress
 from sparkops.base.units import gb
 from sparkops.config import Config
 from sparkops.config.memfit import nodes_needed
+from sparkops.config.weights import download_patterns
 from sparkops.facts.gather import gather
 from sparkops.facts.roce import copy_route, lan_allowed, select_roce
 from sparkops.facts.session import ClusterSession, cluster_session
@@ -163,6 +164,10 @@ def sync_nodes(session: ClusterSession, progress: Progress, *, full: bool = Fals
         progress.say(f"{cfg.cluster_name}: one node, nothing to sync")
         return SyncReport(cfg.model["repo"], 0, 0, [], time.monotonic() - start)
     manifest = _scan_head(cfg, group[head["name"]], head, full, progress)
+    if cfg.dummy_weights:
+        manifest = weightless(manifest, *download_patterns(cfg.doc))
+        progress.say(f"random weights: copying only the config and tokenizer, {len(manifest['files'])} files, "
+                     f"{gb(manifest['bytes'])}")
     body = json.dumps({"files": manifest["files"], "links": manifest["links"]})
     timeout = 120 + manifest["bytes"] / 200e6
     worker_group = group.subset(w["name"] for w in workers)
@@ -195,6 +200,21 @@ def _scan_head(cfg: Config, conn: NodeConn, head: dict, full: bool, progress: Pr
                  f"{gb(manifest['bytes'])}; hashed {gb(manifest['hashed_bytes'])} in "
                  f"{time.monotonic() - t0:.1f}s")
     return manifest
+
+
+def weightless(manifest: dict, allow: list[str] | None, ignore: list[str] | None) -> dict:
+    """The part of a head's manifest that random weights need: the snapshot entries the
+    patterns take (config, tokenizer), the blobs they point to, and the refs; not the weights,
+    even when the head holds them (it downloaded the whole model once)."""
+    from huggingface_hub.utils import filter_repo_objects
+    snapshot = {rel: rel.split("/", 2)[2] for rel in [*manifest["files"], *manifest["links"]]
+                if rel.startswith("snapshots/") and rel.count("/") >= 2}
+    taken = set(filter_repo_objects(sorted(set(snapshot.values())), allow_patterns=allow, ignore_patterns=ignore))
+    links = {rel: target for rel, target in manifest["links"].items() if rel not in snapshot or snapshot[rel] in taken}
+    pointed = {posixpath.normpath(posixpath.join(posixpath.dirname(rel), target)) for rel, target in links.items()}
+    files = {rel: entry for rel, entry in manifest["files"].items()
+             if (snapshot[rel] in taken if rel in snapshot else not rel.startswith("blobs/") or rel in pointed)}
+    return manifest | {"files": files, "links": links, "bytes": sum(size for size, _ in files.values())}
 
 
 def _refuse_if_short(cfg: Config, checks: dict[str, dict]) -> None:

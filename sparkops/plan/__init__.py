@@ -61,6 +61,8 @@ def plan_up(cfg: Config, facts: dict[str, NodeFacts]) -> Plan:
              "api_url": api_url(cfg), "runtime": runtime.name, "backend": backend.name,
              "nodes": [c.name for c in ctxs], "services": list(backend.SERVICES),
              "data_parallel": cfg.serving["data_parallel"]}
+    if cfg.dummy_weights:  # what bench marks its results by (absent: the model's own weights)
+        state["weights"] = "dummy"
     started = [(node, step.service) for step in reversed(launch) for node in step.env]
     watch = tuple(Watch(node, service, runtime.status_argv(ctx_of[node], service),
                         runtime.log_argv(ctx_of[node], service, WATCH_LOG_LINES)) for node, service in started)

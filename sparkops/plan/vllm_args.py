@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from sparkops.config import Config
+from sparkops.config.weights import load_format
 
 
 def listen_address(cfg: Config) -> str:
@@ -21,7 +22,7 @@ def serve_argv(cfg: Config) -> list[str]:
             "--max-model-len", str(s["max_model_len"]),
             "--dtype", s["dtype"],
             "--kv-cache-dtype", s["kv_cache_dtype"],
-            "--load-format", s["load_format"]]
+            "--load-format", load_format(cfg.doc)]
     if cfg.cluster["accelerator"] == "nvidia":
         argv += ["--gpu-memory-utilization", str(s["gpu_memory_utilization"])]
     if m.get("revision"):
