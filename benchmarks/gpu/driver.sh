@@ -14,7 +14,7 @@ SPK_VENV=${SPK_VENV:-/root/spk-venv}
 INV="$SPK_VENV/bin/python -m invoke"
 C="--cluster ${CLUSTER:-gpu}"   # CLUSTER=local: a dry run of the steps on a CPU machine
 DENSE=${DENSE:-mistral-7b-instruct-v0.3,phi-4,qwen2.5-7b-instruct}   # the last stays up for the agreement
-MOE=${MOE:-mixtral-8x7b-instruct-v0.1}
+MOE=${MOE-mixtral-8x7b-instruct-v0.1}   # MOE= : none
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 # FlashInfer's sampler JIT-compiles with nvcc on first use; the wheels do not carry FlashInfer.
 export SPARKOPS_ENV__VLLM_USE_FLASHINFER_SAMPLER=0
@@ -73,20 +73,21 @@ step down_smoke 120 $INV down $C
 step stand_ins 300 $SPK_VENV/bin/python benchmarks/gpu/stand_in_models.py "$HOME/.cache/huggingface" \
     ${DENSE//,/ } $MOE
 step bench_all 1500 $INV bench-all $C --profiles "$DENSE" \
-    --dummy-weights --suite leaderboard,serving --keep-last --results "$R/results" \
+    --dummy-weights --suite leaderboard,serving --keep-last \
     --set 'bench.suites.serving.concurrency=[1,4,16,64]' --set bench.suites.serving.runs=2 \
     --set cluster.node_memory_gib=139  # bench-all picks profiles by the static size (an H200's 140.4 GiB)
-step report 300 $INV report --results "$R/results" --out "$R/report"
+cp results/*.json "$R/results/" 2>/dev/null   # bench-all writes into the checkout's results/
+step report 300 $INV report --results results --out "$R/report"
 
 # 3. Agreement on the server still up (the 7B), in turn, twice, alternating who goes first:
-# sparkops and `vllm bench serve` on the same prompts (-n 192 -c 32 -m 128), sparkops' sweep
+# sparkops and `vllm bench serve` on the same prompts (-n 128 -c 32 -m 128), sparkops' sweep
 # and llama-benchy on the same cells (pp 512, tg 128, concurrency 1 and 32, 3 runs).
 for round in 1 2; do
   if [ $round = 1 ]; then order="sparkops vllm sweep benchy"; else order="benchy sweep vllm sparkops"; fi
   for tool in $order; do
     case $tool in
-      sparkops) step "agree_sparkops_$round" 300 $INV bench $C -n 192 -c 32 -m 128 -o "$R/agree/sparkops-$round.json" ;;
-      vllm) step "agree_vllm_$round" 300 $INV bench $C -n 192 -c 32 -m 128 --engine vllm -o "$R/agree/vllm-$round.json" ;;
+      sparkops) step "agree_sparkops_$round" 300 $INV bench $C -n 128 -c 32 -m 128 -o "$R/agree/sparkops-$round.json" ;;
+      vllm) step "agree_vllm_$round" 300 $INV bench $C -n 128 -c 32 -m 128 --engine vllm -o "$R/agree/vllm-$round.json" ;;
       sweep) step "agree_sweep_$round" 300 $INV bench $C --pp 512 --tg 128 --concurrency 1,32 --runs 3 \
                  -o "$R/agree/sweep-$round.json" ;;
       benchy) step "agree_benchy_$round" 300 bash benchmarks/gpu/benchy.sh "$R/agree/benchy-$round.json" ;;
