@@ -15,6 +15,8 @@ INV="$SPK_VENV/bin/python -m invoke"
 C="--cluster ${CLUSTER:-gpu}"   # CLUSTER=local: a dry run of the steps on a CPU machine
 DENSE=${DENSE:-mistral-7b-instruct-v0.3,phi-4,qwen2.5-7b-instruct}   # the last stays up for the agreement
 MOE=${MOE-mixtral-8x7b-instruct-v0.1}   # MOE= : none
+ONLY=${ONLY:-lifecycle dense agree moe}   # the parts to run (a second hold can run what the first lacked)
+part() { case " $ONLY " in *" $1 "*) return 0 ;; esac; return 1; }
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 # FlashInfer's sampler JIT-compiles with nvcc on first use; the wheels do not carry FlashInfer.
 export SPARKOPS_ENV__VLLM_USE_FLASHINFER_SAMPLER=0
@@ -52,6 +54,7 @@ step check $((120)) $INV check $C --gpu --json
 cp "$L/check.log" "$R/results/check-gpu.json" 2>/dev/null
 
 # 1. The life cycle on the smoke model: up, status, watch bringing back a killed API server, down.
+if part lifecycle; then
 step smoke_model 300 $INV smoke-model $C
 step up_smoke 600 $INV up --profile smoke $C
 step status_smoke 60 $INV status $C --json
@@ -66,7 +69,9 @@ log "watch said: $(grep -o '"event": *"[a-z_]*"' "$L/watch.log" | sort | uniq -c
 kill "$WATCH" 2>/dev/null; wait "$WATCH" 2>/dev/null
 step status_after_restart 60 $INV status $C --json
 step down_smoke 120 $INV down $C
+fi
 
+if part dense; then
 # 2. Three dense architectures with random weights (stand-in configs: no Hub here), both suites,
 # one start each, then the report. The serving suite at 4 concurrencies and 2 runs to fit the
 # device's time; the leaderboard as defined.
@@ -78,11 +83,12 @@ step bench_all 1500 $INV bench-all $C --profiles "$DENSE" \
     --set cluster.node_memory_gib=139  # bench-all picks profiles by the static size (an H200's 140.4 GiB)
 cp results/*.json "$R/results/" 2>/dev/null   # bench-all writes into the checkout's results/
 step report 300 $INV report --results results --out "$R/report"
+fi
 
 # 3. Agreement on the server still up (the 7B), in turn, twice, alternating who goes first:
 # sparkops and `vllm bench serve` on the same prompts (-n 128 -c 32 -m 128), sparkops' sweep
 # and llama-benchy on the same cells (pp 512, tg 128, concurrency 1 and 32, 3 runs).
-for round in 1 2; do
+part agree && for round in 1 2; do
   if [ $round = 1 ]; then order="sparkops vllm sweep benchy"; else order="benchy sweep vllm sparkops"; fi
   for tool in $order; do
     case $tool in
@@ -94,9 +100,11 @@ for round in 1 2; do
     esac
   done
 done
-step down_dense 120 $INV down $C
+part agree && step down_dense 120 $INV down $C
 
 # 4. An MoE architecture (Mixtral-shaped, random weights), on one GPU.
+part moe || MOE=
+[ -n "$MOE" ] && step stand_in_moe 300 $SPK_VENV/bin/python benchmarks/gpu/stand_in_models.py "$HOME/.cache/huggingface" "$MOE"
 [ -n "$MOE" ] && step up_moe 900 $INV up --profile "$MOE" $C --dummy-weights \
     --set serving.tensor_parallel=1 --set serving.expert_parallel=false
 [ -n "$MOE" ] && step bench_moe 300 $INV bench $C --suite quick -o "$R/results/moe-quick.json"
