@@ -511,3 +511,25 @@ def test_plan_names_where_copies_go_and_refuses_the_lan():
     assert allowed[1] == ("  spark-1 -> spark-2: spark-2.local, SSH address (no RoCE interface is up with an "
                           "IPv4 address) (over the LAN: cluster.sync.over_lan)")
     assert copy_route_lines(configure("serving.tensor_parallel=1"), facts) == []  # one node: no copies
+
+
+def test_a_deployment_records_its_overrides_so_bench_reloads_it_as_deployed():
+    """Found on the GPU: Mixtral served on one GPU with --set serving.tensor_parallel=1, then
+    `inv bench` reloaded the profile alone (TP=2: two nodes) and refused it. The state records
+    the deployment's --set and SPARKOPS_* values (never a secret), and a load with them is the
+    deployed config, hash and all."""
+    sets = ["serving.tensor_parallel=1", "serving.expert_parallel=false", 'secrets.api_key="k-not-recorded"']
+    cfg = load_config("mixtral-8x7b-instruct-v0.1", "spark-pair", root=ROOT, sets=sets,
+                      environ={"SPARKOPS_ENV__VLLM_USE_FLASHINFER_SAMPLER": "0"})
+    plan = plan_up(cfg, recorded_facts(cfg)[0])
+    state = json.loads(next(a.content for a in step(plan, "record").actions["spark-1"] if isinstance(a, WriteFile)))
+    assert state["overrides"] == ['env.VLLM_USE_FLASHINFER_SAMPLER="0"', "serving.tensor_parallel=1",
+                                  "serving.expert_parallel=false"]
+    again = load_config("mixtral-8x7b-instruct-v0.1", "spark-pair", root=ROOT, sets=state["overrides"],
+                        environ={"VLLM_API_KEY": "k-not-recorded"})
+    assert again.config_hash() == state["hash"]
+    # On the one-GPU cluster of that run: the profile alone cannot run there, as deployed it can.
+    with pytest.raises(SparkopsError, match="needs 2 nodes"):
+        load_config("mixtral-8x7b-instruct-v0.1", "gpu", root=ROOT, environ={})
+    assert load_config("mixtral-8x7b-instruct-v0.1", "gpu", root=ROOT, environ={},
+                       sets=[*state["overrides"], "cluster.node_memory_gib=139"]).serving["tensor_parallel"] == 1

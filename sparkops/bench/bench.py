@@ -35,8 +35,8 @@ def bench(*, profile: str | None, url: str | None, cluster: str | None, single: 
                             fix="add --pp/--tg/--depth (llama-benchy's test), or --suite serving")
     mode = "sweep" if sweep else pick_mode(single, quick, num_prompts, concurrency)
 
-    def load(name: str) -> Config:
-        return load_config(name, cluster, sets=sets)
+    def load(name: str, overrides=()) -> Config:
+        return load_config(name, cluster, sets=[*overrides, *sets])
 
     # --url alone benches that URL without touching the cluster; the vllm engine always runs on
     # the head, so it needs the cluster.

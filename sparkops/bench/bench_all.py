@@ -211,9 +211,10 @@ def _load(loader, name, cluster, sets, skip_token, placement, layout=None) -> tu
     return cfg, None
 
 
-def _fixed(cfg: Config) -> Callable[[str], Config]:
-    """A loader for open_target that gives the profile's config as already loaded."""
-    return lambda profile: cfg
+def _fixed(cfg: Config) -> Callable[..., Config]:
+    """A loader for open_target that gives the profile's config as already loaded (with the
+    overrides it was deployed with: bench-all deployed it)."""
+    return lambda profile, overrides=(): cfg
 
 
 def _record(results, name, cluster, mode, engine, status, reason, t0, *, cfg=None, log=(), layout=None,

@@ -60,9 +60,10 @@ def listed_models(url: str, api_key: str | None) -> list[str]:
 
 
 @contextmanager
-def open_target(load: Callable[[str], Config], cluster_cfg: Config | None, *, profile: str | None,
+def open_target(load: Callable[..., Config], cluster_cfg: Config | None, *, profile: str | None,
                 url: str | None, need_head: bool) -> Iterator[Target]:
-    """`load(profile)` gives a profile's effective config (with the caller's --set); without
+    """`load(profile, overrides=())` gives a profile's effective config (the deployment's recorded
+    overrides, then the caller's --set); without
     `cluster_cfg` only `url` is benched and provenance holds what the API says."""
     if cluster_cfg is None:
         if need_head:
@@ -89,7 +90,7 @@ def open_target(load: Callable[[str], Config], cluster_cfg: Config | None, *, pr
                                 f"not {profile!r}", step="bench",
                                 fix=f"`inv switch --profile {profile} --cluster {cluster_cfg.cluster_name}` first, "
                                     "or leave out --profile to bench what is serving")
-        cfg = load(state["profile"])
+        cfg = load(state["profile"], state.get("overrides", []))  # the profile as it was deployed
         if state.get("weights") == "dummy" and not cfg.dummy_weights:
             cfg = cfg.with_dummy_weights()  # as deployed: `inv bench` needs no --dummy-weights
         api_key = cfg.secrets.get("api_key")

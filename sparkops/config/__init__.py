@@ -88,8 +88,29 @@ class Config:
         text = json.dumps(served, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    def overrides(self) -> list[str]:
+        """The `--set` and SPARKOPS_* values this config was loaded with, as `key=value` items a
+        later load takes again (`up` records them: `inv bench` of that deployment reloads its
+        profile with them, not as the profile alone, which may not even run here). Secrets are
+        left out; they come from the caller's own files and environment."""
+        out: list[str] = []
+        for layer in self.layers:
+            if layer.name in ("environment", "command line"):
+                out += [f"{key}={json.dumps(value)}" for key, value in _leaves(layer.data)
+                        if not key.startswith("secrets.")]
+        return out
+
     def secret_values(self) -> list[str]:
         return [v for v in self.secrets.values() if v]
+
+
+def _leaves(doc: dict, prefix: str = ""):
+    """(dotted key, value) of every non-table value."""
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def _drop_if(doc: dict, path: tuple[str, ...], value) -> None:

@@ -63,6 +63,8 @@ def plan_up(cfg: Config, facts: dict[str, NodeFacts]) -> Plan:
              "data_parallel": cfg.serving["data_parallel"]}
     if cfg.dummy_weights:  # what bench marks its results by (absent: the model's own weights)
         state["weights"] = "dummy"
+    if cfg.overrides():  # what bench reloads the profile with (absent: none were given)
+        state["overrides"] = cfg.overrides()
     started = [(node, step.service) for step in reversed(launch) for node in step.env]
     watch = tuple(Watch(node, service, runtime.status_argv(ctx_of[node], service),
                         runtime.log_argv(ctx_of[node], service, WATCH_LOG_LINES)) for node, service in started)
