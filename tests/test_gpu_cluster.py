@@ -1,7 +1,7 @@
 """The `gpu` cluster: this machine's NVIDIA GPU with memory of its own (an H200 in the GPU run),
 the native runtime, no network. nvidia-smi is the one stand-in: it prints the H200 recording
-(tests/data/facts/nvidia_smi_query/h200_provisional.txt, provisional until the GPU run records
-its own; SOURCES.md) for the probe's exact query. Everything else runs for real here."""
+(tests/data/facts/nvidia_smi_query/h200_gpu_run.txt, recorded on the project's GPU run; SOURCES.md)
+for the probe's exact query. Everything else runs for real here."""
 from __future__ import annotations
 
 import dataclasses
@@ -26,11 +26,11 @@ from sparkops.plan.context import contexts
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDED = ROOT / "tests" / "data" / "facts"
-H200 = RECORDED / "nvidia_smi_query" / "h200_provisional.txt"
+H200 = RECORDED / "nvidia_smi_query" / "h200_gpu_run.txt"
 H100X8 = RECORDED / "nvidia_smi_query" / "h100x8_composed.txt"
 # The 32B at its preset's length: about 72 GiB of an 0.85 budget, more than an 80 GB GPU gives.
 BIG = "qwen2.5-32b-instruct"
-H200_LINE = "1 x NVIDIA H200, driver 580.159, compute capability 9.0, 140.4 GiB GPU memory (nvidia-smi memory.total)"
+H200_LINE = "1 x NVIDIA H200, driver 580.159.04, compute capability 9.0, 140.4 GiB GPU memory (nvidia-smi memory.total)"
 
 
 @pytest.fixture(autouse=True)
