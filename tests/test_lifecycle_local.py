@@ -60,8 +60,17 @@ def stream_chat(url: str) -> list[dict]:
 
 def test_up_serves_then_second_up_is_a_no_op_then_down_stops(local_cfg):
     cfg = local_cfg()
-    first = up(cfg, progress=Silent())
+    said = []
+
+    class Heard(Silent):
+        def say(self, text):
+            said.append(text)
+    first = up(cfg, progress=Heard())
     assert not first.already
+    # Where the start spent its time, read from the CPU vLLM's own log on this machine.
+    startup = [s for s in said if " start-up " in s]
+    assert len(startup) == 1 and startup[0].startswith("vLLM "), said
+    assert "engine process" in startup[0] and "API up" in startup[0], startup
     events = stream_chat(first.url)
     assert events[-1]["usage"]["completion_tokens"] == 8
 

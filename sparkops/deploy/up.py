@@ -21,10 +21,14 @@ from sparkops.config.memfit import nodes_needed
 from sparkops.deploy.down import stop
 from sparkops.deploy.make_room import make_room
 from sparkops.facts.session import ClusterSession, cluster_session
+from sparkops.facts.vllm_startup import last_start
 from sparkops.models.sync import ensure_model
-from sparkops.plan import ALL_SERVICES, api_url, plan_up
+from sparkops.plan import ALL_SERVICES, RUNTIMES, api_url, plan_up
 from sparkops.plan.context import contexts
 from sparkops.plan.steps import Plan
+
+# A start's lines (about 60 on vLLM 0.26) with room for warnings between them.
+STARTUP_LOG_LINES = 400
 
 
 @dataclass
@@ -86,7 +90,19 @@ def _up(session: ClusterSession, needed: list[str], *, replace: bool, sync_model
     _check_flags(session, plan, progress)
     make_room(session, progress)
     apply(plan, session.group, progress=progress, api_key=cfg.secrets.get("api_key"))
+    _say_startup(session, progress)
     return UpResult(api_url(cfg), cfg.served_model_name, False, time.monotonic() - start)
+
+
+def _say_startup(session: ClusterSession, progress: Progress) -> None:
+    """Where the head's vLLM spent its start-up and what memory it took, from its own log: the
+    first thing to read when a start is slow or the KV cache small. Only said when the log has it."""
+    head = contexts(session.cfg, session.facts)[0]
+    runtime = RUNTIMES[session.cfg.cluster["runtime"]]
+    res = session.head.run(runtime.log_argv(head, "vllm", STARTUP_LOG_LINES), timeout=30)
+    startup = last_start(res.stdout + res.stderr) if res.ok else None
+    if startup and startup.phases:
+        progress.say(startup.line())
 
 
 def _leftovers(session: ClusterSession) -> list[str]:
