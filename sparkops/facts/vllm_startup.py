@@ -71,9 +71,16 @@ class Startup:
 def last_start(text: str) -> Startup | None:
     """The last start-up in a vLLM log (a service's log holds one, a followed log several);
     None when no start is in it."""
+    chunks = split_starts(text)
+    return parse(chunks[-1]) if chunks else None
+
+
+def split_starts(text: str) -> list[list[str]]:
+    """The log's lines cut at each start (the API server's first line); what comes before the
+    first start is left out."""
     lines = text.splitlines()
-    begin = max((i for i, line in enumerate(lines) if _START.search(line) and _STAMP.search(line)), default=None)
-    return None if begin is None else parse(lines[begin:])
+    begins = [i for i, line in enumerate(lines) if _START.search(line) and _STAMP.search(line)]
+    return [lines[a:b] for a, b in zip(begins, begins[1:] + [len(lines)])]
 
 
 def parse(lines: list[str]) -> Startup:
