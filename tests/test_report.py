@@ -472,3 +472,44 @@ def test_random_weight_results_are_rows_apart_and_say_speed_only(tmp_path):
     assert "2 of them speed only: random weights (model.weights = &quot;dummy&quot;" in page
     _, cells = sweep_tables([(p, d) for p, d in load_all(folder)[0] if d["mode"] == "sweep"])
     assert sorted(set(cells["label"])) == ["alpha", "alpha (random weights)"]
+
+
+def _compare(rows):
+    """A compare table as sweep_tables makes it: a figure column, then its std column."""
+    columns = ["profile", "layout", "weights", "tg32 t/s @ d0", "tg32 t/s @ d0 ±", "out tok/s @ c4",
+               "out tok/s @ c4 ±", "out tok/s @ c64", "out tok/s @ c64 ±", "TTFT p99 ms @ c1", "TTFT p99 ms @ c1 ±"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def test_which_is_fastest_names_the_best_row_and_calls_a_lead_inside_the_spread_a_tie():
+    from sparkops.bench.report import fastest
+    df = _compare([
+        ["a", "TP=1, one node", None, 210.2, 0.5, 800.0, 1.0, 7552.0, 6.5, 71.2, 1.2],
+        ["b", "TP=1, one node", None, 209.3, 0.6, 900.0, 1.0, 6600.0, 1.5, 70.3, 1.4],
+        ["c", "TP=1, one node", None, 113.5, 0.2, 435.0, 0.3, float("nan"), float("nan"), 128.0, 4.4],
+    ])
+    lines = fastest(df)
+    assert lines[0] == ("Fastest decode for one user (tg32 t/s @ d0): a, 210.2 ± 0.5; "
+                        "then b, 209.3 ± 0.6 (a tie within the spread)")
+    # Under load: the highest concurrency measured (c64, not c4); a row without it is left out.
+    assert lines[1] == ("Most output under load (out tok/s @ c64): a, 7552.0 ± 6.5; "
+                        "then b, 6600.0 ± 1.5 (ahead by 14 %)")
+    # Lower is better for the first token: b's 0.9 ms lead is inside 1.2 + 1.4.
+    assert lines[2].startswith("Quickest first token for one user (TTFT p99 ms @ c1): b, 70.3 ± 1.4; then a")
+    assert lines[2].endswith("(a tie within the spread)")
+    assert len(lines) == 3  # no pp column: no prompt-processing line
+
+
+def test_which_is_fastest_tells_layouts_and_random_weights_apart():
+    from sparkops.bench.report import fastest
+    df = _compare([
+        ["a", "TP=2, two nodes", None, 50.0, 0.1, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0],
+        ["a", "TP=1, one node", None, 40.0, 0.1, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0],
+        ["b", "TP=1, one node", "speed only: random weights", 30.0, 0.1, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0],
+        ["b", "TP=1, one node", None, 20.0, 0.1, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0],
+    ])
+    first = fastest(df)[0]
+    assert first.startswith("Fastest decode for one user (tg32 t/s @ d0): a (TP=2, two nodes), 50.0 ± 0.1; "
+                            "then a (TP=1, one node), 40.0 ± 0.1 (ahead by 25 %)"), first
+    assert fastest(df.iloc[2:])[0].startswith("Fastest decode for one user (tg32 t/s @ d0): b (random weights)")
+    assert fastest(df.iloc[0:0]) == []

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -402,6 +403,78 @@ def layouts_markdown(crossings: dict[str, str]) -> str:
     return "## Layouts\n\n" + "\n".join(f"- {text}" for text in crossings.values()) + f"\n\n{LAYOUTS_NOTE}\n"
 
 
+# --- which is fastest ------------------------------------------------------------------------
+
+# The questions an owner asks of the compare table, each answered by one of its columns:
+# (question, column pattern, higher is better). The first column that matches is used.
+HEADLINES = (
+    ("Fastest decode for one user", re.compile(r"^tg\d+ t/s @ d0$"), True),
+    ("Fastest prompt processing", re.compile(r"^pp\d+ t/s @ d0 \(tg\d+\)$"), True),
+    ("Most output under load", re.compile(r"^out tok/s @ c(\d+)$"), True),
+    ("Quickest first token for one user", re.compile(r"^TTFT p99 ms @ c1$"), False),
+)
+
+
+def fastest(df: pd.DataFrame) -> list[str]:
+    """One sentence per headline: the best row, its figure ± std and the runner-up's; a lead
+    inside the two rows' spreads (the difference at most the sum of their stds) is called a
+    tie, since another run could order them the other way."""
+    if df.empty:
+        return []
+    out = []
+    labels = _row_labels(df)
+    for question, pattern, higher in HEADLINES:
+        matching = [c for c in df.columns if not c.endswith(STD) and pattern.match(c)]
+        if not matching:
+            continue
+        # Under load: the highest concurrency measured; otherwise the first (shortest tg, d0).
+        column = max(matching, key=lambda c: int(pattern.findall(c)[0])) if pattern.groups else matching[0]
+        rows = [(labels[i], float(r[column]), _std(r, column)) for i, r in df.iterrows()
+                if isinstance(r[column], (int, float)) and not math.isnan(r[column])]
+        if not rows:
+            continue
+        rows.sort(key=lambda t: t[1], reverse=higher)
+        (best, v, sd) = rows[0]
+        text = f"{question} ({column}): {best}, {with_std(v, sd)}"
+        if len(rows) > 1:
+            (second, v2, sd2) = rows[1]
+            lead = abs(v - v2)
+            verdict = "a tie within the spread" if lead <= sd + sd2 else f"ahead by {lead / abs(v2) * 100:.0f} %"
+            text += f"; then {second}, {with_std(v2, sd2)} ({verdict})"
+        out.append(text)
+    return out
+
+
+def _std(r: pd.Series, column: str) -> float:
+    sd = r.get(column + STD)
+    return float(sd) if isinstance(sd, (int, float)) and not math.isnan(sd) else 0.0
+
+
+def _row_labels(df: pd.DataFrame) -> dict:
+    """The profile, with its layout where a profile has rows in several, and "random weights"
+    where some of a profile's rows are speed only."""
+    labels = {}
+    for i, r in df.iterrows():
+        same = df[df["profile"] == r["profile"]]
+        label = str(r["profile"])
+        if same["layout"].nunique() > 1:
+            label += f" ({r['layout']})"
+        if same["weights"].fillna("").nunique() > 1 and isinstance(r["weights"], str) and r["weights"]:
+            label += " (random weights)"
+        labels[i] = label
+    return labels
+
+
+FASTEST_NOTE = ("Each line: the best row of compare.csv at that column, then the runner-up; a lead no "
+                "larger than the two rows' std added together is called a tie.")
+
+
+def fastest_markdown(lines: list[str]) -> str:
+    if not lines:
+        return ""
+    return "## Which is fastest\n\n" + "\n".join(f"- {line}" for line in lines) + f"\n\n{FASTEST_NOTE}\n\n"
+
+
 # --- index.html -----------------------------------------------------------------------------------
 
 HTML_MATRIX_COLUMNS = [*MARKDOWN_COLUMNS, "vllm_version", "config_hash", "file"]
@@ -446,7 +519,8 @@ def report(results: Path, out: Path) -> tuple[pd.DataFrame, list[Path], list[str
     crossings = crossovers(cells)
     layouts_md = layouts_markdown(crossings)
     tail = f"\n{layouts_md}" if layouts_md else ""
-    files.append(atomic_write(out / "compare.md", compare_markdown(compare) + tail))
+    headline = fastest(compare)
+    files.append(atomic_write(out / "compare.md", fastest_markdown(headline) + compare_markdown(compare) + tail))
     if layouts_md:
         files.append(atomic_write(out / "layouts.md", layouts_md))
     charts = classic_charts(df, out) + sweep_charts(cells, out) + layout_charts(cells, out)
@@ -454,5 +528,6 @@ def report(results: Path, out: Path) -> tuple[pd.DataFrame, list[Path], list[str
     notes = [f"From {len(found)} result files in {results}."]
     notes += [f"{random} of them {SPEED_ONLY_NOTE}."] if random else []
     notes += [*crossings.values(), *warnings]
-    html = page("sparkops benchmark report", html_tables(df, compare), charts, notes)
+    html = page("sparkops benchmark report", html_tables(df, compare), charts, notes,
+                headline=[*headline, FASTEST_NOTE] if headline else [])
     return df, [*files, *charts, atomic_write(out / "index.html", html)], warnings

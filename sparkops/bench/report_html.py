@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,8 +89,14 @@ window.addEventListener("load", markImages);
 """
 
 
-def page(title: str, tables: list[Table], charts: list[Path], notes: list[str]) -> str:
+def page(title: str, tables: list[Table], charts: list[Path], notes: list[str],
+         headline: Sequence[str] = ()) -> str:
+    """`headline`: the answers read first (which is fastest), the last one their note."""
     parts = [f"<h1>{esc(title)}</h1>", *(f'<p class="note">{esc(n)}</p>' for n in notes)]
+    if headline:
+        items = "".join(f"<li>{esc(line)}</li>" for line in headline[:-1])
+        parts += ["<h2>Which is fastest</h2>", f'<ul id="fastest">{items}</ul>',
+                  f'<p class="note">{esc(headline[-1])}</p>']
     parts += [table_html(t) for t in tables]
     if charts:
         parts.append("<h2>Charts</h2>")
