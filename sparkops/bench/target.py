@@ -147,18 +147,22 @@ def _provenance(cfg: Config, state: dict, url: str, api_key: str | None, facts: 
         # --dummy-weights still marks a random-weight deployment's results.
         **weights_provenance(state.get("weights") or "real"),
     }
-    hardware = []
-    for name in prov["nodes"] or [head.name]:
-        f = facts.get(name)
-        gpus = f.gpus if f else ()
-        hardware.append({"node": name,
-                         "gpu": (", ".join(g.name for g in gpus)
-                                 or (f"none ({cfg.cluster['accelerator']})" if f else None)),
-                         "driver": (gpus[0].driver or None) if gpus else None,
-                         "memory_gib": round(f.memory_gib, 1) if f and f.memory_gib else None})
+    hardware = [hardware_of(name, facts.get(name), cfg.cluster["accelerator"]) for name in prov["nodes"] or [head.name]]
     prov["hardware"] = hardware
     prov["nccl"], prov["nccl_note"] = _nccl(head_conn, head, runtime)
     return prov
+
+
+def hardware_of(name: str, f: NodeFacts | None, accelerator: str) -> dict:
+    """A node's hardware as results record it. memory_gib is the host's (a Spark's one memory);
+    gpu_memory_gib the GPUs' own added up (an H200's 140.4 GiB), None where they have none."""
+    gpus = f.gpus if f else ()
+    own = [g.memory_total_mib for g in gpus if g.memory_total_mib]
+    return {"node": name,
+            "gpu": ", ".join(g.name for g in gpus) or (f"none ({accelerator})" if f else None),
+            "driver": (gpus[0].driver or None) if gpus else None,
+            "memory_gib": round(f.memory_gib, 1) if f and f.memory_gib else None,
+            "gpu_memory_gib": round(sum(own) / 1024, 1) if own else None}
 
 
 def _nccl(head_conn: NodeConn, head: NodeContext, runtime: Runtime) -> tuple[dict | None, str]:
