@@ -493,15 +493,19 @@ def frames_header(frames: transfer.Frames, rel: str, offset: int, size: int) -> 
     return frames.header({"rel": rel, "offset": offset, "size": size})
 
 
+def _one_file(frames, mib):
+    """A file of `mib` random MiB as a sender frames it: its header, then its data frames."""
+    payload = os.urandom(mib * MiB)
+    return frames_header(frames, "blobs/f", 0, len(payload)), data(frames, payload)
+
+
 def _wrong_header(frames):
     first = frames.header({"link": "snapshots/r/x", "target": "../../blobs/f"})
     return [first, flip(frames.header({"rel": "blobs/f", "offset": 0, "size": 1}), 10), b"x"], "frame 1: bad MAC"
 
 
 def _replayed_chunk(frames):
-    payload = os.urandom(2 * MiB)
-    head = frames_header(frames, "blobs/f", 0, len(payload))
-    chunks = data(frames, payload)
+    head, chunks = _one_file(frames, 2)
     return [head, chunks[0], chunks[0]], "frame 2: bad MAC"
 
 
@@ -511,16 +515,12 @@ def _replayed_header(frames):
 
 
 def _dropped_chunk(frames):
-    payload = os.urandom(3 * MiB)
-    head = frames_header(frames, "blobs/f", 0, len(payload))
-    chunks = data(frames, payload)
+    head, chunks = _one_file(frames, 3)
     return [head, chunks[0], chunks[2]], "frame 2: bad MAC"
 
 
 def _reordered_chunks(frames):
-    payload = os.urandom(3 * MiB)
-    head = frames_header(frames, "blobs/f", 0, len(payload))
-    chunks = data(frames, payload)
+    head, chunks = _one_file(frames, 3)
     return [head, chunks[0], chunks[2], chunks[1]], "frame 2: bad MAC"
 
 
