@@ -294,9 +294,14 @@ def test_reach_failures():
 def test_reach_script_runs_here_over_loopback():
     if not (shutil.which("ping") and shutil.which("bash") and shutil.which("timeout")):
         pytest.skip("needs ping, bash and timeout")
-    done = subprocess.run(reach.argv("lo", True, ["127.0.0.1"]), capture_output=True, text=True, timeout=30)
+    # Loopback answers a ping and a 9000-byte unfragmented one; TEST-NET-1 (192.0.2.1, RFC 5737)
+    # is routed nowhere, so the same script must report it failing.
+    done = subprocess.run(reach.argv("lo", True, ["127.0.0.1", "192.0.2.1"]), capture_output=True, text=True,
+                          timeout=30)
     parsed = reach.parse(done.stdout)
-    assert set(parsed) == {"ping", "pmtu", "ssh"} and parsed["ping"]["127.0.0.1"] in (0, 1, 2)
+    assert set(parsed) == {"ping", "pmtu", "ssh"}, done
+    assert (parsed["ping"]["127.0.0.1"], parsed["pmtu"]["127.0.0.1"]) == (0, 0), done
+    assert parsed["ping"]["192.0.2.1"] != 0 and parsed["pmtu"]["192.0.2.1"] != 0, done
 
 
 def test_reach_inputs_are_parameters_not_script_text(tmp_path):

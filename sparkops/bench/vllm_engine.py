@@ -94,7 +94,7 @@ def runtime_argv(target: Target, argv: list[str], *, env: dict[str, str] | None 
 
 def run_vllm_bench(target: Target, dataset: Dataset, settings: dict,
                    timeout_s: float) -> tuple[dict, dict | None, dict]:
-    """-> (metrics, single-request view of the first request, engine_detail)."""
+    """-> (metrics, single-request view over the requests that finished, engine_detail)."""
     if target.head is None or target.cfg is None or target.conn is None:
         raise SparkopsError("--engine vllm needs the cluster's head (a running deployment)", step="bench")
     conn = target.conn
@@ -165,10 +165,11 @@ def convert(raw: dict, sent: int, api_key: str | None = None) -> tuple[dict, dic
         notes.append(f"{raw['failed']} of {attempted} requests failed; see errors")
     metrics["warnings"] = notes
     ttfts, lats, outs = raw.get("ttfts") or [], raw.get("latencies") or [], raw.get("output_lens") or []
-    ins = raw.get("input_lens") or []
+    ins, failed = raw.get("input_lens") or [], raw.get("errors") or []
+    # A request with an error is not a finished one, whatever figures its slot holds.
     views = [{"success": True, "ttft_ms": t * 1000, "e2el_ms": e * 1000,
               "decode_tok_s": (n - 1) / (e - t) if n > 1 and e > t else None,
               "output_tokens": n, "prompt_tokens": ins[i] if i < len(ins) else None}
-             for i, (t, e, n) in enumerate(zip(ttfts, lats, outs)) if e]
+             for i, (t, e, n) in enumerate(zip(ttfts, lats, outs)) if e and not (i < len(failed) and failed[i])]
     single = combine_singles(views) if views else None
     return metrics, single
