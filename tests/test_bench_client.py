@@ -92,6 +92,7 @@ def test_server_workers_share_the_port_and_report_every_stream():
         os.killpg(pgid, 0)
 
 
+@pytest.mark.timing
 def test_role_chunk_sent_early_shows_the_ttft_pitfall(server):
     run = run_benchmark(server.base_url, "m", prompts(3, 5, "[[sparkops: role=immediate]]"),
                         concurrency=3, timeout_s=10)

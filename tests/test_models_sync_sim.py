@@ -107,6 +107,7 @@ def as_owner(cluster, host: str, *argv) -> str:
     return res.stdout
 
 
+@pytest.mark.timing
 @TRANSPORTS
 def test_sync_copies_a_valid_cache_then_has_nothing_to_do(sim, sim_cluster, how):
     shutil.rmtree(worker_dir(sim_cluster), ignore_errors=True)
@@ -341,6 +342,7 @@ def test_too_small_target_disk_is_refused_before_copying(sim, sim_cluster):
         in_worker(sim_cluster, "umount", target)
 
 
+@pytest.mark.timing
 def test_ctrl_c_stops_the_copy_at_once_and_leaves_nothing_running(sim, sim_cluster):
     """Ctrl-C on `inv sync` (SIGINT to its process group, as a terminal sends it) while the head,
     reached over SSH, is sending: the command ends within seconds saying so, the transfer
@@ -376,6 +378,7 @@ def test_ctrl_c_stops_the_copy_at_once_and_leaves_nothing_running(sim, sim_clust
     assert sync(sim(), Silent()).nodes[0].verified
 
 
+@pytest.mark.timing
 def test_tcp_blocked_by_a_firewall_fails_fast_with_the_fix(sim, sim_cluster):
     """The worker's firewall rejects TCP on the cable except SSH: the tcp transport fails at
     once, naming the node, the address and the way out; nothing is left listening."""

@@ -59,6 +59,7 @@ def test_a_bug_is_raised_as_it_is_not_reported_as_a_node_failure():
         results.errors()
 
 
+@pytest.mark.timing
 def test_nodes_run_at_the_same_time():
     start = time.monotonic()
     local_group("a", "b", "c", "d").map(lambda conn: conn.run(["sleep", "0.5"], timeout=10))

