@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sparkops.bench.client import run_benchmark
 from sparkops.bench.metrics import percentile, summarize
 from sparkops.bench.prompts import Prompt
-from sparkops.bench.synthetic_server import ServerConfig, SyntheticServer
+from sparkops.testing.synthetic_server import ServerConfig, SyntheticServer
 
 
 def _stats(values: list[float]) -> dict:

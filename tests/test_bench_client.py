@@ -13,7 +13,7 @@ from sparkops.bench.client import BenchmarkError, arrival_offsets, run_benchmark
 from sparkops.bench.metrics import summarize
 from sparkops.bench.prompts import Prompt
 from sparkops.bench.records import BenchRun
-from sparkops.bench.synthetic_server import ServerConfig, SyntheticServer
+from sparkops.testing.synthetic_server import ServerConfig, SyntheticServer
 
 # Generous enough for a loaded CI runner; benchmarks/client_overhead.py measures the real
 # error on a quiet core.

@@ -12,8 +12,8 @@ from sparkops.bench.bench import bench
 from sparkops.bench.datasets import as_sharegpt, load_dataset
 from sparkops.bench.report import COLUMNS, report
 from sparkops.bench.results import ResultError, load_results, new_result, validate, write_result
-from sparkops.bench.synthetic_server import ServerConfig, SyntheticServer
 from sparkops.bench.vllm_engine import convert
+from sparkops.testing.synthetic_server import ServerConfig, SyntheticServer
 
 DATA = Path(__file__).parent / "data" / "bench"
 

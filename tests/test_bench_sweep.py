@@ -14,8 +14,8 @@ from sparkops.bench.bench import bench
 from sparkops.bench.corpus import load_corpus
 from sparkops.bench.depth_prompts import DepthPrompts
 from sparkops.bench.results import validate
-from sparkops.bench.synthetic_server import ServerConfig, SyntheticServer
 from sparkops.bench.tokens import ApproximateTokens
+from sparkops.testing.synthetic_server import ServerConfig, SyntheticServer
 
 # Every test here measures against the injected truth (see conftest's timing reruns).
 pytestmark = pytest.mark.timing

@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
     {"checks", "models", "runtimes"},  # inv check / preflight; download, sync; build, install-vllm
     {"deploy"},  # up, down, status, logs
     {"bench", "sim"},  # bench, bench-all, report; the simulated cluster
+    {"testing"},  # what tests and benchmarks/ run against (the synthetic server): not the product
 ]
 LAYER = {folder: i for i, folders in enumerate(LAYERS) for folder in folders}
 
@@ -152,6 +153,18 @@ def test_imports_only_go_down():
             if LAYER[there] >= LAYER[here]:
                 wrong.append(f"{module} (layer {LAYER[here]}) imports {dep} (layer {LAYER[there]})")
     assert wrong == []
+
+
+def test_nothing_in_the_product_imports_the_test_helpers():
+    """The synthetic server is a test fixture: it lives in sparkops/testing, and no module outside
+    that folder (bench above all, whose numbers it must never stand in for) imports it."""
+    assert not (PACKAGE / "bench" / "synthetic_server.py").exists()
+    assert (PACKAGE / "testing" / "synthetic_server.py").is_file()
+    wrong = [f"{module} imports {dep}" for module, deps in graph().items() if folder(module) != "testing"
+             for dep in deps if folder(dep) == "testing"]
+    assert wrong == []
+    bench = [m for m in MODULES if m.startswith("sparkops.bench")]
+    assert bench and not any("synthetic_server" in m for m in bench)
 
 
 def test_the_package_root_imports_nothing():
