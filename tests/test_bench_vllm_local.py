@@ -21,8 +21,8 @@ from conftest import free_port
 
 from sparkops.base.progress import Progress, Silent
 from sparkops.bench.bench_all import bench_all
-from sparkops.bench.report import report
-from sparkops.bench.results import load_results
+from sparkops.bench.report.report import report
+from sparkops.bench.results.files import load_results
 from sparkops.config import load_config
 from sparkops.deploy.down import down
 from sparkops.deploy.up import up
