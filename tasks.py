@@ -109,7 +109,7 @@ def plan(c, profile=None, cluster=None, json=False, facts="auto", set=None):
     print(plan_json(result, cfg.secret_values()) if json else plan_text(result, cfg.secret_values()))
     if not json:
         from sparkops.base.paths import project_root, results_dir
-        from sparkops.bench.layout_choice import layout_lines
+        from sparkops.bench.report.layout_choice import layout_lines
         from sparkops.config import load_config
         if fit:
             print(f"\nmemory fit: {fit[0].message}")
@@ -482,7 +482,7 @@ def report(c, results=None, out=None):
     from pathlib import Path
 
     from sparkops.base.paths import project_root, results_dir
-    from sparkops.bench.report import report as do_report
+    from sparkops.bench.report.report import report as do_report
     folder = Path(results) if results else results_dir(project_root())
     df, files, warnings = do_report(folder, Path(out) if out else folder / "report")
     for w in warnings:

@@ -1,6 +1,6 @@
 """How much does sparkops' benchmark client distort what it measures?
 
-Runs sparkops.bench.client against the synthetic server (its own process and core) and
+Runs sparkops.bench.load.client against the synthetic server (its own process and core) and
 compares what the client measured with what the server did:
   ttft_err / itl_err: measured TTFT / ITL minus the injected TTFT / ITL (includes any server
     lateness, so an upper bound on client error);
@@ -29,10 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sparkops.bench.client import run_benchmark
-from sparkops.bench.metrics import percentile, summarize
-from sparkops.bench.prompts import Prompt
-from sparkops.bench.synthetic_server import ServerConfig, SyntheticServer
+from sparkops.bench.load.client import run_benchmark
+from sparkops.bench.load.prompts import Prompt
+from sparkops.bench.measure.metrics import percentile, summarize
+from sparkops.testing.synthetic_server import ServerConfig, SyntheticServer
 
 
 def _stats(values: list[float]) -> dict:

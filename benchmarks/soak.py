@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sparkops.base.progress import Progress  # noqa: E402
-from sparkops.bench.client import run_benchmark  # noqa: E402
-from sparkops.bench.datasets import load_dataset  # noqa: E402
-from sparkops.bench.tokens import ServerTokens  # noqa: E402
+from sparkops.bench.load.client import run_benchmark  # noqa: E402
+from sparkops.bench.load.datasets import load_dataset  # noqa: E402
+from sparkops.bench.load.tokens import ServerTokens  # noqa: E402
 from sparkops.config import load_config  # noqa: E402
 from sparkops.deploy.down import down  # noqa: E402
 from sparkops.deploy.up import up  # noqa: E402

@@ -29,7 +29,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from benchy_compare import benchy_argv, benchy_home, finish, load, ours_argv, start, word_tokenizer  # noqa: E402
 
-from sparkops.bench.synthetic_server import ServerConfig, SyntheticServer  # noqa: E402
+from sparkops.testing.synthetic_server import ServerConfig, SyntheticServer  # noqa: E402
 
 PREFILL_TOK_S = 8000.0
 ITL_S = 0.02  # 50 tok/s per stream: a large model on a Spark

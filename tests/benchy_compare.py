@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sparkops.bench.corpus import load_corpus
+from sparkops.bench.load.corpus import load_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK_URL = "https://www.gutenberg.org/files/1661/1661-0.txt"  # llama-benchy's default book

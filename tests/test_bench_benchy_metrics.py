@@ -10,9 +10,9 @@ from llama_benchy.client import LLMClient, RequestResult
 from llama_benchy.results import BenchmarkResults
 
 from sparkops.base.errors import SparkopsError
-from sparkops.bench import benchy_metrics
-from sparkops.bench.cells import Cell, depth_plan, int_list, serving_plan, suite_plan
-from sparkops.bench.records import RequestRecord
+from sparkops.bench.load.records import RequestRecord
+from sparkops.bench.measure import benchy_metrics
+from sparkops.bench.measure.cells import Cell, depth_plan, int_list, serving_plan, suite_plan
 from sparkops.config import defaults_layer
 
 
@@ -130,7 +130,7 @@ def test_tokenizer_falls_back_to_the_cached_tokenizer_then_to_estimates(tmp_path
 
     from benchy_compare import word_tokenizer
 
-    from sparkops.bench.tokens import pick_tokens
+    from sparkops.bench.load.tokens import pick_tokens
 
     class NoTokenize(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 - http.server's name

@@ -1,4 +1,4 @@
-"""sparkops.bench.client against the synthetic server: timings and faults we injected."""
+"""sparkops.bench.load.client against the synthetic server: timings and faults we injected."""
 
 import json
 import math
@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from sparkops.bench import http
-from sparkops.bench.client import BenchmarkError, arrival_offsets, run_benchmark
-from sparkops.bench.metrics import summarize
-from sparkops.bench.prompts import Prompt
-from sparkops.bench.records import BenchRun
-from sparkops.bench.synthetic_server import ServerConfig, SyntheticServer
+from sparkops.bench.load import http
+from sparkops.bench.load.client import BenchmarkError, arrival_offsets, run_benchmark
+from sparkops.bench.load.prompts import Prompt
+from sparkops.bench.load.records import BenchRun
+from sparkops.bench.measure.metrics import summarize
+from sparkops.testing.synthetic_server import ServerConfig, SyntheticServer
 
 # Generous enough for a loaded CI runner; benchmarks/client_overhead.py measures the real
 # error on a quiet core.

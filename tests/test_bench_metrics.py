@@ -1,4 +1,4 @@
-"""sparkops.bench.metrics from hand-computed records (no server, no clock)."""
+"""sparkops.bench.measure.metrics from hand-computed records (no server, no clock)."""
 
 import math
 import random
@@ -6,7 +6,8 @@ import random
 import numpy as np
 import pytest
 
-from sparkops.bench.metrics import (
+from sparkops.bench.load.records import BenchRun, RequestRecord
+from sparkops.bench.measure.metrics import (
     mean,
     median,
     percentile,
@@ -15,7 +16,6 @@ from sparkops.bench.metrics import (
     summarize,
     validate_slos,
 )
-from sparkops.bench.records import BenchRun, RequestRecord
 
 
 def rec(index, events, text=None, out=None, prompt=10, success=True, start=0.0, disp=0.0, error=""):

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from sparkops.bench.prompts import (
+from sparkops.bench.load.prompts import (
     WARMUP_PROMPT_TEXT,
     approx_tokens,
     load_default_prompts,

@@ -9,11 +9,11 @@ import pytest
 
 from sparkops.base.errors import SparkopsError
 from sparkops.bench.bench import bench
-from sparkops.bench.datasets import as_sharegpt, load_dataset
-from sparkops.bench.report import COLUMNS, report
-from sparkops.bench.results import ResultError, load_results, new_result, validate, write_result
-from sparkops.bench.synthetic_server import ServerConfig, SyntheticServer
+from sparkops.bench.load.datasets import as_sharegpt, load_dataset
+from sparkops.bench.report.report import COLUMNS, report
+from sparkops.bench.results.files import ResultError, load_results, new_result, validate, write_result
 from sparkops.bench.vllm_engine import convert
+from sparkops.testing.synthetic_server import ServerConfig, SyntheticServer
 
 DATA = Path(__file__).parent / "data" / "bench"
 
@@ -127,7 +127,7 @@ def test_vllm_result_converts_to_the_same_keys():
 
 
 def _failed_doc(profile: str, status: str, reason: str) -> dict:
-    from sparkops.bench.results import empty_provenance
+    from sparkops.bench.results.files import empty_provenance
     return new_result(status=status, engine="sparkops", mode="quick", reason=reason,
                       settings={"dataset": "-", "num_prompts": 1, "concurrency": None, "max_tokens": 1,
                                 "temperature": 0.0, "ignore_eos": True, "endpoint": "chat",
@@ -202,7 +202,7 @@ def test_the_vllm_engine_hands_the_key_over_stdin_to_the_venvs_vllm(tmp_path, is
     import stat
     import subprocess
 
-    from sparkops.bench.target import Target
+    from sparkops.bench.load.target import Target
     from sparkops.bench.vllm_engine import runtime_argv
     from sparkops.config import load_config
     from sparkops.facts.node import NodeFacts

@@ -11,8 +11,8 @@ from benchy_compare import check_rounds, compare_rounds
 
 from sparkops.base.progress import Silent
 from sparkops.bench.bench_all import bench_all
-from sparkops.bench.report import report
-from sparkops.bench.results import load_results
+from sparkops.bench.report.report import report
+from sparkops.bench.results.files import load_results
 from sparkops.deploy.up import up
 from sparkops.facts.session import cluster_session
 from sparkops.plan import api_url

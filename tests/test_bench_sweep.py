@@ -11,11 +11,11 @@ import pytest
 from sparkops.base.errors import SparkopsError
 from sparkops.base.progress import Progress, Silent
 from sparkops.bench.bench import bench
-from sparkops.bench.corpus import load_corpus
-from sparkops.bench.depth_prompts import DepthPrompts
-from sparkops.bench.results import validate
-from sparkops.bench.synthetic_server import ServerConfig, SyntheticServer
-from sparkops.bench.tokens import ApproximateTokens
+from sparkops.bench.load.corpus import load_corpus
+from sparkops.bench.load.depth_prompts import DepthPrompts
+from sparkops.bench.load.tokens import ApproximateTokens
+from sparkops.bench.results.files import validate
+from sparkops.testing.synthetic_server import ServerConfig, SyntheticServer
 
 # Every test here measures against the injected truth (see conftest's timing reruns).
 pytestmark = pytest.mark.timing

@@ -21,15 +21,15 @@ from conftest import free_port
 
 from sparkops.base.progress import Progress, Silent
 from sparkops.bench.bench_all import bench_all
-from sparkops.bench.report import report
-from sparkops.bench.results import load_results
-from sparkops.bench.synthetic_server import ServerConfig, SyntheticServer
+from sparkops.bench.report.report import report
+from sparkops.bench.results.files import load_results
 from sparkops.config import load_config
 from sparkops.deploy.down import down
 from sparkops.deploy.up import up
 from sparkops.models.download import download
 from sparkops.models.smoke import build_everywhere
 from sparkops.plan import api_url
+from sparkops.testing.synthetic_server import ServerConfig, SyntheticServer
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

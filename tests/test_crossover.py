@@ -1,4 +1,4 @@
-"""Which layout wins at which load (sparkops/bench/crossover.py), from cells tables written by
+"""Which layout wins at which load (sparkops/bench/report/crossover.py), from cells tables written by
 hand: the sentence names the winner of each stretch of concurrencies, the margin at its end,
 and calls a lead inside the runs' spreads a tie."""
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from sparkops.bench.crossover import crossovers, leads, sentence
+from sparkops.bench.report.crossover import crossovers, leads, sentence
 
 
 def cells(profile: str, series: dict[str, list[tuple[int, float, float]]]) -> pd.DataFrame:

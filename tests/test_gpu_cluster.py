@@ -169,7 +169,7 @@ def test_plan_without_gpu_memory_facts_judges_with_the_static_figure(tmp_path):
 def test_results_record_the_gpus_own_memory_beside_the_hosts():
     """The GPU run's results said memory_gib 125.8 for an H200: the host's RAM. They now carry the
     GPU's own (143771 MiB in the recording) and keep the host's apart; a GB10 has none of its own."""
-    from sparkops.bench.target import hardware_of
+    from sparkops.bench.load.target import hardware_of
     h200 = hardware_of("gpu", gpu_facts(meminfo_gib=126), "nvidia")
     assert h200 == {"node": "gpu", "gpu": "NVIDIA H200", "driver": "580.159.04", "memory_gib": 126.0,
                     "gpu_memory_gib": 140.4}

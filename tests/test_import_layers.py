@@ -3,6 +3,8 @@ included), so a violation fails here, in the fast tier, not in a reviewer's head
 
 - no import cycle inside sparkops;
 - a folder imports only from itself and from folders of a LOWER layer (below);
+- inside bench the same, one level down: results <- load <- measure <- report <- the verbs
+  (bench.py, bench_all.py, engines.py, vllm_engine.py at bench's top; BENCH_LAYERS below);
 - no module imports a private name (`_x`) from another module;
 - node-side scripts import only the standard library and each other (plus, inside functions,
   what the Python they run with has: torch for the all-reduce, transformers for the smoke model).
@@ -27,8 +29,20 @@ LAYERS: list[set[str]] = [
     {"checks", "models", "runtimes"},  # inv check / preflight; download, sync; build, install-vllm
     {"deploy"},  # up, down, status, logs
     {"bench", "sim"},  # bench, bench-all, report; the simulated cluster
+    {"testing"},  # what tests and benchmarks/ run against (the synthetic server): not the product
 ]
 LAYER = {folder: i for i, folders in enumerate(LAYERS) for folder in folders}
+
+# Inside bench, bottom first: a subpackage imports only from itself and lower ones; the modules at
+# bench's top (the verbs and the package's __init__) may import any of them, none imports them.
+BENCH_LAYERS: list[str] = [
+    "results",  # the result files: ours (files.py, result.schema.json) and llama-benchy's JSON
+    "load",  # the load generator and what it sends: client, http, records, target, prompts, tokens
+    "measure",  # metrics (vLLM's, llama-benchy's), a sweep's cells, running a sweep
+    "report",  # inv report: matrices, charts, the HTML page; crossover; inv plan's layouts
+]
+BENCH_TOP = len(BENCH_LAYERS)  # bench.py, bench_all.py, engines.py, vllm_engine.py, __init__.py
+MAX_MODULES_PER_FOLDER = 15
 
 # Node-side scripts: run on a node by a Python that has only the standard library, or the
 # serving runtime's Python (RUNTIME_LIBS, imported inside functions only).
@@ -137,6 +151,47 @@ def test_every_folder_has_a_layer():
     assert top_modules == [], "modules belong in a folder: the top level holds only folders"
 
 
+def bench_part(module: str) -> str | None:
+    """sparkops.bench.load.client -> load; sparkops.bench.bench (a verb) or sparkops.bench -> "";
+    None outside bench."""
+    parts = module.split(".")
+    if parts[:2] != ["sparkops", "bench"]:
+        return None
+    return parts[2] if len(parts) > 3 else ""
+
+
+def bench_layer(part: str) -> int:
+    return BENCH_LAYERS.index(part) if part else BENCH_TOP
+
+
+def test_every_bench_subpackage_has_a_layer():
+    subpackages = {p.parent.name for p in (PACKAGE / "bench").glob("*/__init__.py")}
+    assert subpackages == set(BENCH_LAYERS), "add the subpackage to BENCH_LAYERS (or remove it from there)"
+    verbs = sorted(p.name for p in (PACKAGE / "bench").glob("*.py"))
+    assert verbs == ["__init__.py", "bench.py", "bench_all.py", "engines.py", "vllm_engine.py"]
+
+
+def test_bench_imports_only_go_down():
+    wrong = []
+    for module, deps in graph().items():
+        here = bench_part(module)
+        if here is None:
+            continue
+        for dep in deps:
+            there = bench_part(dep)
+            if there is None or here == there:
+                continue  # outside bench (the folder rule covers it), or within one subpackage
+            if bench_layer(there) >= bench_layer(here):
+                wrong.append(f"{module} ({here or 'top'}) imports {dep} ({there or 'top'})")
+    assert wrong == []
+
+
+def test_no_folder_holds_more_than_fifteen_modules():
+    crowded = {str(d.relative_to(PACKAGE)): n for d in [PACKAGE, *PACKAGE.rglob("*")] if d.is_dir()
+               if (n := len([p for p in d.glob("*.py") if p.name != "__init__.py"])) > MAX_MODULES_PER_FOLDER}
+    assert crowded == {}
+
+
 def test_no_import_cycles():
     assert cycles(graph()) == []
 
@@ -152,6 +207,18 @@ def test_imports_only_go_down():
             if LAYER[there] >= LAYER[here]:
                 wrong.append(f"{module} (layer {LAYER[here]}) imports {dep} (layer {LAYER[there]})")
     assert wrong == []
+
+
+def test_nothing_in_the_product_imports_the_test_helpers():
+    """The synthetic server is a test fixture: it lives in sparkops/testing, and no module outside
+    that folder (bench above all, whose numbers it must never stand in for) imports it."""
+    assert not (PACKAGE / "bench" / "synthetic_server.py").exists()
+    assert (PACKAGE / "testing" / "synthetic_server.py").is_file()
+    wrong = [f"{module} imports {dep}" for module, deps in graph().items() if folder(module) != "testing"
+             for dep in deps if folder(dep) == "testing"]
+    assert wrong == []
+    bench = [m for m in MODULES if m.startswith("sparkops.bench")]
+    assert bench and not any("synthetic_server" in m for m in bench)
 
 
 def test_the_package_root_imports_nothing():
@@ -204,3 +271,7 @@ def test_the_rules_catch_what_they_are_for(tmp_path):
     assert folder("sparkops.plan.env") == "plan" and folder("sparkops") is None
     assert targets("sparkops.plan", ["env"]) == ["sparkops.plan.env"]
     assert targets("sparkops.plan", ["plan_up"]) == ["sparkops.plan"]
+    assert bench_part("sparkops.bench.load.client") == "load" and bench_part("sparkops.bench.bench") == ""
+    assert bench_part("sparkops.bench") == "" and bench_part("sparkops.plan.env") is None
+    assert bench_layer("results") < bench_layer("load") < bench_layer("measure") < bench_layer("report")
+    assert bench_layer("report") < bench_layer("")

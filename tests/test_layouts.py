@@ -9,8 +9,8 @@ import pytest
 from test_report import layout_doc
 
 from sparkops.base.errors import SparkopsError
-from sparkops.bench.layout_choice import layout_lines
-from sparkops.bench.results import write_result
+from sparkops.bench.report.layout_choice import layout_lines
+from sparkops.bench.results.files import write_result
 from sparkops.config import load_config
 from sparkops.config.layouts import describe, layout_of, layout_sets, parse_layouts
 

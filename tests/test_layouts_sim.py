@@ -15,7 +15,7 @@ import requests
 from sparkops.apply.ready import headers, replica_requests
 from sparkops.base.progress import Silent
 from sparkops.bench.bench_all import bench_all
-from sparkops.bench.report import report
+from sparkops.bench.report.report import report
 from sparkops.deploy.down import down
 from sparkops.deploy.status import collect, render
 from sparkops.deploy.up import up

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 from conftest import skip_or_fail
 
-from sparkops.bench.benchy_json import from_benchy, to_benchy
-from sparkops.bench.report import load_all, report, sweep_tables
-from sparkops.bench.report_charts import classic_charts, depth_label
-from sparkops.bench.results import empty_provenance, new_result, validate, weights_provenance, write_result
+from sparkops.bench.report.charts import classic_charts, depth_label
+from sparkops.bench.report.report import load_all, report, sweep_tables
+from sparkops.bench.results.benchy_json import from_benchy, to_benchy
+from sparkops.bench.results.files import empty_provenance, new_result, validate, weights_provenance, write_result
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -482,7 +482,7 @@ def _compare(rows):
 
 
 def test_which_is_fastest_names_the_best_row_and_calls_a_lead_inside_the_spread_a_tie():
-    from sparkops.bench.report import fastest
+    from sparkops.bench.report.report import fastest
     df = _compare([
         ["a", "TP=1, one node", None, 210.2, 0.5, 800.0, 1.0, 7552.0, 6.5, 71.2, 1.2],
         ["b", "TP=1, one node", None, 209.3, 0.6, 900.0, 1.0, 6600.0, 1.5, 70.3, 1.4],
@@ -501,7 +501,7 @@ def test_which_is_fastest_names_the_best_row_and_calls_a_lead_inside_the_spread_
 
 
 def test_which_is_fastest_tells_layouts_and_random_weights_apart():
-    from sparkops.bench.report import fastest
+    from sparkops.bench.report.report import fastest
     df = _compare([
         ["a", "TP=2, two nodes", None, 50.0, 0.1, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0],
         ["a", "TP=1, one node", None, 40.0, 0.1, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0],

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from sparkops.bench.synthetic_server import ServerConfig, SyntheticServer, id_word, word_id
+from sparkops.testing.synthetic_server import ServerConfig, SyntheticServer, id_word, word_id
 
 TOL_S = 0.008  # as tests/test_bench_client.py: generous for a loaded runner
 TOKEN = b'"content": " tok"'  # a token's chat chunk (the role-only chunk has "content": "")

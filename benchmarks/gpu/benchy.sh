@@ -9,7 +9,7 @@ HOME_DIR=$(mktemp -d)
 read -r MODEL TOKENIZER < <($PY - "$HOME_DIR" <<'PY'
 import hashlib, json, os, sys, urllib.request
 from pathlib import Path
-from sparkops.bench.corpus import load_corpus
+from sparkops.bench.load.corpus import load_corpus
 book = "https://www.gutenberg.org/files/1661/1661-0.txt"
 cache = Path(sys.argv[1]) / ".cache" / "llama-benchy"
 cache.mkdir(parents=True)

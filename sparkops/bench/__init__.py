@@ -4,14 +4,14 @@
 records into the keys `vllm bench serve` writes (mean_ttft_ms, p99_itl_ms, ...) plus ours.
 """
 
-from sparkops.bench.metrics import single_request_summary, summarize
-from sparkops.bench.prompts import Prompt, load_default_prompts, load_jsonl, load_sharegpt
-from sparkops.bench.records import BenchRun, RequestRecord
+from sparkops.bench.load.prompts import Prompt, load_default_prompts, load_jsonl, load_sharegpt
+from sparkops.bench.load.records import BenchRun, RequestRecord
+from sparkops.bench.measure.metrics import single_request_summary, summarize
 
 
 def run_benchmark(*args, **kwargs) -> BenchRun:
-    """See sparkops.bench.client.arun_benchmark; imported lazily because it needs aiohttp."""
-    from sparkops.bench.client import run_benchmark as _run
+    """See sparkops.bench.load.client.arun_benchmark; imported lazily because it needs aiohttp."""
+    from sparkops.bench.load.client import run_benchmark as _run
 
     return _run(*args, **kwargs)
 

@@ -8,10 +8,10 @@ from typing import TextIO
 from sparkops.base.errors import SparkopsError
 from sparkops.base.paths import project_root, results_dir
 from sparkops.base.progress import Progress
-from sparkops.bench.cells import SweepPlan, depth_plan, suite_plan
 from sparkops.bench.engines import pick_mode, render, run_engine, save, settings_for
-from sparkops.bench.sweep import render_sweep, run_sweep
-from sparkops.bench.target import open_target
+from sparkops.bench.load.target import open_target
+from sparkops.bench.measure.cells import SweepPlan, depth_plan, suite_plan
+from sparkops.bench.measure.sweep import render_sweep, run_sweep
 from sparkops.config import Config, defaults_layer, load_config
 
 

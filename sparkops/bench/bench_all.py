@@ -26,10 +26,12 @@ from sparkops.apply.lock import cluster_lock
 from sparkops.base.errors import SparkopsError
 from sparkops.base.progress import Progress, duration
 from sparkops.base.tables import text_table
-from sparkops.bench.cells import SweepPlan, suite_plan
-from sparkops.bench.datasets import load_dataset
 from sparkops.bench.engines import render, run_engine, settings_for
-from sparkops.bench.results import (
+from sparkops.bench.load.datasets import load_dataset
+from sparkops.bench.load.target import layout_provenance, open_target
+from sparkops.bench.measure.cells import SweepPlan, suite_plan
+from sparkops.bench.measure.sweep import run_sweep, sweep_key
+from sparkops.bench.results.files import (
     empty_provenance,
     load_results,
     new_result,
@@ -37,8 +39,6 @@ from sparkops.bench.results import (
     weights_provenance,
     write_result,
 )
-from sparkops.bench.sweep import run_sweep, sweep_key
-from sparkops.bench.target import layout_provenance, open_target
 from sparkops.config import Config, load_config
 from sparkops.config.layouts import layout_sets
 from sparkops.config.memfit import nodes_needed

@@ -17,12 +17,12 @@ from pathlib import Path
 
 from sparkops.base.errors import SparkopsError
 from sparkops.base.progress import Meter, Progress
-from sparkops.bench.client import BenchmarkError, run_benchmark
-from sparkops.bench.datasets import load_dataset
-from sparkops.bench.metrics import single_summary, summarize
-from sparkops.bench.records import RequestRecord
-from sparkops.bench.results import new_result, speed_only, write_result
-from sparkops.bench.target import Target
+from sparkops.bench.load.client import BenchmarkError, run_benchmark
+from sparkops.bench.load.datasets import load_dataset
+from sparkops.bench.load.records import RequestRecord
+from sparkops.bench.load.target import Target
+from sparkops.bench.measure.metrics import single_summary, summarize
+from sparkops.bench.results.files import new_result, speed_only, write_result
 from sparkops.config.weights import SPEED_ONLY_NOTE
 
 MODES = ("single", "quick", "full", "custom")

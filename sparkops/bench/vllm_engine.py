@@ -15,10 +15,10 @@ import shlex
 import uuid
 
 from sparkops.base.errors import SparkopsError
-from sparkops.bench.client import ENDPOINTS
-from sparkops.bench.datasets import Dataset, as_sharegpt
-from sparkops.bench.metrics import combine_singles
-from sparkops.bench.target import Target
+from sparkops.bench.load.client import ENDPOINTS
+from sparkops.bench.load.datasets import Dataset, as_sharegpt
+from sparkops.bench.load.target import Target
+from sparkops.bench.measure.metrics import combine_singles
 from sparkops.plan import RUNTIMES
 from sparkops.plan.context import CONTAINER_HF_HOME
 from sparkops.remote.result import CommandTimeout

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sparkops.bench.results import empty_provenance, new_result
+from sparkops.bench.results.files import empty_provenance, new_result
 
 BENCHY_ENGINE = "llama-benchy"
 # llama-benchy's figures of one test, in its order: t/s, then ms (ttfr, est_ppt, e2e_ttft).

@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
-from sparkops.bench.http import Pool
-from sparkops.bench.prompts import Prompt, warmup_prompt
-from sparkops.bench.records import BenchRun, RequestRecord
+from sparkops.bench.load.http import Pool
+from sparkops.bench.load.prompts import Prompt, warmup_prompt
+from sparkops.bench.load.records import BenchRun, RequestRecord
 
 ENDPOINTS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 ERROR_BODY_CHARS = 300

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sparkops.bench.metrics import mean, std
-from sparkops.bench.records import RequestRecord
+from sparkops.bench.load.records import RequestRecord
+from sparkops.bench.measure.metrics import mean, std
 
 KEYS = ("pp_throughput", "pp_req_throughput", "tg_throughput", "tg_req_throughput", "peak_throughput",
         "peak_req_throughput", "ttfr", "est_ppt", "e2e_ttft")

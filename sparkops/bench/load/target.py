@@ -14,7 +14,7 @@ import requests
 from sparkops.apply.ready import headers
 from sparkops.apply.state import read_state
 from sparkops.base.errors import SparkopsError
-from sparkops.bench.results import empty_provenance, weights_provenance
+from sparkops.bench.results.files import empty_provenance, weights_provenance
 from sparkops.config import Config
 from sparkops.config.layouts import layout_of
 from sparkops.facts.nccl_log import parse_nccl_log

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sparkops.bench.records import BenchRun, RequestRecord
+from sparkops.bench.load.records import BenchRun, RequestRecord
 
 DEFAULT_PERCENTILES = (50, 90, 95, 99)
 # A client event-loop stall this long (or longer) is reported: it delays every timestamp taken

@@ -8,9 +8,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from sparkops.bench.corpus import Corpus
-from sparkops.bench.prompts import Prompt
-from sparkops.bench.tokens import Tokens
+from sparkops.bench.load.corpus import Corpus
+from sparkops.bench.load.prompts import Prompt
+from sparkops.bench.load.tokens import Tokens
 
 # llama-benchy's probe turn for a context-only request (vLLM rejects empty user content).
 CONTEXT_PROBE = "."

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sparkops.base.errors import SparkopsError
-from sparkops.bench.crossover import crossovers
-from sparkops.bench.report import sweep_tables
-from sparkops.bench.results import load_results
+from sparkops.bench.report.crossover import crossovers
+from sparkops.bench.report.report import sweep_tables
+from sparkops.bench.results.files import load_results
 from sparkops.config import Config
 from sparkops.config.layouts import LAYOUTS, describe, layout_of, layout_sets
 from sparkops.config.memfit import estimate

@@ -11,8 +11,8 @@ import requests
 
 from sparkops.apply.ready import headers
 from sparkops.base.errors import SparkopsError
-from sparkops.bench.target import Target
-from sparkops.bench.tokens import Tokens
+from sparkops.bench.load.target import Target
+from sparkops.bench.load.tokens import Tokens
 
 LATENCY_SAMPLES = 3  # as llama-benchy: the mean of three
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sparkops.base.errors import SparkopsError
-from sparkops.bench.prompts import DEFAULT_SET, Prompt, default_prompts_path, load_jsonl, load_sharegpt
+from sparkops.bench.load.prompts import DEFAULT_SET, Prompt, default_prompts_path, load_jsonl, load_sharegpt
 
 SHAREGPT_REPO = "anon8231489123/ShareGPT_Vicuna_unfiltered"
 SHAREGPT_FILE = "ShareGPT_V3_unfiltered_cleaned_split.json"
@@ -42,7 +42,7 @@ class Dataset:
 
 
 def data_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "data"
+    return Path(__file__).resolve().parents[3] / "data"
 
 
 def sharegpt_path(fetch: bool = True) -> Path:

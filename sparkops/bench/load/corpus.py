@@ -40,7 +40,7 @@ class Corpus:
 
 
 def corpus_path(name: str = DEFAULT_CORPUS) -> Path:
-    return Path(__file__).resolve().parents[2] / "data" / "corpus" / f"{name}.txt"
+    return Path(__file__).resolve().parents[3] / "data" / "corpus" / f"{name}.txt"
 
 
 @lru_cache(maxsize=4)

@@ -27,12 +27,12 @@ import pandas as pd
 from sparkops.base.errors import SparkopsError
 from sparkops.base.files import atomic_write
 from sparkops.base.tables import markdown_cell, markdown_table
-from sparkops.bench.benchy_json import BENCHY_ENGINE, BenchyFormatError, from_benchy, looks_like_benchy
-from sparkops.bench.crossover import crossovers
-from sparkops.bench.metrics import STALL_WARN_MS
-from sparkops.bench.report_charts import classic_charts, depth_label, layout_charts, sweep_charts
-from sparkops.bench.report_html import Cell, Table, page
-from sparkops.bench.results import load_results
+from sparkops.bench.measure.metrics import STALL_WARN_MS
+from sparkops.bench.report.charts import classic_charts, depth_label, layout_charts, sweep_charts
+from sparkops.bench.report.crossover import crossovers
+from sparkops.bench.report.html import Cell, Table, page
+from sparkops.bench.results.benchy_json import BENCHY_ENGINE, BenchyFormatError, from_benchy, looks_like_benchy
+from sparkops.bench.results.files import load_results
 from sparkops.config.layouts import label as layout_label
 from sparkops.config.weights import SPEED_ONLY, SPEED_ONLY_NOTE, weights_label
 

@@ -22,7 +22,7 @@ Per-request behaviour comes from a directive anywhere in the prompt text, e.g.
 faults: http500, error_event, stall (goes silent), drop (closes the socket mid-stream);
 `prefill_tok_s=2000` (or `none`) and `itl_ctx_us=5` (microseconds per context token) set the
 two context-dependent terms above. The directive's own words count as prompt tokens.
-Run `python -m sparkops.bench.synthetic_server --ttft-ms 50 --itl-ms 10` for a standalone one.
+Run `python -m sparkops.testing.synthetic_server --ttft-ms 50 --itl-ms 10` for a standalone one.
 
 `--workers N` forks N processes sharing the port (SO_REUSEPORT; the kernel spreads the
 connections): at hundreds of concurrent streams one Python process is itself late, and its
@@ -480,7 +480,7 @@ class SyntheticServer:
 
     def start(self) -> None:
         if self.process:
-            cmd = [sys.executable, "-m", "sparkops.bench.synthetic_server", "--port", "0",
+            cmd = [sys.executable, "-m", "sparkops.testing.synthetic_server", "--port", "0",
                    "--config-json", json.dumps(asdict(self.config))]
             if self.workers > 1:
                 self._records_dir = tempfile.mkdtemp(prefix="synthetic-records-")

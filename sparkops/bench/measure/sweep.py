@@ -14,19 +14,19 @@ from pathlib import Path
 
 from sparkops.base.progress import Progress
 from sparkops.base.tables import text_table
-from sparkops.bench import benchy_metrics
-from sparkops.bench.cells import Cell, SweepPlan
-from sparkops.bench.client import BenchmarkError, Client
-from sparkops.bench.corpus import load_corpus
-from sparkops.bench.datasets import load_dataset
-from sparkops.bench.depth_prompts import DepthPrompts, context_only
-from sparkops.bench.metrics import STALL_WARN_MS, summarize
-from sparkops.bench.probes import chat_prompt_tokens, max_model_len, measure_latency
-from sparkops.bench.prompts import Prompt
-from sparkops.bench.records import BenchRun
-from sparkops.bench.results import load_results, new_result, settings_key, speed_only, write_result
-from sparkops.bench.target import Target
-from sparkops.bench.tokens import pick_tokens
+from sparkops.bench.load.client import BenchmarkError, Client
+from sparkops.bench.load.corpus import load_corpus
+from sparkops.bench.load.datasets import load_dataset
+from sparkops.bench.load.depth_prompts import DepthPrompts, context_only
+from sparkops.bench.load.probes import chat_prompt_tokens, max_model_len, measure_latency
+from sparkops.bench.load.prompts import Prompt
+from sparkops.bench.load.records import BenchRun
+from sparkops.bench.load.target import Target
+from sparkops.bench.load.tokens import pick_tokens
+from sparkops.bench.measure import benchy_metrics
+from sparkops.bench.measure.cells import Cell, SweepPlan
+from sparkops.bench.measure.metrics import STALL_WARN_MS, summarize
+from sparkops.bench.results.files import load_results, new_result, settings_key, speed_only, write_result
 from sparkops.config.weights import SPEED_ONLY_NOTE
 
 SPREAD_KEYS = ("output_throughput", "total_token_throughput", "request_throughput", "median_ttft_ms",

@@ -26,7 +26,7 @@ KEY_FIELDS = ("dataset_digest", "num_prompts", "concurrency", "max_tokens", "tem
 
 @lru_cache(maxsize=1)
 def schema() -> dict:
-    return json.loads(resources.files("sparkops.bench").joinpath("result.schema.json").read_text())
+    return json.loads(resources.files("sparkops.bench.results").joinpath("result.schema.json").read_text())
 
 
 class ResultError(ValueError):

@@ -36,7 +36,7 @@ def warmup_prompt() -> Prompt:
 
 def default_prompts_path(name: str = DEFAULT_SET) -> Path:
     # The set lives in the repository's data/ so that it is reviewed like code.
-    return Path(__file__).resolve().parents[2] / "data" / "prompts" / f"{name}.jsonl"
+    return Path(__file__).resolve().parents[3] / "data" / "prompts" / f"{name}.jsonl"
 
 
 def load_default_prompts(limit: int | None = None, name: str = DEFAULT_SET) -> list[Prompt]:
