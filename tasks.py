@@ -170,7 +170,7 @@ def download(c, profile=None, cluster=None, local_dir=None, set=None, wait=False
             "full": "hash every file again on every node (else unchanged files keep their cached hash)",
             "streams": "parallel streams per worker (default: from both nodes' cores and the link's speed)",
             "transport": "ssh (default: encrypted) or tcp (plain TCP over the cable, a one-time secret; "
-                         "README: Models)", "wait": WAIT, "over_lan": OVER_LAN,
+                         "docs/models-and-sync.md)", "wait": WAIT, "over_lan": OVER_LAN,
             "dummy_weights": "copy only the config and tokenizer files, for serving with random weights"},
       iterable=["set"])
 @user_errors
