@@ -131,3 +131,18 @@ def test_the_task_check_finds_an_undocumented_task():
     assert table == {"up", "sim-up", "sim-down"}
     assert undocumented(["up", "sim-down", "bench", "bench-all", "watch"], ["inv bench-all --resume", "inv watch"],
                         table) == ["bench"]
+
+
+def missing_pages(texts: dict[str, str]) -> list[str]:
+    """`docs/NAME.md` named in the given sources (help texts, hints) that do not exist."""
+    return sorted({f"{where}: {name}" for where, text in texts.items()
+                   for name in re.findall(r"docs/[\w-]+\.md", text) if not (ROOT / name).exists()})
+
+
+def test_help_texts_and_hints_name_pages_that_exist():
+    sources = {str(p.relative_to(ROOT)): p.read_text()
+               for p in [ROOT / "tasks.py", *sorted((ROOT / "sparkops").rglob("*.py")),
+                         *sorted((ROOT / "sparkops").rglob("*.toml"))]}
+    assert any("docs/" in text for text in sources.values())
+    assert missing_pages(sources) == []
+    assert missing_pages({"fake.py": 'fix="see docs/no-such-page.md"'}) == ["fake.py: docs/no-such-page.md"]
