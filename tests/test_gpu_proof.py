@@ -47,7 +47,7 @@ def test_every_model_start_was_timed_and_the_estimate_matches_vllm(recollected):
     for profile, start in measured.items():
         assert start["total_s"] > 0 and start["phases"][-1]["phase"] == "API up", profile
         gaps = start["memory"]["estimate_over_vllm_minus_1"]
-        # The README claims the estimate is within 2 % of what vLLM reserved (measured: 0-1.8 %).
+        # docs/one-gpu-machine.md claims the estimate is within 2 % of what vLLM reserved (measured: 0-1.8 %).
         assert set(gaps) == {"weights", "kv_cache_gib", "kv_tokens"}, profile
         assert all(abs(g) <= 0.02 for g in gaps.values()), (profile, gaps)
 

@@ -1,5 +1,5 @@
 """The model manifest (run as the nodes run it: the file's text under a bare python3) and the
-rsync transport's pure parts, on real files in a temporary Hugging Face cache layout."""
+sync transports' pure parts (sparkops.models.transport), on real files in a temporary Hugging Face cache layout."""
 from __future__ import annotations
 
 import json

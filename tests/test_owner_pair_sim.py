@@ -92,7 +92,7 @@ def test_the_owner_builds_copies_serves_and_stops_from_the_head(pair, sim_cluste
     assert requests.get(f"{url}/v1/models", timeout=10).status_code == 401
     stranger = requests.post(f"{url}/v1/completions", timeout=10, json={"model": "smoke", "prompt": "Hi"})
     assert stranger.status_code == 401
-    # What vLLM leaves open (it checks the key on /v1 paths only; README, Security says so).
+    # What vLLM leaves open (it checks the key on /v1 paths only; docs/security.md says so).
     assert [requests.get(f"{url}/{path}", timeout=10).status_code for path in ("health", "metrics")] == [200, 200]
     listed = requests.get(f"{url}/v1/models", headers=headers(pair.key), timeout=10)
     assert listed.status_code == 200 and [m["id"] for m in listed.json()["data"]] == ["smoke"]

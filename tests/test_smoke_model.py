@@ -94,7 +94,7 @@ def test_resolves_offline_by_repo_id(vllm_venv, tmp_path):
 
 @pytest.mark.vllm
 def test_transformers_5_gives_a_qwen2_model_qwen2s_tokenizer_whatever_its_config_says(vllm_venv, tmp_path):
-    """The quirk the README's random-weight screening warns of, with the runtime's transformers:
+    """The quirk docs/benchmarks-and-report.md's random-weight screening warns of, with the runtime's transformers:
     for a model_type such as qwen2, AutoTokenizer loads the model type's own tokenizer class and
     ignores tokenizer_config's. A stand-in word-level tokenizer then encodes nothing (it works for
     a llama); a byte-level BPE (what the smoke model has) round-trips under either."""

@@ -53,7 +53,7 @@ class Silent(Progress):
 class Meter:
     """How much of `total` is done: a line at most every `every` seconds and one at the end,
     with the elapsed time, the rate (`rate=True`) and the time left. Parallel parts of the
-    work (rsync streams, say) each report their own count under a key; the meter adds them."""
+    work (a copy's streams, say) each report their own count under a key; the meter adds them."""
 
     def __init__(self, progress: Progress, label: str, total: float, *, unit: str = "",
                  every: float = 1.0, amount: Callable[[float], str] | None = None, rate: bool = False):

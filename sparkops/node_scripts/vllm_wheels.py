@@ -42,7 +42,7 @@ MARKER = "sparkops-vllm-wheels.json"
 CPU_MARKER = "sparkops-vllm-cpu.json"  # vllm_cpu.MARKER: a venv of vLLM's CPU build, replaceable
 PTH = "_sparkops_node_site.pth"
 NEW, OLD = ".sparkops-new", ".sparkops-old"
-HOW_TO_FOLDER = "README: Installing vLLM offline from a folder of wheels"
+HOW_TO_FOLDER = "docs/runtimes.md: Installing vLLM offline from a folder of wheels"
 
 
 class InstallError(RuntimeError):

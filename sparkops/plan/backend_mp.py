@@ -1,6 +1,7 @@
 """Backend `mp`: vLLM's own multi-node mode. Rank 0 on the head serves the API; every
 worker runs the same command with its rank and `--headless`. Workers start first and wait
-for the head at the rendezvous address; a headless worker exits when its head dies."""
+for the head at the rendezvous address. A headless worker does not always exit when its head
+dies (seen with vLLM 0.32), so `down` and every rollback stop each node's services explicitly."""
 from __future__ import annotations
 
 from sparkops.plan.context import NodeContext

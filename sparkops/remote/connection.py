@@ -160,8 +160,9 @@ class NodeConn:
             raise self._lost_connection(exc) from None
 
     def write_file(self, path: str, content: str, mode: int, *, timeout: float = 30) -> Result:
-        """Write a file atomically. It is born 0600 and empty, so a secret is never readable by
-        others, even for a moment; it gets its final mode before it takes the real name."""
+        """Write a file atomically, so a secret is never readable by others, even for a moment:
+        here it is born 0600 (mkstemp); on a node it is created empty under a temporary name, made
+        0600 before the first byte is written, and gets its final mode before the real name."""
         start = time.monotonic()
         tmp = f"{path}.sparkops-tmp"
         try:

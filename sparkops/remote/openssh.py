@@ -1,7 +1,8 @@
-"""The OpenSSH client argv for a hop from the head to another node (rsync's transport, `docker
-save | ssh worker docker load`): the worker's SSH user, key and port from the cluster file,
-its host key checked strictly under the name the cluster file knows it by (`HostKeyAlias`),
-whatever address the bytes take (the RoCE cable)."""
+"""The OpenSSH client argv for a hop from the head to another node (`inv sync`'s ssh
+transport, `ssh worker ... transfer.py receive`; `inv build`'s `docker save | ssh worker docker
+load`): the worker's SSH user, key and port from the cluster file, its host key checked strictly
+under the name the cluster file knows it by (`HostKeyAlias`), whatever address the bytes take
+(the RoCE cable)."""
 from __future__ import annotations
 
 import os

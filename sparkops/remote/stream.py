@@ -1,6 +1,6 @@
 """Running a command with a large stdin (a manifest, a file list) while handing its output
-over line by line (rsync's progress), with a timeout: on this machine (a subprocess) or
-through one SSH channel of an open paramiko client.
+over line by line (Docker's build output, pip's lines in install-vllm), with a timeout: on this
+machine (a subprocess) or through one SSH channel of an open paramiko client.
 
 invoke's stdin forwarding breaks on inputs of some tens of KB ("Socket is closed"), so a
 command with stdin gets its own SSH channel here; NodeConn sends every stdin this way.

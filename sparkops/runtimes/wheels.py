@@ -23,7 +23,7 @@ from packaging.version import InvalidVersion, Version
 from sparkops.base.errors import SparkopsError
 
 STEP = "install-vllm"
-HOW_TO_FOLDER = "README: Installing vLLM offline from a folder of wheels"
+HOW_TO_FOLDER = "docs/runtimes.md: Installing vLLM offline from a folder of wheels"
 
 
 @dataclass(frozen=True)
@@ -176,8 +176,9 @@ def choose_torch(folder: WheelFolder, probe: dict, node: str, python: str, clust
         f"that fits: nothing was installed", host=node, step=STEP,
         details=[f"{folder.path} holds {len(folder.wheels)} wheel(s); vLLM's requirement read from "
                  f"{folder.vllm.path.name}'s METADATA"],
-        fix=f"put {pinned} in {folder.path} instead (README: which vLLM pins which torch), or add torch{spec} "
-            f"and its dependencies to it (`pip download 'torch{spec}' --only-binary=:all: -d {folder.path}`), "
+        fix=f"put {pinned} in {folder.path} instead (docs/runtimes.md: which vLLM pins which torch), "
+            f"or add torch{spec} and its dependencies to it "
+            f"(`pip download 'torch{spec}' --only-binary=:all: -d {folder.path}`), "
             f"or name a Python that has it: `inv install-vllm --cluster {cluster} --wheels {folder.path} "
             f"--python /path/to/python3`")
 
