@@ -113,7 +113,14 @@ def engine(case: str, src: Path, dest: Path, cache: Path, files: list[tuple[str,
             break
     done = listener.stdout.readline()
     summary = json.loads(done)["result"] if done.startswith('{"result"') else None
+    # Each end exits 0 by itself after its result line; closing its stdin first would race that
+    # (the end of stdin means "stop": exit status 3), so stdin closes only after the exit.
+    # (An end still running after 60 s is stopped that way, and its status 3 fails the case.)
     for proc in (sender, listener):
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
         proc.stdin.close()
         proc.wait()
     for name, proc in (("sender", sender), ("listener", listener)):
