@@ -89,3 +89,24 @@ def test_nccl_summary_fails_on_a_size_that_summed_wrong(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 1
     assert f"{PREFIX}: run.log: 2097152 bytes: all-reduce sum correct: False of True planned" in res.stderr
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_sync_throughput_fails_naming_the_case_when_the_head_cannot_see_the_model(tmp_path):
+    """The failure a fresh machine showed: the head's glob of the model matches nothing (here: the
+    controller's /root/.cache kept visible in the hosts hides theirs). Before, the pipe hid it
+    and a copy of nothing read thousands of MB/s; now the first case stops the run."""
+    from sim_fixtures import require_sim
+    require_sim()
+    if not Path("/root/.cache").is_dir():
+        pytest.skip("needs a /root/.cache on the controller to hide the hosts' own")
+    argv = [sys.executable, str(BENCH / "sync_throughput.py"), "--gb", "0.01", "--files", "2", "--repeat", "1",
+            "--streams", "auto", "--transports", "ssh", "--out", str(tmp_path / "out.json")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SPARKOPS_SIM_KEEP": "/root/.cache"}
+    res = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert f"{PREFIX}: raw_ssh_null: exit status 1: " in res.stderr
+    assert "no match: /root/.cache/huggingface/hub/" in res.stderr
+    assert "MB/s" not in res.stdout
+    assert not (tmp_path / "out.json").exists()
