@@ -90,7 +90,8 @@ def main() -> int:
                                    env=os.environ | {"SPARKOPS_LOCAL": str(override)})
         # Only prompts the model can take: the set's longest exceed even 2048 tokens of the smoke
         # tokenizer, and vLLM refuses them (HTTP 400) in every run; counted by the server itself.
-        tokens = ServerTokens(url, "smoke", None)
+        key = cfg.secrets.get("api_key")  # the simulated cluster's override sets one, as `inv setup` does
+        tokens = ServerTokens(url, "smoke", key)
         every = list(load_dataset("sparkops-prompts-v1", PROMPTS, MAX_TOKENS).prompts)
         prompts = [p for p in every if (tokens.count_chat([{"role": "user", "content": p.text}]) or 0)
                    + p.max_tokens <= MAX_MODEL_LEN]
@@ -100,7 +101,7 @@ def main() -> int:
         t0, runs, sent, failed, errors, out_tok = time.monotonic(), 0, 0, 0, [], 0
         while time.monotonic() - t0 < args.minutes * 60:
             run = run_benchmark(url, "smoke", prompts, concurrency=CONCURRENCY, ignore_eos=True, warmup=False,
-                                timeout_s=300)
+                                timeout_s=300, api_key=key)
             runs += 1
             sent += len(run.records)
             bad = [r for r in run.records if not r.success]
