@@ -11,6 +11,9 @@ Targets: concurrency 1 median error <= 1 ms; concurrency 256 p99 error <= 5 ms; 
 highest aggregate chunk rate with p99 lag <= 5 ms, the client pinned to one core. The server
 runs as up to 8 processes on the other cores (one Python process is itself late at 256
 streams, and that lateness would count against the client).
+Every scenario must complete every request it planned, each one matched to the server's record
+of it; the vllm comparison, when asked for, must run and complete its 512 requests in both
+tools. Otherwise the run stops with exit status 1 naming the scenario (benchmarks/_checks.py).
 
     python3 benchmarks/client_overhead.py [--quick] [--out benchmarks/results/client_overhead.json]
 """
@@ -26,6 +29,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from _checks import expect, fail
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -48,6 +53,7 @@ def server_workers(cpus) -> int:
 
 def scenario(concurrency: int, requests: int, ttft_ms: float, itl_ms: float, tokens: int,
              cpus: tuple[set[int], set[int]] | None) -> dict:
+    case = f"c{concurrency}_itl{itl_ms}ms_{requests}req"
     cfg = ServerConfig(ttft_s=ttft_ms / 1000, itl_s=itl_ms / 1000, output_tokens=tokens)
     prompts = [Prompt(f"p{i}", f"Synthetic prompt number {i}.", tokens) for i in range(requests)]
     with SyntheticServer(cfg, process=True, cpus=cpus[1] if cpus else None,
@@ -56,10 +62,11 @@ def scenario(concurrency: int, requests: int, ttft_ms: float, itl_ms: float, tok
                             timeout_s=300)
         server = {r["id"]: r for r in srv.records()}
     ttft_err, itl_err, lag, send = [], [], [], []
+    expect(case, "requests sent", len(run.records), requests)
+    expect(case, "requests completed", sum(r.success for r in run.records), requests)
+    expect(case, "requests the server recorded", sum(r.response_id in server for r in run.records), requests)
     for rec in run.records:
-        s = server.get(rec.response_id)
-        if not rec.success or s is None:
-            continue
+        s = server[rec.response_id]
         start_abs = run.t0_perf + rec.start_s
         first = rec.text_events.index(True)
         ttft_err.append((rec.events_s[first] - cfg.ttft_s) * 1000)
@@ -103,12 +110,13 @@ def vllm_comparison(vllm: str, tokenizer: str, cpus) -> dict:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
         path = Path(tmp) / "vllm.json"
         if proc.returncode != 0 or not path.exists():
-            return {**out, "error": f"vllm bench serve failed (rc {proc.returncode}): "
-                                    f"{proc.stderr[-1500:]}"}
+            fail("vllm_comparison", f"vllm bench serve failed (rc {proc.returncode}): {proc.stderr[-1500:]}")
         theirs = json.loads(path.read_text())
         prompts = [Prompt(f"p{i}", f"Synthetic prompt number {i}.", 100) for i in range(512)]
         ours = summarize(run_benchmark(srv.base_url, "synthetic", prompts, concurrency=256,
                                        timeout_s=300), percentiles=(50, 99))
+    expect("vllm_comparison (vllm bench serve)", "requests completed", theirs.get("completed"), 512)
+    expect("vllm_comparison (sparkops)", "requests completed", ours.get("completed"), 512)
     out["vllm_bench_serve"] = {k: theirs.get(k) for k in keys}
     out["sparkops"] = {k: ours.get(k) for k in keys}
     out["vllm_version"] = subprocess.run([vllm, "--version"], capture_output=True,

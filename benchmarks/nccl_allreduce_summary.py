@@ -4,6 +4,10 @@ the NCCL transport parsed from the same log, with sparkops' own parsers, into on
     python benchmarks/nccl_allreduce_summary.py benchmarks/results/nccl_allreduce_h100x2.log \
         --device "2x NVIDIA H100 80GB HBM3 (NV18), driver 580.159.04" --command "..." \
         > benchmarks/results/nccl_allreduce_h100x2.json
+
+A log that did less than it should stops it with exit status 1, naming what (benchmarks/_checks.py):
+no result line, no message size measured, a size whose sum came out wrong or that ran fewer
+iterations than planned, or NCCL errors in the log.
 """
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from _checks import expect, fail
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -21,8 +27,17 @@ from sparkops.facts.nccl_log import parse_nccl_log  # noqa: E402
 def summary(log: str, device: str, command: str, raw_log: str) -> dict:
     result = parse_result(log)
     if result is None:
-        raise SystemExit("no allreduce.py result line in the log")
+        fail(raw_log, "no allreduce.py result line in the log")
+    sizes = result.get("results") or []
+    if not sizes:
+        fail(raw_log, "the result measured no message size")
+    for row in sizes:
+        case = f"{raw_log}: {row.get('bytes')} bytes"
+        expect(case, "all-reduce sum correct", row.get("correct"), True)
+        expect(case, "iterations", row.get("iters"), result.get("iters"))
     report = parse_nccl_log(log)
+    if report.errors:
+        fail(raw_log, f"NCCL reported errors: {report.errors[:3]}")
     return {"device": device, "command": command, "raw_log": raw_log,
             "transport": {"transports": sorted(report.transports), "ib_devices": report.ib_devices,
                           "socket_ifaces": report.socket_ifaces, "nccl_version": report.nccl_version,

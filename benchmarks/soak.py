@@ -7,7 +7,10 @@ hosts), with sparkops' client sending the shared prompt set at concurrency 8 bac
 
 Reports failed requests (target 0), restarts (target 0), watch's verdicts, and the resident
 memory of the head's vLLM (every process of its session) and of the client process at the
-start and the end. Writes benchmarks/results/soak_sim.json.
+start and the end. Writes benchmarks/results/soak_sim.json, then exits 1 naming what fell short
+(benchmarks/_checks.py) when the soak did less than planned: a request failed, no load run
+finished, the prompt set came out empty, or `watch` took no sample or exited early. The JSON is
+written first: it is the evidence.
 """
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _checks import expect, fail
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -85,15 +90,18 @@ def main() -> int:
                                    env=os.environ | {"SPARKOPS_LOCAL": str(override)})
         # Only prompts the model can take: the set's longest exceed even 2048 tokens of the smoke
         # tokenizer, and vLLM refuses them (HTTP 400) in every run; counted by the server itself.
-        tokens = ServerTokens(url, "smoke", None)
+        key = cfg.secrets.get("api_key")  # the simulated cluster's override sets one, as `inv setup` does
+        tokens = ServerTokens(url, "smoke", key)
         every = list(load_dataset("sparkops-prompts-v1", PROMPTS, MAX_TOKENS).prompts)
         prompts = [p for p in every if (tokens.count_chat([{"role": "user", "content": p.text}]) or 0)
                    + p.max_tokens <= MAX_MODEL_LEN]
+        if not prompts:
+            fail("load", f"none of the {len(every)} prompts fits max_model_len {MAX_MODEL_LEN}")
         start_rss = {"head_vllm_mib": session_rss_mib(head, pidfile), "client_mib": own_rss_mib()}
         t0, runs, sent, failed, errors, out_tok = time.monotonic(), 0, 0, 0, [], 0
         while time.monotonic() - t0 < args.minutes * 60:
             run = run_benchmark(url, "smoke", prompts, concurrency=CONCURRENCY, ignore_eos=True, warmup=False,
-                                timeout_s=300)
+                                timeout_s=300, api_key=key)
             runs += 1
             sent += len(run.records)
             bad = [r for r in run.records if not r.success]
@@ -102,6 +110,7 @@ def main() -> int:
             out_tok += sum(r.completion_tokens or 0 for r in run.records if r.success)
         seconds = time.monotonic() - t0
         end_rss = {"head_vllm_mib": session_rss_mib(head, pidfile), "client_mib": own_rss_mib()}
+        watch_exit = watcher.poll()  # None: still watching, as planned
         watcher.terminate()
         watcher.wait(30)
         events = [json.loads(line) for line in watch_log.read_text().splitlines() if line.startswith("{")]
@@ -125,6 +134,14 @@ def main() -> int:
         args.out.write_text(json.dumps(doc, indent=1) + "\n")
         print(json.dumps({k: doc[k] for k in ("load", "requests", "watch", "rss_start", "rss_end")}, indent=1))
         down(cfg, progress=Progress(quiet=True))
+        if watch_exit is not None:
+            fail("watch", f"`inv watch` exited (status {watch_exit}) before the soak ended: "
+                          f"{watch_log.read_text()[-800:]}")
+        if not samples:
+            fail("watch", "`inv watch` took no sample")
+        if not runs:
+            fail("load", "no load run finished")
+        expect("load", "requests completed", sent - failed, sent)
     finally:
         if watcher is not None and watcher.poll() is None:
             watcher.kill()

@@ -10,6 +10,9 @@ alternating which tool goes first) the script reports each tool's error against 
   pp_total, tg_total: the run totals vs concurrency x the per-request truth (all requests of a
            run start together, so this is the truth of the total to within the send spread)
 The server runs as several processes (SO_REUSEPORT) so that its own lateness stays small.
+Both tools must exit 0, and every cell of both must be there with every figure and (sparkops)
+no failed request; otherwise the run stops with exit status 1 naming the level, depth and tool
+(benchmarks/_checks.py).
 
     python3 benchmarks/sweep_accuracy.py [--quick] [--out benchmarks/results/sweep_accuracy.json]
 """
@@ -27,7 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from benchy_compare import benchy_argv, benchy_home, finish, load, ours_argv, start, word_tokenizer  # noqa: E402
+from _checks import expect, expect_ok, fail  # noqa: E402
+from benchy_compare import benchy_argv, benchy_home, load, ours_argv, start, word_tokenizer  # noqa: E402
 
 from sparkops.testing.synthetic_server import ServerConfig, SyntheticServer  # noqa: E402
 
@@ -59,28 +63,50 @@ def errors(fig: dict, depth: int, concurrency: int) -> dict:
             "tg_req_std": None if not fig.get("tg_req_throughput") else round(fig["tg_req_throughput"]["std"], 3)}
 
 
+def finish(case: str, proc, timeout: float) -> None:
+    """Wait for a tool's run; a non-zero exit stops the benchmark, naming the case."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    expect_ok(case, proc.returncode, out or "")
+
+
 def one_level(url: str, work: Path, home: Path, tokenizer: Path, concurrency: int, runs: int, first: str) -> dict:
     cells = dict(pp=[PP], tg=[TG], depth=list(DEPTHS), concurrency=[concurrency], runs=runs)
     ours_out, theirs_out = work / f"ours-c{concurrency}.json", work / f"benchy-c{concurrency}.json"
     wall = {}
     for tool in ((first, "llama-benchy" if first == "sparkops" else "sparkops")):
         t0 = time.monotonic()
+        case = f"c{concurrency} {tool}"
         if tool == "sparkops":
-            finish(start(ours_argv(url, ours_out, latency_mode="none", **cells)), timeout=1800)
+            finish(case, start(ours_argv(url, ours_out, latency_mode="none", **cells)), timeout=1800)
         else:
-            finish(start(benchy_argv(url, "synthetic", str(tokenizer), theirs_out, latency_mode="none", **cells),
-                         home), timeout=1800)
+            finish(case, start(benchy_argv(url, "synthetic", str(tokenizer), theirs_out, latency_mode="none",
+                                           **cells), home), timeout=1800)
         wall[tool] = round(time.monotonic() - t0, 1)
     ours, theirs = load(ours_out), load(theirs_out)
     out = {"concurrency": concurrency, "first": first, "wall_s": wall, "cells": []}
     for depth in DEPTHS:
-        cell = next(c for c in ours["cells"] if c["depth"] == depth)
-        bench = next(b for b in theirs["benchmarks"]
-                     if b["context_size"] == depth and not b["is_context_prefill_phase"])
-        out["cells"].append({"depth": depth, "truth": truth(PP + depth, TG),
-                             "sparkops": errors(cell["benchy"], depth, concurrency),
-                             "llama-benchy": errors(bench, depth, concurrency),
-                             "sparkops_client_max_stall_ms": cell["metrics"].get("client_max_stall_ms")})
+        case = f"c{concurrency} depth {depth}"
+        cell = next((c for c in ours["cells"] if c["depth"] == depth), None)
+        bench = next((b for b in theirs["benchmarks"]
+                      if b["context_size"] == depth and not b["is_context_prefill_phase"]), None)
+        if cell is None or bench is None:
+            fail(f"{case} {'sparkops' if cell is None else 'llama-benchy'}", "the cell is missing from its result")
+        expect(f"{case} sparkops", "cell status", cell["status"], "ok")
+        m = cell["metrics"]
+        expect(f"{case} sparkops", "requests completed", m["completed"], m["completed"] + m["failed"])
+        figures = {"sparkops": errors(cell["benchy"], depth, concurrency),
+                   "llama-benchy": errors(bench, depth, concurrency)}
+        for tool, fig in figures.items():
+            missing = sorted(k for k, v in fig.items() if v is None)
+            if missing:
+                fail(f"{case} {tool}", f"no figure for {', '.join(missing)}")
+        out["cells"].append({"depth": depth, "truth": truth(PP + depth, TG), **figures,
+                             "sparkops_client_max_stall_ms": m.get("client_max_stall_ms")})
     return out
 
 

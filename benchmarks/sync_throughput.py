@@ -18,6 +18,10 @@ each case repeated and the cases alternated, head files in the page cache:
                  `inv sync` command (Python start-up and config loading included).
 Targets (issue 14): sync over ssh >= 95% of raw_ssh_disk; over tcp >= 80% of raw_tcp_null;
 the no-change `inv sync` command <= 1 s.
+Every case checks that the worker received every byte of the model (counted on the worker, or
+the copy's files summed after the case, outside its timing) and that every step exited 0
+(pipelines under `set -o pipefail`); a case that moved less stops the run with exit status 1
+and its name (benchmarks/_checks.py), before any rate is printed for it.
 
     sudo python3 benchmarks/sync_throughput.py [--gb 2.2] [--files 100] [--repeat 3]
 """
@@ -40,6 +44,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _checks import STRICT_SH, expect, expect_ok, fail  # noqa: E402
+
 from sparkops.base.progress import Silent  # noqa: E402
 from sparkops.config import load_config  # noqa: E402
 from sparkops.models.sync import sync  # noqa: E402
@@ -55,9 +61,12 @@ import socket, sys
 srv = socket.create_server((sys.argv[1], int(sys.argv[2])))
 conn, _ = srv.accept()
 buf = bytearray(1 << 20)
+got = 0
 with open(sys.argv[3], "wb", buffering=0) as out:
     while n := conn.recv_into(buf):
         out.write(memoryview(buf)[:n])
+        got += n
+print(got)
 """
 TCP_SENDER = """
 import socket, sys
@@ -104,61 +113,113 @@ def main() -> int:
         remote = f"{ssh} {worker.roce_ip}"
         src = f"/root/{HUB}/{name}"
 
-        def on_head(cmd: str) -> None:
-            res = head.run(["sh", "-c", cmd], timeout=1800)
-            if res.returncode:
-                raise RuntimeError(f"{cmd[:200]}: {res.stderr[-500:]}")
+        blobs = sorted(p for p in (src_dir / "blobs").iterdir())
+        if not blobs or total == 0:
+            fail("model", f"no blobs in {src_dir / 'blobs'}")
+
+        def on_head(case: str, cmd: str) -> str:
+            """`cmd` on the head under bash's pipefail/failglob; its stdout. Any failure: exit."""
+            res = head.run(["bash", "-c", STRICT_SH + cmd], timeout=1800)
+            expect_ok(case, res.returncode, f"{cmd[:200]}: {res.stderr[-500:]}")
+            return res.stdout
+
+        def copied_bytes() -> int:
+            """The bytes of the model's blobs that are now in the worker's cache."""
+            folder = dst_dir / "blobs"
+            return sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) if folder.is_dir() else 0
+
+        def received(case: str, got: int) -> None:
+            expect(case, "bytes received by the worker", got, total)
 
         def clear_worker() -> None:
             shutil.rmtree(dst_dir, ignore_errors=True)
             (worker.home / "raw.bin").unlink(missing_ok=True)
 
-        def raw_tcp(into: str) -> None:
+        def raw_tcp(case: str, into: str) -> int:
             """One plain TCP stream head -> worker's cable address: the worker reads 1 MiB at a
-            time into `into`, the head sends each blob with sendfile (what transfer.py does)."""
+            time into `into`, the head sends each blob with sendfile (what transfer.py does).
+            The bytes the worker received."""
             port = 29777
-            recv = threading.Thread(target=lambda: worker.run(
-                ["python3", "-c", TCP_RECEIVER, worker.roce_ip, str(port), into], timeout=600))
+            done: list[subprocess.CompletedProcess] = []
+            recv = threading.Thread(target=lambda: done.append(worker.run(
+                ["python3", "-c", TCP_RECEIVER, worker.roce_ip, str(port), into], timeout=600)))
             recv.start()
             deadline = time.monotonic() + 10
-            while str(port) not in worker.run(["ss", "-Htln"]).stdout and time.monotonic() < deadline:
+            while str(port) not in worker.run(["ss", "-Htln"]).stdout:
+                if time.monotonic() > deadline or not recv.is_alive():
+                    recv.join(1)
+                    fail(case, f"the worker's receiver never listened on {worker.roce_ip}:{port}: "
+                               f"{done[0].stderr[-500:] if done else 'no answer in 10 s'}")
                 time.sleep(0.05)
-            on_head(f"python3 -c {shlex.quote(TCP_SENDER)} {worker.roce_ip} {port} {src}/blobs/*")
+            on_head(case, f"python3 -c {shlex.quote(TCP_SENDER)} {worker.roce_ip} {port} {src}/blobs/*")
             recv.join()
+            if not done:
+                fail(case, "the worker's receiver did not finish")
+            expect_ok(case, done[0].returncode, done[0].stderr)
+            return int(done[0].stdout.strip() or 0)
 
+        def raw_ssh(case: str, into: str) -> int:
+            """The blobs as one stream over SSH, counted on the worker as they arrive."""
+            sink = "wc -c" if into == "/dev/null" else f"cat > {into} && stat -c %s {into}"
+            return int(on_head(case, f"cat {src}/blobs/* | {remote} {shlex.quote(sink)}").split()[-1])
+
+        def rsync_a():
+            on_head("rsync_a", f"rsync -a --mkpath -e {shlex.quote(ssh)} {src}/ {worker.roce_ip}:{src}/")
+            return copied_bytes
+
+        # Each case returns the bytes the worker received (or a callable that counts them after
+        # the case's timing: the copy's files on the worker's disk).
         cases = {
-            "raw_ssh_null": lambda: on_head(f"cat {src}/blobs/* | {remote} 'cat > /dev/null'"),
-            "raw_ssh_disk": lambda: on_head(f"cat {src}/blobs/* | {remote} 'cat > /root/raw.bin'"),
-            "raw_tcp_null": lambda: raw_tcp("/dev/null"),
-            "raw_tcp_disk": lambda: raw_tcp("/root/raw.bin"),
-            "rsync_a": lambda: on_head(f"rsync -a --mkpath -e {shlex.quote(ssh)} {src}/ {worker.roce_ip}:{src}/"),
+            "raw_ssh_null": lambda: raw_ssh("raw_ssh_null", "/dev/null"),
+            "raw_ssh_disk": lambda: raw_ssh("raw_ssh_disk", "/root/raw.bin"),
+            "raw_tcp_null": lambda: raw_tcp("raw_tcp_null", "/dev/null"),
+            "raw_tcp_disk": lambda: raw_tcp("raw_tcp_disk", "/root/raw.bin"),
+            "rsync_a": rsync_a,
         }
         copy_phase: dict[str, list[float]] = {}
         chosen: dict[str, int] = {}
         for how in args.transports.split(","):
             for n in args.streams.split(","):
                 def run_sync(how=how, n=n):
+                    case = f"sync_{how}_{n}"
                     report = sync(cfg, Silent(), streams=None if n == "auto" else int(n), transport_name=how)
                     node = report.nodes[0]
-                    assert node.verified and node.copied_bytes == report.source_bytes and node.hashed_bytes == 0
-                    copy_phase.setdefault(f"sync_{how}_{n}", []).append(node.copy_seconds)
-                    chosen[f"sync_{how}_{n}"] = node.streams
+                    if not node.verified:
+                        fail(case, "the worker's copy did not verify")
+                    expect(case, "bytes the sync copied", node.copied_bytes, report.source_bytes)
+                    expect(case, "bytes hashed again after the copy", node.hashed_bytes, 0)
+                    copy_phase.setdefault(case, []).append(node.copy_seconds)
+                    chosen[case] = node.streams
+                    return copied_bytes
                 cases[f"sync_{how}_{n}"] = run_sync
         runs: dict[str, list[float]] = {k: [] for k in cases}
         for r in range(args.repeat):
             for case, fn in cases.items():
                 clear_worker()
-                runs[case].append(timed(fn))
+                start = time.monotonic()
+                got = fn()
+                runs[case].append(time.monotonic() - start)
+                received(case, got() if callable(got) else got)
                 print(f"  run {r + 1} {case:<13} {runs[case][-1]:6.2f}s  "
                       f"{total / runs[case][-1] / 1e6:6.0f} MB/s", flush=True)
         clear_worker()
-        sync(cfg, Silent())
-        noop = [timed(lambda: sync(cfg, Silent())) for _ in range(5)]
+        first = sync(cfg, Silent())
+        received("noop (the sync before it)", copied_bytes())
+        if not first.nodes[0].verified:
+            fail("noop (the sync before it)", "the worker's copy did not verify")
+
+        def noop_sync() -> None:
+            report = sync(cfg, Silent())
+            expect("noop", "bytes copied by a sync with nothing to do", report.nodes[0].copied_bytes, 0)
+        noop = [timed(noop_sync) for _ in range(5)]
         env = {**os.environ, "SPARKOPS_LOCAL": str(override)}
-        inv = [timed(lambda: subprocess.run([sys.executable, "-m", "invoke", "sync", "--profile", "smoke",
-                                             "--cluster", "sim", "--set", f'model.repo="{REPO}"'],
-                                            cwd=ROOT, env=env, check=True, capture_output=True))
-               for _ in range(3)]
+
+        def inv_sync() -> None:
+            res = subprocess.run([sys.executable, "-m", "invoke", "sync", "--profile", "smoke", "--cluster", "sim",
+                                  "--set", f'model.repo="{REPO}"'], cwd=ROOT, env=env, capture_output=True,
+                                 text=True)
+            expect_ok("noop (inv sync)", res.returncode, res.stderr + res.stdout)
+        inv = [timed(inv_sync) for _ in range(3)]
         clear_worker()
 
         def summary(values: list[float]) -> dict:

@@ -12,6 +12,9 @@ as on a Spark, where each node has 20. Cases, alternated, each repeated:
 No SSH here (the device has no sshd), so the SSH transport is not measured by this script.
 Besides the rate, each case's CPU time (user + system, this process and its children: both
 ends) per GB: on a machine shared with other work that moves less than the wall clock.
+Every case checks the bytes that arrived (the raw receiver's count, transfer.py's sent and
+hashed totals) against the files' and the exit status of both ends: a case that moved less
+stops the run with exit status 1 and its name (benchmarks/_checks.py).
 
     python3 benchmarks/transfer_cores.py [--gb 4] [--files 100] [--repeat 3] [--streams 1,2,4,8]
 """
@@ -31,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _checks import expect, expect_ok, fail
+
 HERE = Path(__file__).resolve().parents[1]
 SCRIPT = HERE / "sparkops" / "node_scripts" / "transfer.py"
 
@@ -49,18 +54,21 @@ def make_files(root: Path, total: int, files: int) -> list[tuple[str, int]]:
     return out
 
 
-def raw_tcp(src: Path, files: list[tuple[str, int]], into: str) -> None:
+def raw_tcp(case: str, src: Path, files: list[tuple[str, int]], into: str) -> int:
+    """The files over one TCP stream; the bytes the receiver got."""
     srv = socket.create_server(("127.0.0.1", 0))
     port = srv.getsockname()[1]
     # The receiver in a process of its own, as on a node (not a thread sharing our GIL).
     proc = subprocess.Popen([sys.executable, "-c", RAW_RECEIVER, str(port), into], pass_fds=(srv.fileno(),),
-                            env={**os.environ, "FD": str(srv.fileno())})
+                            env={**os.environ, "FD": str(srv.fileno())}, stdout=subprocess.PIPE, text=True)
     with socket.create_connection(("127.0.0.1", port)) as sock:
         for rel, _ in files:
             with open(src / rel, "rb") as handle:
                 sock.sendfile(handle)
-    proc.wait()
+    out, _ = proc.communicate()
     srv.close()
+    expect_ok(case, proc.returncode, "the receiver failed")
+    return int(out.strip() or 0)
 
 
 RAW_RECEIVER = """
@@ -68,14 +76,18 @@ import os, socket, sys
 srv = socket.socket(fileno=int(os.environ["FD"]))
 conn, _ = srv.accept()
 buf = bytearray(1 << 20)
+got = 0
 with open(sys.argv[2], "wb", buffering=0) as out:
     while n := conn.recv_into(buf):
         out.write(memoryview(buf)[:n])
+        got += n
+print(got)
 """
 
 
-def engine(src: Path, dest: Path, cache: Path, files: list[tuple[str, int]], streams: int,
-           script: str = str(SCRIPT)) -> dict:
+def engine(case: str, src: Path, dest: Path, cache: Path, files: list[tuple[str, int]], streams: int,
+           script: str = str(SCRIPT)) -> int:
+    """transfer.py send -> listen with `streams` streams; the bytes the listener hashed as written."""
     secret = os.urandom(32).hex()
     listener = subprocess.Popen([sys.executable, script, "listen", str(dest), "--cache", str(cache),
                                  "--address", "127.0.0.1", "--streams", str(streams)],
@@ -94,17 +106,34 @@ def engine(src: Path, dest: Path, cache: Path, files: list[tuple[str, int]], str
     sender.stdin.write(json.dumps({"root": str(src), "streams": plan, "every": 5.0, "carrier": {
         "kind": "tcp", "address": "127.0.0.1", "port": port, "secret": secret}}) + "\n")
     sender.stdin.flush()
+    result = None
     for line in sender.stdout:
         if line.startswith('{"result"'):
             result = json.loads(line)["result"]
             break
-    summary = json.loads(listener.stdout.readline())["result"]
+    done = listener.stdout.readline()
+    summary = json.loads(done)["result"] if done.startswith('{"result"') else None
+    # Each end exits 0 by itself after its result line; closing its stdin first would race that
+    # (the end of stdin means "stop": exit status 3), so stdin closes only after the exit.
+    # (An end still running after 60 s is stopped that way, and its status 3 fails the case.)
     for proc in (sender, listener):
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
         proc.stdin.close()
         proc.wait()
-    assert result["sent"] == sum(s for _, s in files), result
-    assert sum(s["hashed"] for s in summary["streams"]) == result["sent"], summary
-    return summary
+    for name, proc in (("sender", sender), ("listener", listener)):
+        expect_ok(case, proc.returncode, f"transfer.py {name}")
+    if result is None or summary is None:
+        fail(case, f"transfer.py's {'sender' if result is None else 'listener'} printed no result")
+    planned = sum(s for _, s in files)
+    expect(case, "bytes sent", result["sent"], planned)
+    hashed = sum(s["hashed"] for s in summary["streams"])
+    expect(case, "bytes hashed as written by the listener", hashed, planned)
+    written = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    expect(case, "bytes in the destination's files", written, planned)
+    return hashed
 
 
 def cpu_seconds() -> float:
@@ -127,10 +156,11 @@ def main() -> int:
         src, dest = work / "src", work / "dest"
         files = make_files(src, int(args.gb * 1e9), args.files)
         total = sum(s for _, s in files)
-        cases = {"raw_tcp_null": lambda: raw_tcp(src, files, "/dev/null"),
-                 "raw_tcp_disk": lambda: raw_tcp(src, files, str(work / "raw.bin"))}
+        cases = {"raw_tcp_null": lambda: raw_tcp("raw_tcp_null", src, files, "/dev/null"),
+                 "raw_tcp_disk": lambda: raw_tcp("raw_tcp_disk", src, files, str(work / "raw.bin"))}
         for n in (int(s) for s in args.streams.split(",")):
-            cases[f"tcp_{n}"] = lambda n=n: engine(src, dest, work / "cache.json", files, n, args.script)
+            cases[f"tcp_{n}"] = lambda n=n: engine(f"tcp_{n}", src, dest, work / "cache.json", files, n,
+                                                   args.script)
         runs: dict[str, list[float]] = {k: [] for k in cases}
         cpu: dict[str, list[float]] = {k: [] for k in cases}
         for r in range(args.repeat):
@@ -140,9 +170,10 @@ def main() -> int:
                 for leftover in work.glob("cache.json*"):
                     leftover.unlink()
                 start, cpu0 = time.monotonic(), cpu_seconds()
-                fn()
+                got = fn()
                 runs[case].append(time.monotonic() - start)
                 cpu[case].append(cpu_seconds() - cpu0)
+                expect(case, "bytes received", got, total)
                 print(f"run {r + 1} {case:<13} {runs[case][-1]:6.2f}s {total / runs[case][-1] / 1e6:7.0f} MB/s "
                       f"{cpu[case][-1] / (total / 1e9):5.2f} cpu-s/GB", flush=True)
         results = {k: {"seconds": v, "median_s": statistics.median(v),
