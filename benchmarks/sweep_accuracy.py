@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from _checks import expect, expect_ok, fail  # noqa: E402
-from benchy_compare import benchy_argv, benchy_home, load, ours_argv, start, word_tokenizer  # noqa: E402
+from benchy_compare import benchy_argv, benchy_home, load, ours_argv, start, wait, word_tokenizer  # noqa: E402
 
 from sparkops.testing.synthetic_server import ServerConfig, SyntheticServer  # noqa: E402
 
@@ -65,13 +65,7 @@ def errors(fig: dict, depth: int, concurrency: int) -> dict:
 
 def finish(case: str, proc, timeout: float) -> None:
     """Wait for a tool's run; a non-zero exit stops the benchmark, naming the case."""
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    expect_ok(case, proc.returncode, out or "")
+    expect_ok(case, *wait(proc, timeout))
 
 
 def one_level(url: str, work: Path, home: Path, tokenizer: Path, concurrency: int, runs: int, first: str) -> dict:

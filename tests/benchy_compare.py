@@ -70,14 +70,20 @@ def start(argv: list[str], home: Path | None = None, key: str | None = None) -> 
     return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def finish(proc: subprocess.Popen, timeout: float = 900) -> str:
+def wait(proc: subprocess.Popen, timeout: float = 900) -> tuple[int, str]:
+    """A tool's exit status and output; killed if it outlives `timeout`."""
     try:
         out, _ = proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 0, (proc.args, out[-3000:])
+    return proc.returncode, out or ""
+
+
+def finish(proc: subprocess.Popen, timeout: float = 900) -> str:
+    rc, out = wait(proc, timeout)
+    assert rc == 0, (proc.args, out[-3000:])
     return out
 
 
