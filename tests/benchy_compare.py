@@ -154,22 +154,28 @@ def round_means(rounds: list[dict]) -> dict[str, dict]:
 
 
 OURS_VS_SERVER = 0.15  # vLLM's counters include each cell's warm-up request, which runs cold
-# The same cells on the same server: a larger gap means different work, not noise. pp is the
-# touchy one: each tool takes its own latency estimate off a prefill of tens of ms (llama-benchy's
-# includes its client's overhead, a few ms), hence pp 768 rather than 256 in the tests.
-SANITY = 0.35
+# llama-benchy against the same counters: measured 4-12 % below them on the local CPU vLLM and
+# 10-13 % below across the two simulated hosts (its chunks are stamped when its aiohttp task
+# resumes), over the CI runs of 2026-12; 20 % leaves room for that spread and no more. A larger
+# gap means it did other work than the server counted, not that it measured it differently.
+BENCHY_VS_SERVER = 0.20
 
 
 def check_rounds(rounds: list[dict]) -> None:
-    """Ours within 15% of vLLM's own decode accounting in every round, closer to it than
-    llama-benchy on average, and both tools within SANITY of each other on every cell."""
+    """Each tool's decode rate against vLLM's own accounting of the same requests, which moves
+    with the server from one run to the next as neither tool does: ours within 15 % in every
+    round, llama-benchy within 20 %, and ours the closer on average.
+
+    pp is not compared here: vLLM's CPU build gives no truth for it, and the two tools' pp on a
+    prefill of tens of ms differs by their latency estimates, not by the server. pp is held to a
+    known truth instead (the synthetic server's fixed prefill rate: tests/test_bench_sweep.py,
+    within 2 %, and benchmarks/sweep_accuracy.py for both tools)."""
     from bench_compare import gap
     for i, r in enumerate(rounds):
         assert gap(r["ours_tg"], r["server"]["ours"]) <= OURS_VS_SERVER, (i, r)
+        assert gap(r["theirs_tg"], r["server"]["theirs"]) <= BENCHY_VS_SERVER, (i, r)
     ours_err = sum(gap(r["ours_tg"], r["server"]["ours"]) for r in rounds) / len(rounds)
     theirs_err = sum(gap(r["theirs_tg"], r["server"]["theirs"]) for r in rounds) / len(rounds)
     print(f"mean gap to vLLM's own decode rate: sparkops {ours_err:.1%}, llama-benchy {theirs_err:.1%}")
     assert ours_err <= theirs_err + 0.01, (ours_err, theirs_err)
-    for cell, mean in round_means(rounds).items():
-        for key in ("tg_throughput", "pp_throughput"):
-            assert gap(mean["ours"][key], mean["theirs"][key]) <= SANITY, (cell, key, mean)
+    round_means(rounds)  # printed: both tools' pp and tg per cell, for the record

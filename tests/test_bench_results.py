@@ -180,7 +180,9 @@ def test_report_from_results(server, tmp_path):
     assert rows[("stalled", "quick")].client_max_stall_ms == 120.0
     assert rows[("broken", "quick")].status == "failed" and "vLLM exited" in rows[("broken", "quick")].reason
     assert rows[("gated-one", "quick")].status == "skipped"
-    assert rows[(server.base_url, "quick")].output_tok_s > 0
+    # the report carries the result's own figure, not a recomputed or rounded one
+    assert rows[(server.base_url, "quick")].output_tok_s == pytest.approx(quick["metrics"]["output_throughput"],
+                                                                          rel=1e-6)
     # The server writes token k at recv + ttft + k x 5 ms: one request decodes at 200 tok/s, less
     # only by how late the last token's write is seen (a few ms of 315 on a busy 2-vCPU VM).
     assert rows[(server.base_url, "single")].single_decode_tok_s == pytest.approx(200, rel=0.05)

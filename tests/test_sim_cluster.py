@@ -98,7 +98,10 @@ def test_hosts_have_own_hostname_pids_home_and_tmp(sim_cluster):
     started = sh(sim_cluster, a, "nohup setsid sleep 300 >/dev/null 2>&1 </dev/null & echo $!")
     pid = started.stdout.strip()
     try:
-        assert sh(sim_cluster, a, f"cat /proc/{pid}/comm").stdout.strip() == "sleep"
+        # $! is the forked shell until it has exec'd nohup, then setsid, then sleep: wait for it.
+        comm = sh(sim_cluster, a, f"for i in $(seq 50); do c=$(cat /proc/{pid}/comm); "
+                  '[ "$c" = sleep ] && break; sleep 0.1; done; echo "$c"').stdout.strip()
+        assert comm == "sleep"
         assert sh(sim_cluster, b, "pgrep -x sleep").returncode == 1  # no such process on b
         for host in (a, b):
             assert "sshd" in sh(sim_cluster, host, "cat /proc/1/cmdline").stdout
