@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from fake_vllm_fixtures import fake_local, fake_vllm_venv  # noqa: F401
 from sim_fixtures import monkeypatch_module, sim_cluster, sim_cluster_factory, sim_docker, sim_vllm  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
