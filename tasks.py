@@ -116,6 +116,10 @@ def plan(c, profile=None, cluster=None, json=False, facts="auto", set=None):
         every = [c.facts for c in contexts(cfg, node_facts, all_nodes=True)]
         print("\n" + "\n".join(layout_lines(cfg, load_config, list(set or ()), results_dir(project_root()),
                                             memory_of=lambda doc: node_memory(doc, every)[0])))
+        applied = (cfg.doc.get("tune") or {}).get("applied")
+        if applied:
+            from sparkops.tune.write import applied_lines
+            print("\n" + "\n".join(applied_lines(cfg.doc)))
         routes = copy_route_lines(cfg, node_facts)
         if routes:
             print("\n" + "\n".join(routes))
@@ -502,6 +506,56 @@ def bench_all(c, cluster=None, profiles=None, skip_token=False, single_node=Fals
         raise Exit(code=1)
 
 
+@task(help={"profile": PROFILE, "cluster": CLUSTER,
+            "search": "KEY=V1,V2,... a config key that reaches vllm serve and the values to try (repeatable), "
+                      "e.g. serving.max_num_seqs=4,8,16 or layout=tp,dp; default: the profile's [tune.search]",
+            "concurrency": "the workload's concurrency levels, a comma list (default 1,8,32; latency: 1)",
+            "pp": "measure pp/tg cells of this many prompt tokens instead of the shared prompt set",
+            "tg": "tokens generated per request (default 128)",
+            "objective": "throughput (most output tok/s within the SLOs), latency (one user's tg t/s) or "
+                         "goodput (the highest concurrency within the SLOs)",
+            "slo": "upper bounds every counted cell must meet, e.g. \"p99_itl_ms<=30,p99_ttft_ms<=5000\"",
+            "runs": "measured runs per cell after its warm-up (default 3): the spread a decision must beat",
+            "write": "store the winner in sparkops.local.toml under [profiles.P] (comments kept; `inv plan` "
+                     "shows it as tuned)",
+            "resume": "continue the unfinished tune with the same settings where it stopped",
+            "wait": WAIT, "set": SET},
+      iterable=["set", "search"])
+@user_errors
+def tune(c, profile=None, cluster=None, search=None, concurrency=None, pp=None, tg=None, objective=None, slo=None,
+         runs=None, write=False, resume=False, wait=False, set=None):
+    """Find the settings that make a profile fastest on this cluster, by measurement; --write keeps them.
+
+    Details: docs/tune.md.
+    """
+    from sparkops.base.paths import local_override_path, project_root, results_dir
+    from sparkops.tune.space import describe
+    from sparkops.tune.tune import SUMMARY
+    from sparkops.tune.tune import tune as do_tune
+    from sparkops.tune.write import write_winner
+    root = project_root()
+    name = profile or c.config.sparkops.profile
+    summary = do_tune(profile=name, cluster=cluster, search=list(search or ()),
+                      concurrency=str(concurrency) if concurrency else None, pp=str(pp) if pp else None,
+                      tg=_whole(tg, "tg"), objective=objective, slo=slo, runs=_whole(runs, "runs"), resume=resume,
+                      sets=list(set or ()), results=results_dir(root), wait=WAIT_S if wait else None)
+    folder = results_dir(root) / "tune" / summary["id"]
+    changed = summary["winner"]["changed"]
+    if not changed:
+        print("the profile's own settings won: nothing to change")
+    elif write:
+        path = local_override_path(root)
+        keys = write_winner(summary, path, folder / SUMMARY)
+        print(f"wrote {', '.join(keys)} to {path} under [profiles.{name}]; `inv plan --profile {name}` shows "
+              f"them, `inv up --profile {name}` serves them")
+    else:
+        flags = " ".join(f"--set {item}" for item in summary["winner"]["sets"]
+                         if item.partition("=")[0] in changed or "layout" in changed)
+        print(f"winner: {describe(changed)}. To serve it: inv up --profile {name} {flags}; to keep it: the same "
+              "`inv tune` with --resume --write (nothing is measured again)")
+    print(f"summary: {folder / SUMMARY}" + (f", chart: {folder / summary['chart']}" if summary.get("chart") else ""))
+
+
 @task(help={"results": "folder of result files (default results/)", "out": "output folder (default results/report/)"})
 @user_errors
 def report(c, results=None, out=None):
@@ -530,5 +584,5 @@ ns = Collection(profiles, validate, plan, up, switch, down, status, watch, logs,
                 smoke_model,
                 install_vllm,
                 setup, api_key, sim_up, sim_down,
-                bench, bench_all, report)
+                bench, bench_all, tune, report)
 ns.configure({"sparkops": {"profile": "gpt-oss-120b"}})

@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
     {"checks", "models", "runtimes"},  # inv check / preflight; download, sync; build, install-vllm
     {"deploy"},  # up, down, status, logs
     {"bench", "sim"},  # bench, bench-all, report; the simulated cluster
+    {"tune"},  # inv tune: trials through up and bench's sweep
     {"testing"},  # what tests and benchmarks/ run against (the synthetic server): not the product
 ]
 LAYER = {folder: i for i, folders in enumerate(LAYERS) for folder in folders}

@@ -75,8 +75,10 @@ class Config:
         """Identity of what would be served; secrets count only as present or absent. The
         [bench] section is left out: how a deployment is measured does not change it (a result
         records its own benchmark settings), so a new suite does not make a deployment stale.
-        [cluster.sync] neither: how a model is copied does not change what is served."""
-        served = {k: v for k, v in self.public().items() if k != "bench"}
+        [cluster.sync] neither: how a model is copied does not change what is served. Nor [tune]:
+        a search space, or the record of what a tune wrote, serves nothing (the values it wrote
+        count where they live, in [serving])."""
+        served = {k: v for k, v in self.public().items() if k not in ("bench", "tune")}
         served["cluster"] = {k: v for k, v in served.get("cluster", {}).items() if k != "sync"}
         # Nor where the operation lock lives (cluster.paths.lock): it guards, it serves nothing.
         if "lock" in served["cluster"].get("paths", {}):

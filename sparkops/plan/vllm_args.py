@@ -1,6 +1,8 @@
 """The `vllm serve` argv of a profile (pure). Values travel as argv items, never via a shell."""
 from __future__ import annotations
 
+import json
+
 from sparkops.config import Config
 from sparkops.config.weights import load_format
 
@@ -31,6 +33,14 @@ def serve_argv(cfg: Config) -> list[str]:
         argv += ["--quantization", s["quantization"]]
     if s.get("max_num_seqs"):
         argv += ["--max-num-seqs", str(s["max_num_seqs"])]
+    if s.get("max_num_batched_tokens"):
+        argv += ["--max-num-batched-tokens", str(s["max_num_batched_tokens"])]
+    if s.get("cudagraph_capture_sizes"):
+        # vLLM 0.10's --cuda-graph-sizes is gone in later releases; the compilation config is in all
+        argv += ["--compilation-config",
+                 json.dumps({"cudagraph_capture_sizes": sorted(s["cudagraph_capture_sizes"])}, separators=(",", ":"))]
+    if s.get("speculative_config"):
+        argv += ["--speculative-config", json.dumps(s["speculative_config"], sort_keys=True, separators=(",", ":"))]
     for flag, key in (("--enable-expert-parallel", "expert_parallel"),
                       ("--trust-remote-code", "trust_remote_code"),
                       ("--enforce-eager", "enforce_eager")):

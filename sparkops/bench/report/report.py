@@ -31,6 +31,7 @@ from sparkops.bench.measure.metrics import STALL_WARN_MS
 from sparkops.bench.report.charts import classic_charts, depth_label, layout_charts, sweep_charts
 from sparkops.bench.report.crossover import crossovers
 from sparkops.bench.report.html import Cell, Table, page
+from sparkops.bench.report.tune_runs import tune_section
 from sparkops.bench.results.benchy_json import BENCHY_ENGINE, BenchyFormatError, from_benchy, looks_like_benchy
 from sparkops.bench.results.files import load_results
 from sparkops.config.layouts import label as layout_label
@@ -524,10 +525,15 @@ def report(results: Path, out: Path) -> tuple[pd.DataFrame, list[Path], list[str
     if layouts_md:
         files.append(atomic_write(out / "layouts.md", layouts_md))
     charts = classic_charts(df, out) + sweep_charts(cells, out) + layout_charts(cells, out)
+    tune_table, tune_charts, tune_md, tune_warnings = tune_section(results)
+    warnings = [*warnings, *tune_warnings]
+    if tune_md:
+        files.append(atomic_write(out / "tune.md", tune_md))
     random = sum(1 for _, d in found if (d.get("provenance") or {}).get("weights") == "dummy")
     notes = [f"From {len(found)} result files in {results}."]
     notes += [f"{random} of them {SPEED_ONLY_NOTE}."] if random else []
     notes += [*crossings.values(), *warnings]
-    html = page("sparkops benchmark report", html_tables(df, compare), charts, notes,
+    tables = html_tables(df, compare) + ([tune_table] if tune_table else [])
+    html = page("sparkops benchmark report", tables, charts + tune_charts, notes,
                 headline=[*headline, FASTEST_NOTE] if headline else [])
     return df, [*files, *charts, atomic_write(out / "index.html", html)], warnings

@@ -1,0 +1,102 @@
+"""How `inv tune` walks the search space: coordinate descent from the profile's own settings.
+Pure: the next trial is a function of the space, the start and the trials measured so far, so
+a run that stopped (Ctrl-C, a lost node) resumes by replaying its record: nothing is measured
+twice and the same decisions come out.
+
+One setting at a time, in the order given: every other value of that setting is tried with the
+others held at the incumbent's, and the best that beats the incumbent beyond both spreads
+(objective.beats) becomes the incumbent. A second pass re-walks the settings before the last one
+that changed (their best was chosen beside values since replaced); nothing changing ends it.
+A search over 5 x 2 x 2 values takes 1 + 4 + 1 + 1 = 7 trials when only the first setting
+changes (the full grid: 20), and at most 12 when the last one changes too (the second pass
+then tries the first two settings' other values beside it: 4 + 1 more).
+
+Why not the grid: each trial is a restart of vLLM (minutes on a Spark, CUDA graphs captured
+anew); settings such as max_num_seqs, the KV cache dtype and CUDA graphs mostly act on their
+own, and where they do not, the second pass sees it. Why not halving by a short run first: a
+short run on a Spark is dominated by warm-up and the spread of a few requests, which is where
+a wrong cut is made; one full measurement per trial keeps every decision at the same precision.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from sparkops.tune.objective import Score, beats
+from sparkops.tune.space import Dimension, describe, show
+
+PASSES = 2
+
+
+@dataclass(frozen=True)
+class Trial:
+    candidate: dict
+    status: str  # ok (measured), infeasible (did not start or load), failed (started, measuring failed)
+    score: Score
+    reason: str | None = None
+
+
+@dataclass
+class Step:
+    """What to do next: measure `candidate`, or (candidate None) the search is over."""
+    candidate: dict | None
+    incumbent: dict
+    decisions: list[str] = field(default_factory=list)
+
+
+def key(candidate: dict) -> str:
+    return json.dumps(candidate, sort_keys=True)
+
+
+def grid_size(dims: list[Dimension], start: dict) -> int:
+    """The full grid's trials (each value of each setting, the start's own counted once)."""
+    n = 1
+    for d in dims:
+        n *= len(set(map(show, d.values)) | {show(start.get(d.key))})
+    return n
+
+
+def next_step(dims: list[Dimension], start: dict, trials: dict[str, Trial]) -> Step:
+    incumbent = dict(start)
+    if key(incumbent) not in trials:
+        return Step(incumbent, incumbent)
+    decisions: list[str] = []
+    inc = trials[key(incumbent)]
+    if inc.status != "ok":
+        decisions.append(f"the starting settings ({describe(start)}) did not run: {inc.reason}; the first "
+                         "candidate that does becomes the incumbent")
+    last_change = len(dims)  # no change yet: the first pass walks every setting
+    for p in range(PASSES):
+        todo = dims if p == 0 else dims[:last_change]
+        changed_at = None
+        for i, dim in enumerate(todo):
+            options = [v for v in dim.values if show(v) != show(incumbent.get(dim.key))]
+            for v in options:
+                cand = incumbent | {dim.key: v}
+                if key(cand) not in trials:
+                    return Step(cand, incumbent, decisions)
+            best, best_trial = None, None
+            lines = [f"{dim.label(incumbent.get(dim.key))} (incumbent): {_said(trials[key(incumbent)])}"]
+            for v in options:
+                t = trials[key(incumbent | {dim.key: v})]
+                lines.append(f"{dim.label(v)}: {_said(t)}")
+                if t.status == "ok" and beats(t.score, trials[key(incumbent)].score) and (
+                        best_trial is None or (t.score.value or 0) > (best_trial.score.value or 0)):
+                    best, best_trial = v, t
+            if best is None:
+                verdict = f"keep {dim.label(incumbent.get(dim.key))}: no other value leads beyond the spread"
+            else:
+                verdict = f"take {dim.label(best)}: it leads beyond both spreads"
+                incumbent = incumbent | {dim.key: best}
+                changed_at = i
+            decisions.append(f"pass {p + 1}, {dim.key}: " + "; ".join(lines) + f" -> {verdict}")
+        if changed_at is None or changed_at == 0:
+            break  # nothing before the last change was chosen beside a value since replaced
+        last_change = changed_at
+    return Step(None, incumbent, decisions)
+
+
+def _said(t: Trial) -> str:
+    if t.status == "ok":
+        return t.score.text()
+    return f"{t.status.upper()} ({t.reason})"
