@@ -3,11 +3,13 @@ vLLM's CPU build is in tests/test_lifecycle_local.py, then measured by sparkops'
 against its known performance model (tests/fake_vllm/vllm/perf.py): no vLLM, no root.
 
 Expected figures are computed from perf.py, never written here. The tolerance: on the 2-vCPU
-development VM, shared with another test run, the sweep's output tok/s read 1-4 % below the
-model at concurrency 1 (a closed-loop client's round trip between one request's end and the
-next one's start is not in the model) and within 2 % at concurrency 8 over 3 runs per cell,
-with a spread (std over runs) under 2 %; TOLERANCE (10 %) leaves room for a loaded machine
-without letting a wrong model through: the settings compared differ by 2x (eager) or more.
+development VM, shared with other test runs (load average 1.2), four runs of both
+sweeps read output tok/s 0.4-1.1 % below the model at concurrency 1 (a closed-loop client's
+round trip between one request's end and the next one's start is not in the model) and
+0.2-0.4 % below at concurrency 8, with a spread over each cell's 3 runs of at most 0.9 % (std);
+median TPOT and ITL were the model's step time to 0.01 ms. TOLERANCE (5 %) is over four times
+the largest deviation seen, and a quarter of the smallest effect a setting has in the model
+(an fp8 KV cache: 20 %), so a wrong model still fails.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from sparkops.plan.vllm_args import serve_argv
 
 pytestmark = [pytest.mark.slow]
 
-TOLERANCE = 0.10
+TOLERANCE = 0.05
 API_KEY = "fake-vllm-test-key"
 MAX_TOKENS = 64
 RUNS = 3
@@ -91,6 +93,20 @@ def measured(cell: dict) -> float:
     return cell["spread"]["output_throughput"]["mean"]
 
 
+def check_against_model(cfg, cells: dict[int, dict]) -> None:
+    """Each cell's output tok/s and median TPOT (the steady inter-token gap of a request) within
+    TOLERANCE of perf.py's figures for the settings `cfg` deployed."""
+    settings = served_settings(cfg)
+    for c, cell in cells.items():
+        want, itl_ms = expected(cfg, cell), 1000 * perf.itl_s(c, settings)
+        tpot_ms = cell["spread"]["median_tpot_ms"]["mean"]
+        print(f"{settings} c={c}: {measured(cell):.1f} tok/s (std {cell['spread']['output_throughput']['std']:.1f}), "
+              f"model {want:.1f}; TPOT p50 {tpot_ms:.2f} ms, ITL p50 {cell['spread']['median_itl_ms']['mean']:.2f} "
+              f"ms, model {itl_ms:.2f} ms")
+        assert measured(cell) == pytest.approx(want, rel=TOLERANCE), (c, measured(cell), want)
+        assert tpot_ms == pytest.approx(itl_ms, rel=TOLERANCE), (c, tpot_ms, itl_ms)
+
+
 def test_the_fake_knows_every_flag_the_planner_passes_and_refuses_others(fake_vllm_venv, tmp_path):
     """The flag list sparkops' preflight reads from `vllm serve --help=all`, and argparse's refusal."""
     vllm = str(fake_vllm_venv / "bin" / "vllm")
@@ -142,12 +158,7 @@ def test_serving_sweep_reads_the_model_s_throughput(fake_local, tmp_path):
     assert requests.get(f"{result.url}/v1/models", timeout=5).status_code == 401  # the key is needed
     before = requests.get(f"{result.url}/metrics", timeout=5).text
     cells = sweep(fake_local, cfg, tmp_path)
-    for c, cell in cells.items():
-        want = expected(cfg, cell)
-        print(f"c={c}: measured {measured(cell):.1f} tok/s (std {cell['spread']['output_throughput']['std']:.1f}), "
-              f"model {want:.1f}, ITL p50 {cell['spread']['median_itl_ms']['mean']:.2f} ms "
-              f"(model {1000 * perf.itl_s(c, served_settings(cfg)):.2f})")
-        assert measured(cell) == pytest.approx(want, rel=TOLERANCE), (c, measured(cell), want)
+    check_against_model(cfg, cells)
     assert measured(cells[8]) > 2 * measured(cells[1])
     after = requests.get(f"{result.url}/metrics", timeout=5).text
 
@@ -165,11 +176,9 @@ def test_enforce_eager_halves_the_throughput(fake_local, tmp_path):
     cfg = fake_local(sets_=[*SETTINGS, "serving.enforce_eager=true"])
     up(cfg, replace=True, progress=Silent())
     cells = sweep(fake_local, cfg, tmp_path)
-    eager_model = {c: expected(cfg, cell) for c, cell in cells.items()}
+    check_against_model(cfg, cells)
     graphs = fake_local(sets_=SETTINGS)
     for c, cell in cells.items():
-        print(f"eager c={c}: measured {measured(cell):.1f} tok/s, model {eager_model[c]:.1f}")
-        assert measured(cell) == pytest.approx(eager_model[c], rel=TOLERANCE), (c, measured(cell), eager_model[c])
         half = perf.output_tok_s(c, served_settings(graphs)) / 2
         assert measured(cell) == pytest.approx(half, rel=TOLERANCE), (c, measured(cell), half)
 
@@ -193,6 +202,49 @@ def test_max_num_seqs_too_large_for_the_kv_cache_fails_up_with_the_fake_s_error(
     assert served_settings(fits).feasible
     served = up(fits, replace=True, progress=Silent())
     assert requests.get(f"{served.url}/health", timeout=5).status_code == 200
+
+
+def test_the_api_answers_as_vllm_s_does(fake_local):
+    """What sparkops' clients rely on: /v1/models, usage, finish reasons, vLLM's 400 and 404,
+    /tokenize and /detokenize, the stream's role chunk, usage chunk and [DONE], /metrics."""
+    cfg = fake_local()
+    url = up(cfg, replace=True, progress=Silent()).url
+    assert requests.get(f"{url}/health", timeout=5).status_code == 200
+    assert requests.get(f"{url}/version", timeout=5).json()["version"].startswith("0.0.1+sparkops.fake")
+    listed = requests.get(f"{url}/v1/models", timeout=5).json()["data"]
+    assert [(m["id"], m["max_model_len"]) for m in listed] == [("smoke", 512)]
+
+    def complete(**body):
+        return requests.post(f"{url}/v1/completions", timeout=30, json={"model": "smoke", **body})
+    one = complete(prompt="one two three", max_tokens=8).json()
+    assert one["usage"] == {"prompt_tokens": 3, "completion_tokens": 8, "total_tokens": 11}
+    assert one["choices"][0]["finish_reason"] == "length" and len(one["choices"][0]["text"].split()) == 8
+    assert complete(prompt="one two three", max_tokens=8).json()["choices"] == one["choices"]  # seeded
+    full = complete(prompt="x", max_tokens=100, ignore_eos=True).json()
+    assert (full["usage"]["completion_tokens"], full["choices"][0]["finish_reason"]) == (100, "length")
+    free = complete(prompt="x", max_tokens=100).json()  # may meet its EOS, never before 64 tokens
+    n, why = free["usage"]["completion_tokens"], free["choices"][0]["finish_reason"]
+    assert (n, why) == (100, "length") or (64 <= n < 100 and why == "stop")
+    too_long = complete(prompt="word " * 500, max_tokens=20)
+    assert too_long.status_code == 400 and "maximum context length is 512 tokens" in too_long.text
+    assert complete(model="other", prompt="x", max_tokens=1).status_code == 404
+
+    ids = requests.post(f"{url}/tokenize", json={"prompt": "the quick brown fox"}, timeout=5).json()
+    assert ids["count"] == 4 and ids["max_model_len"] == 512
+    back = requests.post(f"{url}/detokenize", json={"tokens": ids["tokens"]}, timeout=5).json()
+    assert back["prompt"] == "the quick brown fox"
+
+    with requests.post(f"{url}/v1/chat/completions", stream=True, timeout=30, json={
+            "model": "smoke", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 5,
+            "stream": True, "stream_options": {"include_usage": True}}) as resp:
+        lines = [line for line in resp.iter_lines() if line]
+    assert lines[-1] == b"data: [DONE]"
+    events = [json.loads(line[6:]) for line in lines[:-1]]
+    assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert [e["choices"][0]["finish_reason"] for e in events[1:-1]] == [None] * 4 + ["length"]
+    assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] == 5
+    metrics = requests.get(f"{url}/metrics", timeout=5).text
+    assert 'vllm:num_requests_running{engine="0",model_name="smoke"} 0.0' in metrics
 
 
 def test_down_leaves_nothing(fake_local, fake_vllm_venv):
