@@ -135,7 +135,9 @@ def test_the_model_s_best_settings_under_an_itl_slo():
     """What `inv tune` will be checked against, computed from perf.py alone."""
     grid = [perf.Settings(max_num_seqs=m, max_model_len=2048, kv_cache_dtype=kv, enforce_eager=eager)
             for m in (4, 8, 16, 32, 64) for kv in ("auto", "fp8") for eager in (False, True)]
-    assert not perf.Settings(max_num_seqs=64, max_model_len=2048).feasible  # 131,072 > 65,536 tokens
+    assert "not enough KV cache" in perf.Settings(max_num_seqs=64, max_model_len=2048).error()  # 131,072 > 65,536
+    assert not perf.Settings(max_num_seqs=4, max_model_len=2048, gpu_memory_utilization=0.96).feasible
+    assert perf.Settings(max_model_len=2048).seqs == 32  # no --max-num-seqs: what the cache holds
     assert perf.Settings(max_num_seqs=64, max_model_len=2048, kv_cache_dtype="fp8").feasible
     assert perf.Settings(max_num_seqs=64, max_model_len=2048, kv_cache_dtype="fp8").seqs == 64
     # Unconstrained, the largest feasible batch wins: fp8 (faster steps, twice the cache), not eager.
