@@ -86,6 +86,7 @@ def tune(*, profile: str, cluster: str | None, search: list[str], concurrency: s
     progress.say(f"  record: {folder / SUMMARY}")
     with cluster_session(base, gather=False) as session:
         with cluster_lock(session, "tune", wait=wait, progress=progress):
+            session.gather()  # the head's facts: where its state.json lives
             before = read_state(session)
             try:
                 step = _search(record, folder, dims, start, plan, base, loader, cluster, sets, objective, slos,
