@@ -2,6 +2,7 @@
 spark-a and spark-b, `vllm bench serve` run on the head over SSH, `bench-all` then `report`."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -23,6 +24,9 @@ pytestmark = [pytest.mark.cluster, pytest.mark.vllm, pytest.mark.slow]
 # One server for both comparisons (they only read it): the same settings give the same config
 # hash, so the sweep's `up`, next in file order, starts nothing (a TP=2 start here costs ~60 s).
 SHARED_SETS = [*SERVER_SETS, "serving.max_model_len=2048"]
+# One sequence at a time at four streams queues ~3 replies of 64 tokens (p99 TTFT 2732 ms when
+# measured, TP=2 over the simulated cable); four at once answer in a step or two (40 ms).
+SIM_TTFT_SLO_MS = 400
 
 
 def _comm(proc: Path) -> str:
@@ -115,3 +119,32 @@ def test_bench_all_skip_token_then_report(sim_vllm, tmp_path):
     assert "| FAILED |" in md and "N/A" not in md
     assert {f.name for f in files} >= {"matrix.csv", "matrix.md"}
     assert any(f.suffix == ".png" for f in files)
+
+
+def test_tune_over_max_num_seqs_across_two_hosts_writes_an_override_that_up_serves(sim_vllm, tmp_path, monkeypatch):
+    """test_bench_vllm_local's tune with the server split over the two hosts (TP=2): max_num_seqs
+    1 (the start) against 4 at four streams under a TTFT SLO one sequence at a time cannot meet;
+    the winner written into (a copy of) the cluster's local override, and `up` serves it on both."""
+    import shutil
+
+    from sparkops.tune.tune import tune
+    from sparkops.tune.write import write_winner
+    override = tmp_path / "sparkops.local.toml"
+    shutil.copy(os.environ["SPARKOPS_LOCAL"], override)  # the sim's addresses; the module's own stays as it was
+    monkeypatch.setenv("SPARKOPS_LOCAL", str(override))
+    doc = tune(profile="smoke", cluster="sim", search=["serving.max_num_seqs=1,4"], concurrency="4", tg=64,
+               slo=f"p99_ttft_ms<={SIM_TTFT_SLO_MS}", runs=2, sets=["serving.max_num_seqs=1"],
+               results=tmp_path / "results", progress=Silent(), loader=lambda p, c, sets=(): sim_vllm(p, c, sets=sets))
+    scores = {t["candidate"]["serving.max_num_seqs"]: t["score"] for t in doc["trials"]}
+    print("tune on sim:", json.dumps(scores))
+    assert scores[1]["value"] is None and "p99_ttft_ms" in scores[1]["detail"], scores
+    assert scores[4]["value"] > 0 and doc["winner"]["candidate"] == {"serving.max_num_seqs": 4}
+    assert write_winner(doc, override, tmp_path / "summary.json") == ["serving.max_num_seqs"]
+    cfg = sim_vllm("smoke")
+    assert cfg.serving["max_num_seqs"] == 4 and cfg.serving["tensor_parallel"] == 2
+    up(cfg, replace=True, progress=Silent())
+    with cluster_session(cfg) as session:
+        for node in session.group.names():
+            res = session.group[node].run(["sh", "-c", "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '"],
+                                          timeout=30)
+            assert "--max-num-seqs 4" in res.stdout, (node, res.stdout[-2000:])

@@ -247,3 +247,37 @@ def test_bench_all_two_suites_random_weights_resume_then_report(local, tmp_path)
     assert compare.loc["smoke", "status"] == "partial" and "max_model_len is 512" in compare.loc["smoke", "reason"]
     assert compare.loc["smoke-long", "weights"] == "speed only: random weights"
     assert compare.loc["smoke", "weights"] == "real"
+
+
+def test_tune_over_max_num_seqs_and_the_layout_writes_an_override_that_up_serves(local, tmp_path, monkeypatch):
+    """`inv tune` on real vLLM (CPU build): max_num_seqs 1 (the start) against 4 at four streams,
+    and the layout (solo: the only one a one-node cluster has, so no trial of its own), under a
+    TTFT SLO that one sequence at a time cannot meet (its queue: ~3 replies of 64 tokens; p99 466
+    ms when measured) and four can (32 ms). The winner is written to the local override, and `up`
+    serves it."""
+    from sparkops.tune.tune import tune
+    from sparkops.tune.write import write_winner
+    override = tmp_path / "sparkops.local.toml"
+    monkeypatch.setenv("SPARKOPS_LOCAL", str(override))
+    start = ["serving.max_num_seqs=1"]
+    doc = tune(profile="smoke", cluster="local", search=["serving.max_num_seqs=1,4", "layout=solo"], concurrency="4",
+               tg=64, slo="p99_ttft_ms<=200", runs=2, sets=start, results=tmp_path / "results", progress=Silent(),
+               loader=lambda p, c, sets=(): local(p, sets_=list(sets)))
+    scores = {t["candidate"]["serving.max_num_seqs"]: t["score"] for t in doc["trials"]}
+    assert len(doc["trials"]) == 2 and doc["grid_trials"] == 2, doc["trials"]
+    assert scores[1]["value"] is None and "p99_ttft_ms" in scores[1]["detail"], scores
+    assert scores[4]["value"] > 0 and doc["winner"]["candidate"] == {"serving.max_num_seqs": 4, "layout": "solo"}
+    assert write_winner(doc, override, tmp_path / "summary.json") == ["serving.max_num_seqs"]
+    cfg = local("smoke", sets_=[])  # the override's max_num_seqs, not the start's --set
+    assert cfg.serving["max_num_seqs"] == 4 and cfg.doc["tune"]["applied"]["id"] == doc["id"]
+    up(cfg, replace=True, progress=Silent())
+    argv = next(a for a in map(_cmdline, Path("/proc").glob("[0-9]*/cmdline")) if b"serve" in a and b"--port" in a
+                and a[a.index(b"--port") + 1] == str(cfg.cluster["ports"]["api"]).encode())
+    assert argv[argv.index(b"--max-num-seqs") + 1] == b"4"
+
+
+def _cmdline(path: Path) -> list[bytes]:
+    try:
+        return path.read_bytes().split(b"\0")
+    except OSError:  # gone meanwhile
+        return []
