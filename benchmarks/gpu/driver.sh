@@ -15,7 +15,7 @@ INV="$SPK_VENV/bin/python -m invoke"
 C="--cluster ${CLUSTER:-gpu}"   # CLUSTER=local: a dry run of the steps on a CPU machine
 DENSE=${DENSE:-mistral-7b-instruct-v0.3,phi-4,qwen2.5-7b-instruct}   # the last stays up for the agreement
 MOE=${MOE-mixtral-8x7b-instruct-v0.1}   # MOE= : none
-ONLY=${ONLY:-lifecycle dense agree moe}   # the parts to run (a second hold can run what the first lacked)
+ONLY=${ONLY:-lifecycle dense agree moe}   # the parts to run (a second hold can run what the first lacked); also: tune
 part() { case " $ONLY " in *" $1 "*) return 0 ;; esac; return 1; }
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 # FlashInfer's sampler JIT-compiles with nvcc on first use; the wheels do not carry FlashInfer.
@@ -109,6 +109,25 @@ part moe || MOE=
     --set serving.tensor_parallel=1 --set serving.expert_parallel=false
 [ -n "$MOE" ] && step bench_moe 300 $INV bench $C --suite quick -o "$R/results/moe-quick.json"
 [ -n "$MOE" ] && step down_moe 120 $INV down $C
+
+# 5. inv tune on a preset's architecture (random weights): vLLM's default max_num_seqs against 16
+# and 128, CUDA graphs against eager, the KV cache in bf16 against fp8, vLLM's capture sizes
+# against a list that holds concurrency 10 itself (vLLM pads 10 to 16), under an SLO; --write,
+# then `inv plan` names the tuned keys. TUNE_PROFILE, TUNE_SEARCH, TUNE_ARGS choose (CLUSTER=local
+# with TUNE_PROFILE=smoke: a dry run on a CPU machine).
+TUNE_PROFILE=${TUNE_PROFILE:-qwen2.5-7b-instruct}
+TUNE_SEARCH=${TUNE_SEARCH:-serving.max_num_seqs=16,128 serving.enforce_eager=true serving.kv_cache_dtype=fp8 serving.cudagraph_capture_sizes=[1,2,4,8,10,16,24,32,40,48,64]}
+TUNE_ARGS=${TUNE_ARGS:---concurrency 1,10,40 --tg 128 --runs 3 --slo p99_itl_ms<=15,p99_ttft_ms<=1000}
+if part tune; then
+  [ "$TUNE_PROFILE" != smoke ] && step stand_in_tune 300 $SPK_VENV/bin/python benchmarks/gpu/stand_in_models.py \
+      "$HOME/.cache/huggingface" "$TUNE_PROFILE"
+  searches=(); for s in $TUNE_SEARCH; do searches+=(--search "$s"); done
+  # shellcheck disable=SC2086  # TUNE_ARGS is a list of flags
+  step tune 1500 $INV tune --profile "$TUNE_PROFILE" $C --set 'model.weights="dummy"' "${searches[@]}" $TUNE_ARGS --write
+  cp -r results/tune "$R/results/" 2>/dev/null
+  cp sparkops.local.toml "$R/results/sparkops.local.toml" 2>/dev/null
+  step plan_tuned 120 $INV plan --profile "$TUNE_PROFILE" $C --set 'model.weights="dummy"'
+fi
 
 log "driver done"
 touch "$R/DONE"
