@@ -35,6 +35,11 @@ class Trial:
     score: Score
     reason: str | None = None
 
+    @classmethod
+    def from_entry(cls, entry: dict) -> Trial:
+        """A trial as a summary.json records it (what --resume and a replay read)."""
+        return cls(entry["candidate"], entry["status"], Score(**entry["score"]), entry.get("reason"))
+
 
 @dataclass
 class Step:

@@ -182,7 +182,7 @@ def _open_run(results: Path, profile: str, identity: str, resume: bool, progress
 
 def _search(record, folder, dims, start, plan, base, loader, cluster, sets, objective, slos, shape,
             progress) -> Step:
-    trials = {key(t["candidate"]): _trial(t) for t in record["trials"]}
+    trials = {key(t["candidate"]): Trial.from_entry(t) for t in record["trials"]}
     while True:
         step = next_step(dims, start, trials)
         if step.candidate is None:
@@ -194,14 +194,10 @@ def _search(record, folder, dims, start, plan, base, loader, cluster, sets, obje
         entry = _run_trial(n, step.candidate, plan, base, loader, cluster, sets, objective, slos, shape, folder,
                            record["id"], progress)
         record["trials"].append(entry)
-        trials[key(step.candidate)] = _trial(entry)
+        trials[key(step.candidate)] = Trial.from_entry(entry)
         _save(folder, record)
         progress.say(f"  -> {entry['status']}: " + (obj.Score(**entry["score"]).text() if entry["status"] == "ok"
                                                      else entry["reason"]))
-
-
-def _trial(entry: dict) -> Trial:
-    return Trial(entry["candidate"], entry["status"], obj.Score(**entry["score"]), entry.get("reason"))
 
 
 def _run_trial(n: int, candidate: dict, plan: SweepPlan, base: Config, loader, cluster, sets, objective, slos,
