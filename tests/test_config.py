@@ -115,7 +115,8 @@ def test_tables_merge_key_by_key_but_arrays_are_replaced_whole(project, isolated
         '[clusters.spark-pair]\nnodes = [{name = "spark-1", host = "local"}, '
         '{name = "spark-2", host = "10.0.0.2", user = "alice"}]\n')
     cfg = load_config("gpt-oss-120b", "spark-pair", root=project, environ={})
-    assert cfg.cluster["ports"] == {"api": 9000, "rendezvous": 29501, "ray": 6379, "ray_dashboard": 8265}
+    assert cfg.cluster["ports"] == {"api": 9000, "rendezvous": 29501, "ray": 6379, "ray_dashboard": 8265,
+                                    "replicas": 8100, "router_metrics": 8099}
     assert cfg.nodes == [{"name": "spark-1", "host": "local"},
                          {"name": "spark-2", "host": "10.0.0.2", "user": "alice"}]
 

@@ -48,7 +48,8 @@ MAX_MODULES_PER_FOLDER = 15
 # Node-side scripts: run on a node by a Python that has only the standard library, or the
 # serving runtime's Python (RUNTIME_LIBS, imported inside functions only).
 NODE_SCRIPTS = sorted((PACKAGE / "node_scripts").glob("*.py")) + [PACKAGE / "sim" / "hostinit.py"]
-RUNTIME_LIBS = {"allreduce.py": {"torch"}, "smoke_model.py": {"torch", "transformers", "tokenizers"}}
+RUNTIME_LIBS = {"allreduce.py": {"torch"}, "smoke_model.py": {"torch", "transformers", "tokenizers"},
+                "router.py": {"vllm_router"}}
 
 
 def module_name(path: Path) -> str:

@@ -83,7 +83,8 @@ def test_plan_from_recorded_facts_prints_the_roce_environment(inv):
 def test_plan_ends_with_the_layouts_that_fit(inv):
     done = inv("plan", "--profile", "gpt-oss-120b", "--facts", "recorded")
     assert "layouts of gpt-oss-120b on spark-pair (2 node(s) of 1 GPU(s)):" in done.stdout
-    assert "  dp    DP=2             fits:" in done.stdout
+    assert "  dp       DP=2                 fits:" in done.stdout
+    assert "  replicas 2 replicas + router  fits:" in done.stdout
     dp = inv("plan", "--profile", "qwen2.5-7b-instruct", "--facts", "recorded", "--set", "serving.tensor_parallel=1",
              "--set", "serving.data_parallel=2")
     assert dp.returncode == 0, dp.stderr
@@ -101,7 +102,7 @@ def test_impossible_layouts_are_user_errors(inv):
                           "--set", "serving.data_parallel=2"),
                       "serving.data_parallel: each of the 2 replicas needs tensor_parallel 2")
     assert_user_error(inv("bench-all", "--cluster", "spark-pair", "--layouts", "tp,moe"),
-                      "--layouts: unknown layout(s) moe", "tp, dp, solo")
+                      "--layouts: unknown layout(s) moe", "tp, dp, replicas, solo")
 
 
 def test_plan_json_is_valid_json(inv):

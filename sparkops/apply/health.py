@@ -55,6 +55,20 @@ def service_states(session: ClusterSession, nodes: list[str], services: list[str
     return {name: value for name, value in result.succeeded.items()}
 
 
+def services_on(state: dict, node: str) -> list[str]:
+    """The services a recorded deployment runs on `node`: its own list where they differ by node
+    (layout replicas: the router on the head only), else the deployment's."""
+    by_node = state.get("node_services")
+    if by_node is not None:
+        return list(by_node.get(node, []))
+    return list(state.get("services") or ["vllm"])
+
+
+def deployed_services(state: dict) -> list[str]:
+    """Every service the deployment runs on some node."""
+    return list(dict.fromkeys(s for n in state.get("nodes") or [] for s in services_on(state, n)))
+
+
 def assess(state: dict, services: dict[str, dict[str, dict]], unreachable: dict[str, str],
            api: Probe | None) -> list[str]:
     """What is missing from the deployment `state` describes, given each node's services, the
@@ -68,7 +82,7 @@ def assess(state: dict, services: dict[str, dict[str, dict]], unreachable: dict[
         if states is None:
             problems.append(f"{name}: its services could not be read")
             continue
-        for service in state.get("services") or ["vllm"]:
+        for service in services_on(state, name):
             st = states.get(service) or {"running": False, "orphaned": []}
             if st["orphaned"]:
                 problems.append(f"{service} on {name} died and left processes behind "
@@ -82,7 +96,7 @@ def assess(state: dict, services: dict[str, dict[str, dict]], unreachable: dict[
 
 def deployment_health(session: ClusterSession, state: dict, *, timeout: float = PROBE_TIMEOUT_S) -> Health:
     """What is missing from the deployment `state` (the head's state.json) describes."""
-    nodes, services = list(state.get("nodes") or []), list(state.get("services") or ["vllm"])
+    nodes, services = list(state.get("nodes") or []), deployed_services(state)
     health = Health(services=service_states(session, nodes, services))
     health.api = probe(state["api_url"], state["served_model_name"], session.cfg.secrets.get("api_key"),
                        timeout=10, completion_timeout=timeout)

@@ -4,12 +4,13 @@ comes back. `wait_ready` waits for that while watching every started service sta
 from __future__ import annotations
 
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import requests
 
-from sparkops.apply.vllm_metrics import per_engine
+from sparkops.apply.vllm_metrics import per_engine, router_served
 from sparkops.base.errors import StepError
 from sparkops.base.progress import Progress
 from sparkops.facts.service_log import explain
@@ -126,6 +127,19 @@ def replica_requests(url: str, api_key: str | None = None) -> dict[int, float]:
     return per_engine(text, "vllm:request_success_total")
 
 
+def served_by_replica(wait: WaitReady, api_key: str | None = None) -> dict[int, float]:
+    """Requests each replica of `wait` has answered (its index -> count): vLLM's per-engine
+    counter (data parallel), or the router's per-replica one (layout replicas)."""
+    if not wait.router_metrics:
+        return replica_requests(wait.url, api_key)
+    try:
+        text = requests.get(wait.router_metrics, timeout=10).text
+    except requests.RequestException:
+        return {}
+    by_url = router_served(text)
+    return {index: by_url[url] for (index, _), url in zip(wait.replicas, wait.replica_urls) if url in by_url}
+
+
 def _each_replica_serves(group: NodeGroup, wait: WaitReady, api_key: str | None, progress: Progress,
                          deadline: float) -> None:
     """Bursts of short completions, all at once so that vLLM's balancer spreads them, until
@@ -133,28 +147,40 @@ def _each_replica_serves(group: NodeGroup, wait: WaitReady, api_key: str | None,
     whose replica never registered or cannot serve."""
     def one(i: int) -> None:
         try:
+            # Prompts that share no prefix: a cache-aware router sends a request where its prefix
+            # is cached, and would send a burst of alike prompts all to one replica.
             requests.post(f"{wait.url}/v1/completions", headers=headers(api_key), timeout=60,
-                          json={"model": wait.model, "prompt": f"Replica check {i}:", "max_tokens": 1})
+                          json={"model": wait.model, "prompt": f"{uuid.uuid4().hex} replica check {i}",
+                                "max_tokens": 1})
         except requests.RequestException:
             pass  # counted (or not) by the replica's counter, which is what is checked
 
     burst = 2 * len(wait.replicas)
+    # Counted from now: a replica started again behind a router that kept running has the
+    # count of its earlier life there.
+    before = served_by_replica(wait, api_key)
     while True:
-        served = replica_requests(wait.url, api_key)
-        idle = [(rank, node) for rank, node in wait.replicas if not served.get(rank)]
+        served = served_by_replica(wait, api_key)
+        idle = [(rank, node) for rank, node in wait.replicas if served.get(rank, 0) <= before.get(rank, 0)]
         if not idle:
             progress.say("      every replica served: " + ", ".join(
-                f"engine {rank} on {node} {served[rank]:.0f} request(s)" for rank, node in wait.replicas))
+                f"{'replica' if wait.router_metrics else 'engine'} {rank} on {node} "
+                f"{served[rank] - before.get(rank, 0):.0f} request(s)"
+                for rank, node in wait.replicas))
             return
         if time.monotonic() > deadline:
             rank, node = idle[0]
-            item = next((w for w in wait.watch if w.node == node), wait.watch[0])
+            item = next((w for w in wait.watch if w.node == node and w.service.startswith("vllm")), wait.watch[0])
             log = group[item.node].run(item.log_argv, timeout=30)
             found = explain(log.stdout + log.stderr)
-            found["fix"] = found["fix"] or (f"see `inv logs --node {node}`; the replica on {node} must reach "
-                                            "the head's data-parallel RPC port (`inv check`)")
+            found["fix"] = found["fix"] or (
+                f"see `inv logs --node {node}`; " + (
+                    f"the router on the head must reach the replica at {wait.replica_urls[rank]} "
+                    "(`inv check --network`)"
+                    if wait.router_metrics else
+                    f"the replica on {node} must reach the head's data-parallel RPC port (`inv check`)"))
             raise StepError("the API answers, but replica(s) " + ", ".join(f"{r} on {n}" for r, n in idle)
-                            + f" served none of the requests sent ({dict(sorted(served.items()))} by engine)",
+                            + f" served none of the requests sent ({dict(sorted(served.items()))} by replica)",
                             host=node, step="ready", **found)
         with ThreadPoolExecutor(burst) as pool:
             list(pool.map(one, range(burst)))

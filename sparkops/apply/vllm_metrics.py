@@ -1,6 +1,6 @@
 """vLLM's Prometheus `/metrics`, the few series `watch` reads: requests running and waiting, KV
 cache use, tokens generated so far. Pure: text in, numbers out (summed over every label set:
-one engine, or one per data-parallel rank)."""
+one engine, or one per data-parallel rank); and vllm-router's count per replica (layout replicas)."""
 from __future__ import annotations
 
 # Our name -> the series that carry it, newest vLLM first (V1 renamed the cache gauge).
@@ -44,4 +44,28 @@ def per_engine(text: str, name: str) -> dict[int, float]:
         except (IndexError, ValueError):
             continue
         out[rank] = out.get(rank, 0.0) + value
+    return out
+
+
+# vllm-router's count of each replica's answered requests: its circuit breaker's "success"
+# outcomes (a request that failed there and was retried elsewhere counts only where it succeeded).
+ROUTER_SUCCESS = "vllm_router_cb_outcomes_total"
+
+
+def router_served(text: str) -> dict[str, float]:
+    """Replica URL -> requests it answered, from vllm-router's Prometheus text."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith(ROUTER_SUCCESS + "{"):
+            continue
+        labels = dict(part.split("=", 1) for part in line[len(ROUTER_SUCCESS) + 1:line.rfind("}")].split(",")
+                      if "=" in part)
+        if labels.get("outcome", "").strip('"') != "success":
+            continue
+        try:
+            value = float(line.rsplit(" ", 1)[1])
+        except (IndexError, ValueError):
+            continue
+        worker = labels.get("worker", "").strip('"')
+        out[worker] = out.get(worker, 0.0) + value
     return out

@@ -1,5 +1,6 @@
 """Who can reach the OpenAI API that `up` serves (pure, from the config): on every interface
-of the head only with an API key, unless the user opened it on purpose (cluster.api.open)."""
+of the head only with an API key, unless the user opened it on purpose (cluster.api.open); the
+replicas layout's router only on loopback, unless the user accepts its open admin routes."""
 from __future__ import annotations
 
 from sparkops.checks.result import FAIL, OK, WARN, Check
@@ -8,6 +9,34 @@ from sparkops.remote.connection import LOCAL_HOSTS
 
 
 def checks(cfg: Config) -> list[Check]:
+    return _api(cfg) + _router(cfg)
+
+
+def _router(cfg: Config) -> list[Check]:
+    """Layout replicas: vllm-router (0.1.17) answers /add_worker and /remove_worker without the
+    API key (measured: 200 without it, while /v1/models answers 401). On every interface, anyone
+    who can reach the head could add a server of theirs, which then gets users' prompts and the
+    API key the router sends on. So only on loopback, unless the user accepts that."""
+    if cfg.doc["distributed"]["backend"] != "replicas" or cfg.cluster.get("api", {}).get("listen") == "loopback":
+        return []
+    head = cfg.nodes[0]
+    where = f"port {cfg.cluster['ports']['api']} of {head['name']}"
+    if cfg.doc["router"].get("allow_unauthenticated_admin"):
+        return [Check("api.router", "deploy", head["name"], WARN,
+                      f"the router on every interface ({where}) answers /add_worker and /remove_worker "
+                      "without the API key (router.allow_unauthenticated_admin = true): anyone who can reach "
+                      "the head can change where requests go", {"listen": "all", "admin": "open"},
+                      "keep the head on a network you trust, or --set cluster.api.listen=\"loopback\"")]
+    return [Check("api.router", "deploy", head["name"], FAIL,
+                  f"layout replicas would put vLLM's router on every interface ({where}), and vllm-router "
+                  "answers /add_worker and /remove_worker without the API key: anyone who can reach the head "
+                  "could add a server that gets the prompts and the key", {"listen": "all", "admin": "open"},
+                  "serve it to the head only (--set cluster.api.listen=\"loopback\"; other machines through "
+                  "`ssh -L 8000:127.0.0.1:8000 HEAD`), or on a network you trust "
+                  "--set router.allow_unauthenticated_admin=true")]
+
+
+def _api(cfg: Config) -> list[Check]:
     api, head = cfg.cluster.get("api", {}), cfg.nodes[0]
     where = f"port {cfg.cluster['ports']['api']} of {head['name']}"
     keyed = bool(cfg.secrets.get("api_key"))

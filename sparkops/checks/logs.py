@@ -9,7 +9,7 @@ from sparkops.config import Config
 from sparkops.facts.nccl_log import parse_nccl_log
 from sparkops.facts.service_log import hint
 from sparkops.facts.session import ClusterSession
-from sparkops.plan import ALL_SERVICES, RUNTIMES
+from sparkops.plan import RUNTIMES, all_services
 from sparkops.plan.context import contexts
 from sparkops.remote.connection import NodeConn
 
@@ -39,7 +39,7 @@ def collect(session: ClusterSession, state: dict | None) -> dict[tuple[str, str]
 
     def one(conn: NodeConn) -> dict[str, str]:
         found = {}
-        for service in ALL_SERVICES:
+        for service in all_services(cfg):
             res = conn.run(runtime.log_argv(ctxs[conn.name], service, LINES), timeout=60)
             text = res.stdout + res.stderr
             if res.ok and text.strip():

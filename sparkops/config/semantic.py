@@ -25,6 +25,25 @@ class Finding:
         return text + (f"\n  fix: {self.fix}" if self.fix else "")
 
 
+def _replica_findings(doc: dict) -> list[Finding]:
+    """Layout replicas: every replica a whole server inside one node, and a router policy that
+    can work with their number."""
+    serving, found = doc["serving"], []
+    ranks, gpn = serving["tensor_parallel"] * serving["pipeline_parallel"], doc["cluster"].get("gpus_per_node", 1)
+    if not replicas_per_node(doc):
+        found.append(Finding(
+            "error", "serving.tensor_parallel",
+            f"layout replicas runs each replica inside one node, and tensor_parallel {serving['tensor_parallel']} x "
+            f"pipeline_parallel {serving['pipeline_parallel']} = {ranks} GPUs is more than a node's {gpn}",
+            f"set serving.tensor_parallel={gpn}, or the tp layout (--set distributed.backend=\"mp\")"))
+    policy = doc.get("router", {}).get("policy", "cache_aware")
+    if policy == "power_of_two" and serving.get("data_parallel", 1) < 2:
+        found.append(Finding(
+            "error", "router.policy", "power_of_two picks between two replicas: serving.data_parallel is 1",
+            "set serving.data_parallel=2 or more, or router.policy=\"cache_aware\""))
+    return found
+
+
 def check(doc: dict, *, node_memory_gib: float | None = None) -> list[Finding]:
     found: list[Finding] = []
     cluster, serving, model = doc["cluster"], doc["serving"], doc["model"]
@@ -39,6 +58,8 @@ def check(doc: dict, *, node_memory_gib: float | None = None) -> list[Finding]:
             f"pipeline_parallel {serving['pipeline_parallel']} GPUs inside one node, and a node has {gpn}",
             "set serving.tensor_parallel=1 (one replica per node), or serving.data_parallel=1 "
             "(one model across the nodes)"))
+    elif doc["distributed"]["backend"] == "replicas":
+        found += _replica_findings(doc)
     elif dp > 1 and doc["distributed"]["backend"] != "mp":
         found.append(Finding(
             "error", "distributed.backend",

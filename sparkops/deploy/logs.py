@@ -10,7 +10,7 @@ from typing import TextIO
 
 from sparkops.config import Config
 from sparkops.facts.session import cluster_session
-from sparkops.plan import ALL_SERVICES, RUNTIMES
+from sparkops.plan import RUNTIMES, all_services
 from sparkops.plan.context import NodeContext, contexts
 from sparkops.plan.interfaces import Runtime
 from sparkops.remote.connection import NodeConn
@@ -33,7 +33,7 @@ def show(cfg: Config, *, node: str | None, lines: int, follow: bool, out: TextIO
         ctxs = {c.name: c for c in contexts(cfg, session.facts, all_nodes=True)}
 
         def one(conn: NodeConn) -> None:
-            for service in ALL_SERVICES:
+            for service in all_services(cfg):
                 res = conn.run(runtime.log_argv(ctxs[conn.name], service, lines), timeout=60)
                 if res.ok and (res.stdout or res.stderr):
                     emit(f"[{conn.name}:{service}]", res.stdout + res.stderr)
@@ -48,7 +48,8 @@ def follow_all(group: NodeGroup, ctxs: dict[str, NodeContext], runtime: Runtime,
                emit: Callable[[str, str], None]) -> None:
     """Stream new lines from every node and service until Ctrl-C, then end every stream."""
     stop = threading.Event()
-    jobs = [(conn, service) for conn in group.conns for service in ALL_SERVICES]
+    services = all_services(next(iter(ctxs.values())).cfg) if ctxs else ()
+    jobs = [(conn, service) for conn in group.conns for service in services]
     with ThreadPoolExecutor(max_workers=len(jobs) or 1) as pool:
         futures = [pool.submit(conn.follow, runtime.log_argv(ctxs[conn.name], service, 0, follow=True),
                                functools.partial(emit, f"[{conn.name}:{service}]"), stop)

@@ -11,14 +11,14 @@ from sparkops.config import Config
 from sparkops.config.weights import SPEED_ONLY
 from sparkops.facts.roce import select_roce
 from sparkops.facts.session import ClusterSession, cluster_session
-from sparkops.plan import ALL_SERVICES, RUNTIMES
+from sparkops.plan import RUNTIMES, all_services
 from sparkops.plan.context import contexts
 
 
 def collect(cfg: Config) -> dict:
     with cluster_session(cfg) as session:
         state = read_state(session)
-        services = service_states(session, list(session.facts), list(ALL_SERVICES))
+        services = service_states(session, list(session.facts), list(all_services(cfg)))
         nodes = []
         for node in cfg.nodes:
             name = node["name"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sparkops.apply.health import deployment_health, service_states
+from sparkops.apply.health import deployment_health, service_states, services_on
 from sparkops.apply.lock import locked_facts
 from sparkops.apply.ready import serving_model
 from sparkops.apply.run import apply
@@ -23,7 +23,7 @@ from sparkops.deploy.make_room import make_room
 from sparkops.facts.session import ClusterSession, cluster_session
 from sparkops.facts.vllm_startup import last_start
 from sparkops.models.sync import ensure_model
-from sparkops.plan import ALL_SERVICES, RUNTIMES, api_url, plan_up
+from sparkops.plan import RUNTIMES, all_services, api_url, plan_heal, plan_up
 from sparkops.plan.context import contexts
 from sparkops.plan.steps import Plan
 
@@ -61,6 +61,15 @@ def _up(session: ClusterSession, needed: list[str], *, replace: bool, sync_model
         if health.whole:
             progress.say(f"already serving {state['profile']} (config {state['hash']}) at {state['api_url']}")
             return UpResult(state["api_url"], cfg.served_model_name, True, time.monotonic() - start)
+        dead = _dead_replicas(state, health.services, session)
+        if dead:
+            progress.say(f"{state['profile']} (config {state['hash']}) is deployed but not whole: "
+                         + "; ".join(health.problems) + ". Starting " + ", ".join(f"{s} on {n}" for n, s in dead)
+                         + " again; the router serves from the other replicas meanwhile")
+            session.gather()
+            apply(plan_heal(cfg, session.facts, dead), session.group, progress=progress,
+                  api_key=cfg.secrets.get("api_key"))
+            return UpResult(state["api_url"], cfg.served_model_name, False, time.monotonic() - start)
         progress.say(f"{state['profile']} (config {state['hash']}) is deployed but not whole: "
                      + "; ".join(health.problems) + ". Starting it again")
         replace = True
@@ -94,6 +103,19 @@ def _up(session: ClusterSession, needed: list[str], *, replace: bool, sync_model
     return UpResult(api_url(cfg), cfg.served_model_name, False, time.monotonic() - start)
 
 
+def _dead_replicas(state: dict, services: dict[str, dict[str, dict]], session: ClusterSession) -> list[tuple[str, str]]:
+    """Layout replicas: the (node, service) of each replica that is not running, when that is all
+    that is wrong (the router runs, every node answers): those alone can start again. Else []:
+    the whole deployment starts again."""
+    if state.get("backend") != "replicas" or any(n in session.unreachable for n in state.get("nodes") or []):
+        return []
+    head = (state.get("nodes") or [""])[0]
+    if not services.get(head, {}).get("router", {}).get("running"):
+        return []
+    return [(n, s) for n in state["nodes"] for s in services_on(state, n)
+            if s != "router" and not services.get(n, {}).get(s, {}).get("running")]
+
+
 def _say_startup(session: ClusterSession, progress: Progress) -> None:
     """Where the head's vLLM spent its start-up and what memory it took, from its own log: the
     first thing to read when a start is slow or the KV cache small. Only said when the log has it."""
@@ -106,7 +128,7 @@ def _say_startup(session: ClusterSession, progress: Progress) -> None:
 
 
 def _leftovers(session: ClusterSession) -> list[str]:
-    states = service_states(session, list(session.facts), list(ALL_SERVICES))
+    states = service_states(session, list(session.facts), list(all_services(session.cfg)))
     return [f"{service} on {node}" for node, by in states.items() for service, st in by.items()
             if st["running"] or st["orphaned"]]
 

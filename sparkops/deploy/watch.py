@@ -22,7 +22,7 @@ from typing import TextIO
 
 import requests
 
-from sparkops.apply.health import assess, service_states
+from sparkops.apply.health import assess, deployed_services, service_states
 from sparkops.apply.ready import headers, probe
 from sparkops.apply.state import read_state
 from sparkops.apply.vllm_metrics import parse_metrics
@@ -34,7 +34,7 @@ from sparkops.deploy.up import up
 from sparkops.deploy.watch_rules import RestartPolicy, Verdict, judge
 from sparkops.facts.nccl_log import parse_nccl_log
 from sparkops.facts.session import ClusterSession, cluster_session
-from sparkops.plan import RUNTIMES
+from sparkops.plan import RUNTIMES, all_services
 from sparkops.plan.context import contexts
 
 LOG_LINES = 60
@@ -44,7 +44,7 @@ HISTORY = 30
 def sample(session: ClusterSession, state: dict, probe_timeout: float) -> dict:
     """One look at the deployment (see the module's docstring)."""
     cfg = session.cfg
-    nodes, services = list(state.get("nodes") or []), list(state.get("services") or ["vllm"])
+    nodes, services = list(state.get("nodes") or []), deployed_services(state)
     states = service_states(session, nodes, services)
     check = probe(state["api_url"], state["served_model_name"], cfg.secrets.get("api_key"), timeout=10,
                   completion_timeout=probe_timeout)
@@ -88,7 +88,7 @@ def incident(session: ClusterSession, s: dict, verdict: Verdict, history: list[d
 
     def logs(conn) -> dict[str, list[str]]:
         out = {}
-        for service in ("vllm", "ray"):
+        for service in all_services(cfg):
             res = conn.run(runtime.log_argv(ctxs[conn.name], service, LOG_LINES), timeout=60)
             if res.ok and (res.stdout or res.stderr):
                 out[service] = (res.stdout + res.stderr).splitlines()[-LOG_LINES:]

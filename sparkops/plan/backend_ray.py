@@ -10,6 +10,7 @@ from sparkops.plan.vllm_args import serve_argv
 
 name = "ray"
 SERVICES = ("vllm", "ray")
+SPANS_NODES = True  # its engine(s) talk over the cable
 
 # Ray puts unix sockets at <temp-dir>/session_<date>_<time>_<usec>_<pid>/sockets/plasma_store and
 # refuses a path over 107 bytes (AF_UNIX): with a 7-digit pid that leaves the temp dir 43.

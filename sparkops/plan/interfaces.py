@@ -32,6 +32,7 @@ class Runtime(Protocol):
 class Backend(Protocol):
     name: str
     SERVICES: tuple[str, ...]
+    SPANS_NODES: bool  # its engines talk over the cable (so they get the collective's environment)
 
     def launch(self, ctxs: list[NodeContext], roce: dict[str, RoceChoice], runtime: Runtime,
                env_of: EnvOf) -> list[Step]: ...

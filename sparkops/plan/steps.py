@@ -19,7 +19,9 @@ class Run:
     kind: str = "run"
 
     def render(self) -> str:
-        return shlex.join(self.argv)
+        # A script handed over as one argument (`python3 -c TEXT`) is shown by its size: the
+        # text is a file of this repository (sparkops/node_scripts), and the JSON plan holds it.
+        return shlex.join(f"<script, {a.count(chr(10)) + 1} lines>" if "\n" in a else a for a in self.argv)
 
 
 @dataclass(frozen=True)
@@ -69,10 +71,15 @@ class WaitReady:
     # Data parallel: (engine index, node) of every replica; each must serve a request (its
     # own counter in /metrics) before the deployment is ready.
     replicas: tuple[tuple[int, str], ...] = ()
+    # Layout replicas: the router's Prometheus URL, where each replica's own count is (by its
+    # URL, replica_urls[i] for replicas[i]) instead of vLLM's per-engine one.
+    router_metrics: str = ""
+    replica_urls: tuple[str, ...] = ()
     kind: str = "wait-ready"
 
     def render(self) -> str:
         each = (f", then until each of its {len(self.replicas)} replicas has served a request"
+                + (f" (the router's count, {self.router_metrics})" if self.router_metrics else "")
                 if self.replicas else "")
         return f"wait until {self.url} serves {self.model!r}{each} (timeout {self.timeout_s:.0f}s)"
 

@@ -14,11 +14,12 @@ def listen_address(cfg: Config) -> str:
     return "127.0.0.1" if cfg.cluster.get("api", {}).get("listen") == "loopback" else "0.0.0.0"
 
 
-def serve_argv(cfg: Config) -> list[str]:
+def serve_argv(cfg: Config, *, host: str | None = None, port: int | None = None) -> list[str]:
+    """`host`/`port`: where this server listens, if not the API's (a replica behind the router)."""
     s, m = cfg.serving, cfg.model
     argv = ["vllm", "serve", m["repo"],
             "--served-model-name", cfg.served_model_name,
-            "--host", listen_address(cfg), "--port", str(cfg.cluster["ports"]["api"]),
+            "--host", host or listen_address(cfg), "--port", str(port or cfg.cluster["ports"]["api"]),
             "--tensor-parallel-size", str(s["tensor_parallel"]),
             "--pipeline-parallel-size", str(s["pipeline_parallel"]),
             "--max-model-len", str(s["max_model_len"]),

@@ -143,6 +143,7 @@ def _provenance(cfg: Config, state: dict, url: str, api_key: str | None, facts: 
         "nodes": list(state.get("nodes", [])),
         **layout_provenance(cfg),
         "backend": state.get("backend"),
+        "router": state.get("router"),  # layout replicas: what chose the replica of each request
         # As deployed (state.json), not as this command's flags say: `inv bench` without
         # --dummy-weights still marks a random-weight deployment's results.
         **weights_provenance(state.get("weights") or "real"),

@@ -29,15 +29,15 @@ def layout_lines(cfg: Config, loader: Callable[..., Config], sets: list[str], re
                          **({"facts_follow": True} if memory_of else {}))
         except SparkopsError as exc:
             why = next((d for d in exc.details if d.startswith("error")), exc.message).splitlines()[0]
-            out.append(f"  {layout:<5} does not fit: {why.removeprefix('error: ').removeprefix('serving: ')}")
+            out.append(f"  {layout:<8} does not fit: {why.removeprefix('error: ').removeprefix('serving: ')}")
             continue
         fit = estimate(alt.doc, memory_of(alt.doc) if memory_of else None)
         if fit.verdict == "does-not-fit":
-            out.append(f"  {layout:<5} does not fit: the model does not fit: {fit.reason}")
+            out.append(f"  {layout:<8} does not fit: the model does not fit: {fit.reason}")
             continue
         fitting.append(layout)
         mark = "  <- this profile as configured" if layout == current else ""
-        out.append(f"  {layout:<5} {describe(alt.doc):<16} {fit.verdict}: {fit.reason}{mark}")
+        out.append(f"  {layout:<8} {describe(alt.doc):<20} {fit.verdict}: {fit.reason}{mark}")
     found = [(p, d) for p, d in (load_results(results)[0] if results.is_dir() else [])
              if d["mode"] == "sweep" and d["provenance"].get("profile") == cfg.profile]
     said = crossovers(sweep_tables(found)[1]).get(cfg.profile) if found else None

@@ -42,8 +42,9 @@ def empty_provenance() -> dict:
     return {"profile": None, "cluster": None, "config_hash": None, "model": None, "revision": None,
             "served_model_name": None, "api_url": None, "vllm_version": None, "runtime": None,
             "image_id": None, "venv_vllm_version": None, "nodes": [], "tensor_parallel": None,
-            "pipeline_parallel": None, "data_parallel": None, "layout": None, "backend": None, "nccl": None,
-            "nccl_note": "not looked at", "hardware": [], "weights": None, "sparkops_version": __version__}
+            "pipeline_parallel": None, "data_parallel": None, "layout": None, "backend": None, "router": None,
+            "nccl": None, "nccl_note": "not looked at", "hardware": [], "weights": None,
+            "sparkops_version": __version__}
 
 
 def weights_provenance(weights: str | None) -> dict:

@@ -1,0 +1,60 @@
+"""Layout replicas: vLLM's router (the `vllm-router` package) in front of independent vLLM
+servers, on the head's API port. Run with the serving runtime's Python (`python3 -c`).
+
+The router is started in-process, not with its `vllm-router` command, because that command
+takes the API key only as an argument (seen in ps by every user of the node): here it comes
+from VLLM_API_KEY, which the service's 0600 env file sets. With a key, the router refuses
+/v1/... requests without it and sends it on to the replicas, which demand it too.
+
+usage: router.py --host H --port P --policy NAME --metrics-host H --metrics-port P
+                 --startup-timeout S --health-interval S WORKER_URL [WORKER_URL ...]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="sparkops-router")
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--policy", required=True)
+    p.add_argument("--metrics-host", required=True)
+    p.add_argument("--metrics-port", type=int, required=True)
+    p.add_argument("--startup-timeout", type=int, required=True)
+    p.add_argument("--health-interval", type=int, required=True)
+    p.add_argument("workers", nargs="+")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    ns = parse(argv)
+    try:
+        from vllm_router.launch_router import launch_router
+        from vllm_router.router_args import RouterArgs
+    except ImportError as exc:
+        print(f"sparkops-router: vllm-router is not installed in {sys.prefix} ({exc}); "
+              "`inv install-vllm` installs it beside vLLM (native runtime); the spark image has it "
+              "(`inv build`)", file=sys.stderr)
+        return 2
+    args = RouterArgs(
+        worker_urls=ns.workers, host=ns.host, port=ns.port, policy=ns.policy,
+        api_key=os.environ.get("VLLM_API_KEY") or None,
+        prometheus_host=ns.metrics_host, prometheus_port=ns.metrics_port,
+        # The router waits for every replica's /health before it listens: the replicas are
+        # started first, and `up` allows them serving.ready_timeout_s.
+        worker_startup_timeout_secs=ns.startup_timeout, worker_startup_check_interval=1,
+        # A replica that died stops getting requests after two failed checks (the default
+        # asks once a minute); retries move a request that failed on it to another.
+        health_check_interval_secs=ns.health_interval, health_failure_threshold=2)
+    print(f"sparkops-router: {ns.policy} over {len(ns.workers)} replica(s): {' '.join(ns.workers)}; "
+          f"listening on {ns.host}:{ns.port}, metrics on {ns.metrics_host}:{ns.metrics_port}, "
+          f"API key {'required' if args.api_key else 'NOT required'}", flush=True)
+    launch_router(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
