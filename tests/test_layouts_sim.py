@@ -1,10 +1,11 @@
 """Layouts on the simulated two-host cluster (real sshd per host, vLLM's CPU build, the smoke
 model): a replica per host with vLLM's data parallel, each replica proven to serve requests
 (its own counter in the head's /metrics, and its own process on its own host), and
-`bench-all --layouts tp,dp,solo` over two profiles, whose report states the crossover with
-the numbers of its matrix."""
+`bench-all --layouts tp,dp,replicas` (the replicas behind vllm-router), whose report states
+the crossover with the numbers of its matrix."""
 from __future__ import annotations
 
+import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 
@@ -69,25 +70,28 @@ def test_up_dp2_serves_a_replica_on_each_host_and_down_leaves_nothing(sim_vllm, 
 
 def test_bench_all_layouts_then_report_states_the_crossover(sim_vllm, sim_cluster, tmp_path):
     results = tmp_path / "results"
-    # One profile in the three layouts (bench-all over several profiles: test_bench_sim.py).
-    outcomes = bench_all(profiles=["smoke"], cluster="sim", sets=[*sim_vllm.sets, *TINY],
-                         layouts=["tp", "dp", "solo"], suite="tiny", results=results, progress=Silent())
+    # One profile in three layouts (bench-all over several profiles: test_bench_sim.py; solo is
+    # the tp layout's single-node case, and its plan is tested without a cluster). The sim's
+    # head is reached over its LAN address: the router may listen there (checks/api.py).
+    outcomes = bench_all(profiles=["smoke"], cluster="sim",
+                         sets=[*sim_vllm.sets, *TINY, "router.allow_unauthenticated_admin=true"],
+                         layouts=["tp", "dp", "replicas"], suite="tiny", results=results, progress=Silent())
     assert [(o.profile, o.layout, o.status) for o in outcomes] == [
-        ("smoke", layout, "ok") for layout in ("tp", "dp", "solo")], outcomes
+        ("smoke", layout, "ok") for layout in ("tp", "dp", "replicas")], outcomes
     head, worker = sim_cluster.host("spark-a"), sim_cluster.host("spark-b")
     assert processes(head) == [] and processes(worker) == []  # the last one stopped
 
     _, files, _ = report(results, tmp_path / "report")
     csv = pd.read_csv(tmp_path / "report" / "compare.csv")
     assert sorted(zip(csv["profile"], csv["layout"])) == sorted(
-        ("smoke", layout) for layout in ("DP=2", "TP=1, one node", "TP=2"))
+        ("smoke", layout) for layout in ("DP=2", "2 replicas + router", "TP=2"))
     sentences = (tmp_path / "report" / "layouts.md").read_text()
     for profile in ("smoke",):
         (line,) = [s for s in sentences.splitlines() if s.startswith(f"- {profile}: ")]
         rows = csv[csv["profile"] == profile].set_index("layout")
         # Every "X ... by N% over Y at C" in the sentence is the matrix's out tok/s at cC.
-        claims = re.findall(r"(TP=2|DP=2|TP=1, one node)[^;]*?by (\d+)% over (TP=2|DP=2|TP=1, one node) at (\d+)",
-                            line)
+        names = r"(TP=2|DP=2|2 replicas \+ router)"
+        claims = re.findall(names + r"[^;]*?by (\d+)% over " + names + r" at (\d+)", line)
         assert claims, line
         for winner, pct, loser, c in claims:
             ratio = rows.loc[winner, f"out tok/s @ c{c}"] / rows.loc[loser, f"out tok/s @ c{c}"]
@@ -95,3 +99,10 @@ def test_bench_all_layouts_then_report_states_the_crossover(sim_vllm, sim_cluste
             at = rows[f"out tok/s @ c{c}"]
             assert at.idxmax() == winner and sorted(at, reverse=True)[1] == rows.loc[loser, f"out tok/s @ c{c}"]
         assert (tmp_path / "report" / f"layouts-{profile}.png") in files
+    # The replicas' results say what routed their requests.
+    docs = [json.loads(p.read_text()) for p in results.rglob("*.json")]
+    routed = [d["provenance"] for d in docs if d.get("provenance", {}).get("layout") == "replicas"]
+    assert routed and all(p["router"]["engine"] == "vllm-router" and p["router"]["policy"] == "cache_aware"
+                          and len(p["router"]["replicas"]) == 2 for p in routed), routed
+    assert all(d["provenance"]["router"] is None for d in docs
+               if d.get("provenance", {}).get("layout") in ("tp", "dp"))
