@@ -48,8 +48,8 @@ def test_a_configuration_knows_its_layout():
     for sets, kind, words in ((["serving.tensor_parallel=2"], "tp", "TP=2"),
                               (["serving.tensor_parallel=1"], "solo", "TP=1, one node"),
                               (["serving.tensor_parallel=1", "serving.data_parallel=2"], "dp", "DP=2"),
-                              (["serving.tensor_parallel=1", "serving.data_parallel=2", 'distributed.backend="replicas"'],
-                               "replicas", "2 replicas + router")):
+                              (["serving.tensor_parallel=1", "serving.data_parallel=2",
+                                'distributed.backend="replicas"'], "replicas", "2 replicas + router")):
         cfg = load_config("qwen2.5-7b-instruct", "spark-pair", root=ROOT, environ={}, sets=sets)
         assert (layout_of(cfg.doc), describe(cfg.doc)) == (kind, words)
 

@@ -85,6 +85,11 @@ def test_both_replicas_take_requests_through_the_router(deployed, sim_cluster):
     assert [m["id"] for m in listed["data"]] == ["smoke"]
     unknown = chat(result.url, key, 0, model="no-such-model")
     assert unknown.status_code == 404, unknown.text
+    # Why checks/api.py keeps this router off the LAN by default: its admin routes answer with
+    # no key at all (reading only here; /add_worker is as open). A vllm-router that closes them
+    # fails this line, and the refusal can go.
+    admin = requests.get(f"{result.url}/list_workers", timeout=10)
+    assert admin.status_code == 200 and sorted(admin.json()["urls"]) == sorted(urls), admin.text
 
     data = collect(cfg)
     assert data["health"]["verdict"] == "READY", data["health"]

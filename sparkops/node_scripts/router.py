@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -52,8 +54,29 @@ def main(argv: list[str]) -> int:
     print(f"sparkops-router: {ns.policy} over {len(ns.workers)} replica(s): {' '.join(ns.workers)}; "
           f"listening on {ns.host}:{ns.port}, metrics on {ns.metrics_host}:{ns.metrics_port}, "
           f"API key {'required' if args.api_key else 'NOT required'}", flush=True)
-    launch_router(args)
-    return 0
+    # The router runs in a thread so that this one hears signals and says which ended it: a
+    # router that stops shows why in its log (`inv logs`), not just that its process is gone.
+    ended: list[str] = []
+
+    def run() -> None:
+        try:
+            launch_router(args)
+            ended.append("vllm-router returned")
+        except BaseException as exc:  # noqa: BLE001 - said in the log, then the service ends
+            ended.append(f"vllm-router failed: {type(exc).__name__}: {exc}")
+
+    def stop(signum, _frame) -> None:
+        print(f"sparkops-router: stopping on {signal.Signals(signum).name}", flush=True)
+        os._exit(0)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, stop)
+    worker = threading.Thread(target=run, name="vllm-router", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(1.0)
+    print(f"sparkops-router: {ended[0] if ended else 'vllm-router ended'}", file=sys.stderr, flush=True)
+    return 1
 
 
 if __name__ == "__main__":

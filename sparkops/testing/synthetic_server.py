@@ -358,6 +358,8 @@ class SyntheticServerCore:
         self.id_prefix, self.records_file = id_prefix, records_file
 
     def handle(self, proto: _Protocol, method: str, path: str, raw: bytes, now: float) -> None:
+        if method == "GET" and path == "/health":  # what a router asks before it sends anything
+            return proto.respond("200 OK", {})
         if method == "GET" and path == "/v1/models":
             return proto.respond("200 OK", {"object": "list", "data": [
                 {"id": "synthetic", "object": "model", "root": "synthetic",
