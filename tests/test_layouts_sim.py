@@ -102,7 +102,7 @@ def test_bench_all_layouts_then_report_states_the_crossover(sim_vllm, sim_cluste
     # The replicas' results say what routed their requests.
     docs = [json.loads(p.read_text()) for p in results.rglob("*.json")]
     routed = [d["provenance"] for d in docs if d.get("provenance", {}).get("layout") == "replicas"]
-    assert routed and all(p["router"]["engine"] == "vllm-router" and p["router"]["policy"] == "cache_aware"
+    assert routed and all(p["router"]["engine"] == "vllm-router" and p["router"]["policy"] == "power_of_two"
                           and len(p["router"]["replicas"]) == 2 for p in routed), routed
     assert all(d["provenance"]["router"] is None for d in docs
                if d.get("provenance", {}).get("layout") in ("tp", "dp"))

@@ -77,7 +77,7 @@ def test_replicas_golden_file_says_what_independent_servers_need():
     argv = router["actions"]["spark-1"][0]["argv"]
     assert after(argv, "--entrypoint") == "python3" and after(argv, "sparkops/vllm:spark") == "-c"
     assert after(argv, "--port") == "8000" and after(argv, "--host") == "0.0.0.0"
-    assert after(argv, "--policy") == "cache_aware" and after(argv, "--metrics-port") == "8099"
+    assert after(argv, "--policy") == "power_of_two" and after(argv, "--metrics-port") == "8099"
     assert argv[-2:] == ["http://127.0.0.1:8100", f"http://{WORKER_IP}:8100"]
     ready = steps["ready"]["controller"][0]
     assert ready["replicas"] == [[0, "spark-1"], [1, "spark-2"]]
@@ -88,7 +88,7 @@ def test_replicas_golden_file_says_what_independent_servers_need():
     state = json.loads(steps["record"]["actions"]["spark-1"][0]["content"])
     assert state["backend"] == "replicas" and state["node_services"] == {"spark-1": ["vllm", "router"],
                                                                         "spark-2": ["vllm"]}
-    assert state["router"]["policy"] == "cache_aware" and len(state["router"]["replicas"]) == 2
+    assert state["router"]["policy"] == "power_of_two" and len(state["router"]["replicas"]) == 2
     stops = [a["argv"] for a in plan["undo"][0]["actions"]["spark-1"]]
     assert ["docker", "rm", "-f", "sparkops-router"] in stops
 
@@ -156,7 +156,7 @@ def test_the_router_on_the_lan_is_refused_unless_accepted():
 
 @pytest.mark.parametrize("sets,words", [
     (("serving.tensor_parallel=2", "serving.data_parallel=1"), "more than a node's 1"),
-    (("serving.data_parallel=1", 'router.policy="power_of_two"'), "power_of_two picks between two replicas"),
+    (("serving.data_parallel=1",), "puts a router in front of two replicas or more"),
 ])
 def test_impossible_replicas_are_refused(sets, words):
     with pytest.raises(SparkopsError) as e:

@@ -93,7 +93,7 @@ def test_both_replicas_take_requests_through_the_router(deployed, sim_cluster):
 
     data = collect(cfg)
     assert data["health"]["verdict"] == "READY", data["health"]
-    assert "backend replicas" in render(data) and "2 replicas" in render(data)
+    assert "backend replicas, nodes spark-a, spark-b, 2 replicas behind vLLM's router (power_of_two)" in render(data)
 
 
 def test_a_dead_replica_is_degraded_served_around_and_started_again_alone(deployed, sim_cluster, sim_vllm,

@@ -135,7 +135,11 @@ def _drop_if(doc: dict, path: tuple[str, ...], value) -> None:
 # (key path, default): see Config.config_hash.
 ADDED_LATER = ((("serving", "data_parallel"), 1), (("cluster", "docker", "run_as"), "user"),
                (("cluster", "api", "listen"), "all"), (("cluster", "api", "open"), False),
-               (("model", "weights"), "real"))
+               (("model", "weights"), "real"),
+               # the replicas layout (distributed.backend = "replicas"), which counts itself
+               (("router", "policy"), "power_of_two"), (("router", "allow_unauthenticated_admin"), False),
+               (("router", "health_check_interval_s"), 5), (("cluster", "ports", "replicas"), 8100),
+               (("cluster", "ports", "router_metrics"), 8099))
 
 
 def defaults_layer() -> Layer:

@@ -37,6 +37,14 @@ def layout_sets(layout: str, nodes: int, gpus_per_node: int) -> list[str]:
     return [f"serving.tensor_parallel={tp}", "serving.pipeline_parallel=1", f"serving.data_parallel={dp}", *backend]
 
 
+def needs(layout: str, nodes: int, gpus_per_node: int) -> str | None:
+    """Why `layout` has no place on a cluster of this shape (None: it has one): replicas needs
+    two (one per node, TP = the node's GPUs)."""
+    if layout == "replicas" and nodes < 2:
+        return "needs two nodes or more (one replica per node, behind the router)"
+    return None
+
+
 def parse_layouts(text: str) -> list[str]:
     """`tp,dp,replicas,solo` -> the list, each checked, in the given order, repeats dropped."""
     names = [t.strip() for t in text.split(",") if t.strip()]

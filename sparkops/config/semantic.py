@@ -26,8 +26,8 @@ class Finding:
 
 
 def _replica_findings(doc: dict) -> list[Finding]:
-    """Layout replicas: every replica a whole server inside one node, and a router policy that
-    can work with their number."""
+    """Layout replicas: every replica a whole server inside one node, and two of them at least
+    (the default policy, power_of_two, picks between two)."""
     serving, found = doc["serving"], []
     ranks, gpn = serving["tensor_parallel"] * serving["pipeline_parallel"], doc["cluster"].get("gpus_per_node", 1)
     if not replicas_per_node(doc):
@@ -36,11 +36,13 @@ def _replica_findings(doc: dict) -> list[Finding]:
             f"layout replicas runs each replica inside one node, and tensor_parallel {serving['tensor_parallel']} x "
             f"pipeline_parallel {serving['pipeline_parallel']} = {ranks} GPUs is more than a node's {gpn}",
             f"set serving.tensor_parallel={gpn}, or the tp layout (--set distributed.backend=\"mp\")"))
-    policy = doc.get("router", {}).get("policy", "cache_aware")
-    if policy == "power_of_two" and serving.get("data_parallel", 1) < 2:
+    if serving.get("data_parallel", 1) < 2:
         found.append(Finding(
-            "error", "router.policy", "power_of_two picks between two replicas: serving.data_parallel is 1",
-            "set serving.data_parallel=2 or more, or router.policy=\"cache_aware\""))
+            "error", "serving.data_parallel",
+            "layout replicas puts a router in front of two replicas or more, and data_parallel is 1 "
+            "(one server alone is the solo or tp layout, without a router)",
+            "set serving.data_parallel=2 or more (one per node: the number of nodes), or "
+            "--set distributed.backend=mp"))
     return found
 
 

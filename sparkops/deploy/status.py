@@ -89,6 +89,7 @@ def render(data: dict) -> str:
         out.append(f"serving profile {dep['profile']} (config {dep['hash']}): {dep['model']} "
                    f"as {dep['served_model_name']!r}, backend {dep['backend']}, nodes {', '.join(dep['nodes'])}"
                    + (f", {dep['data_parallel']} replicas" if (dep.get("data_parallel") or 1) > 1 else "")
+                   + (f" behind vLLM's router ({dep['router']['policy']})" if dep.get("router") else "")
                    + (f"; {SPEED_ONLY}" if dep.get("weights") == "dummy" else ""))
     else:
         out.append("no sparkops deployment recorded on the head")

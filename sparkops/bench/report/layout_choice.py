@@ -11,7 +11,7 @@ from sparkops.bench.report.crossover import crossovers
 from sparkops.bench.report.report import sweep_tables
 from sparkops.bench.results.files import load_results
 from sparkops.config import Config
-from sparkops.config.layouts import LAYOUTS, describe, layout_of, layout_sets
+from sparkops.config.layouts import LAYOUTS, describe, layout_of, layout_sets, needs
 from sparkops.config.memfit import estimate
 
 
@@ -24,6 +24,9 @@ def layout_lines(cfg: Config, loader: Callable[..., Config], sets: list[str], re
     out = [f"layouts of {cfg.profile} on {cfg.cluster_name} ({nodes} node(s) of {gpn} GPU(s)):"]
     fitting = []
     for layout in LAYOUTS:
+        if why := needs(layout, nodes, gpn):
+            out.append(f"  {layout:<8} {why}")
+            continue
         try:
             alt = loader(cfg.profile, cfg.cluster_name, sets=[*sets, *layout_sets(layout, nodes, gpn)],
                          **({"facts_follow": True} if memory_of else {}))
