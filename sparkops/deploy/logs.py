@@ -40,15 +40,15 @@ def show(cfg: Config, *, node: str | None, lines: int, follow: bool, out: TextIO
 
         failed = session.reachable.map(one).errors()
         if follow:
-            follow_all(session.reachable.subset(n for n in ctxs if n not in failed), ctxs, runtime, emit)
+            follow_all(session.reachable.subset(n for n in ctxs if n not in failed), ctxs, runtime, emit,
+                       all_services(cfg))
         return [e.render() for e in (session.unreachable | failed).values()]
 
 
 def follow_all(group: NodeGroup, ctxs: dict[str, NodeContext], runtime: Runtime,
-               emit: Callable[[str, str], None]) -> None:
+               emit: Callable[[str, str], None], services: tuple[str, ...]) -> None:
     """Stream new lines from every node and service until Ctrl-C, then end every stream."""
     stop = threading.Event()
-    services = all_services(next(iter(ctxs.values())).cfg) if ctxs else ()
     jobs = [(conn, service) for conn in group.conns for service in services]
     with ThreadPoolExecutor(max_workers=len(jobs) or 1) as pool:
         futures = [pool.submit(conn.follow, runtime.log_argv(ctxs[conn.name], service, 0, follow=True),

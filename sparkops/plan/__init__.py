@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from sparkops.config import Config
 from sparkops.facts.node import NodeFacts
-from sparkops.facts.roce import select_roce
+from sparkops.facts.roce import RoceChoice, select_roce
 from sparkops.plan import backend_dp, backend_mp, backend_ray, backend_replicas, runtime_docker, runtime_native
 from sparkops.plan.context import NodeContext, contexts
 from sparkops.plan.env import env_file_text, serving_env
@@ -49,12 +49,19 @@ def layout(cfg: Config) -> str:
     return "dp" if cfg.serving.get("data_parallel", 1) > 1 else backend
 
 
+def roce_choices(cfg: Config, ctxs: list[NodeContext]) -> dict[str, RoceChoice]:
+    """Each node's cable (interface, address, HCAs) where the deployment spans nodes; {} on one."""
+    if len(ctxs) < 2:
+        return {}
+    return {c.name: select_roce(c.facts, c.node, cfg.cluster["network"]) for c in ctxs}
+
+
 def plan_up(cfg: Config, facts: dict[str, NodeFacts]) -> Plan:
     runtime = RUNTIMES[cfg.cluster["runtime"]]
     backend = BACKENDS[layout(cfg)]
     ctxs = contexts(cfg, facts)
     multi = len(ctxs) > 1
-    roce = {c.name: select_roce(c.facts, c.node, cfg.cluster["network"]) for c in ctxs} if multi else {}
+    roce = roce_choices(cfg, ctxs)
     # A backend whose engines stay inside their nodes (replicas) still needs the workers' cable
     # addresses (where the router reaches them), but none of the collective's environment.
     spans = multi and backend.SPANS_NODES
@@ -77,11 +84,13 @@ def plan_up(cfg: Config, facts: dict[str, NodeFacts]) -> Plan:
              "api_url": api_url(cfg), "runtime": runtime.name, "backend": backend.name,
              "nodes": [c.name for c in ctxs], "services": list(backend.SERVICES),
              "data_parallel": cfg.serving["data_parallel"]}
-    if backend.name == "replicas":  # services differ by node; what bench records of the router
+    # Layout replicas: each replica (index, node, service, URL), the services by node (they
+    # differ), and what bench records of the router.
+    found = backend_replicas.replicas(ctxs, roce) if backend.name == "replicas" else []
+    if found:
         state["node_services"] = backend_replicas.node_services(ctxs, roce)
         state["router"] = {"engine": "vllm-router", "policy": cfg.doc["router"]["policy"],
-                           "replicas": [{"node": n, "service": s, "url": u}
-                                        for _, n, s, u in backend_replicas.replicas(ctxs, roce)]}
+                           "replicas": [{"node": n, "service": s, "url": u} for _, n, s, u in found]}
     if cfg.dummy_weights:  # what bench marks its results by (absent: the model's own weights)
         state["weights"] = "dummy"
     if cfg.overrides():  # what bench reloads the profile with (absent: none were given)
@@ -89,17 +98,12 @@ def plan_up(cfg: Config, facts: dict[str, NodeFacts]) -> Plan:
     started = [(node, step.service) for step in reversed(launch) for node in step.env]
     watch = tuple(Watch(node, service, runtime.status_argv(ctx_of[node], service),
                         runtime.log_argv(ctx_of[node], service, WATCH_LOG_LINES)) for node, service in started)
-    replicas: tuple[tuple[int, str], ...] = ()
-    metrics = ""
+    replicas = tuple((index, node) for index, node, _, _ in found)
     if backend.name == "dp":
         replicas = tuple((rank, node) for node, ranks in backend_dp.replica_ranks(ctxs).items() for rank in ranks)
-    elif backend.name == "replicas":
-        found = backend_replicas.replicas(ctxs, roce)
-        replicas = tuple((index, node) for index, node, _, _ in found)
-        metrics = api_url(cfg, cfg.cluster["ports"]["router_metrics"]) + "/metrics"
-    ready = WaitReady(api_url(cfg), cfg.served_model_name, float(cfg.serving["ready_timeout_s"]), watch,
-                      replicas, router_metrics=metrics,
-                      replica_urls=tuple(u for *_, u in backend_replicas.replicas(ctxs, roce)) if metrics else ())
+    ready = WaitReady(api_url(cfg), cfg.served_model_name, float(cfg.serving["ready_timeout_s"]), watch, replicas,
+                      router_metrics=api_url(cfg, cfg.cluster["ports"]["router_metrics"]) + "/metrics" if found else "",
+                      replica_urls=tuple(u for *_, u in found))
     steps = [Step("prepare", "create directories, write scripts and 0600 env files",
                   {n: tuple(a) for n, a in files.items()}),
              *launch,
@@ -154,9 +158,7 @@ def plan_heal(cfg: Config, facts: dict[str, NodeFacts], dead: list[tuple[str, st
         if step.service and mine:
             steps.append(Step(step.name, f"start {step.service} again on {', '.join(mine)}", mine,
                               env={n: e for n, e in step.env.items() if n in mine}, service=step.service))
-    multi = len(ctxs) > 1
-    roce = {c.name: select_roce(c.facts, c.node, cfg.cluster["network"]) for c in ctxs} if multi else {}
-    found = [(i, n, u) for i, n, s, u in backend_replicas.replicas(ctxs, roce) if (n, s) in want]
+    found = [(i, n, u) for i, n, s, u in backend_replicas.replicas(ctxs, roce_choices(cfg, ctxs)) if (n, s) in want]
     (ready,) = [a for s in full.steps for a in s.controller if isinstance(a, WaitReady)]
     ready = replace(ready, replicas=tuple((i, n) for i, n, _ in found), replica_urls=tuple(u for *_, u in found),
                     watch=tuple(w for w in ready.watch if (w.node, w.service) in want or w.service == "router"))
