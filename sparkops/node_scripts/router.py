@@ -31,6 +31,33 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+# How many failed requests take a replica out of rotation (its circuit breaker opens).
+FAILURES_TO_OPEN = 3
+
+
+def failover(replicas: int, health_interval_s: int) -> dict:
+    """vllm-router's retry and circuit-breaker settings for `replicas` replicas: no request is
+    lost to dead replicas while one replica lives, and one request alone cannot take every
+    replica out of rotation.
+
+    vllm-router retries a failed request (retry_max_retries attempts in all) on a replica its
+    policy picks again, possibly the same dead one, and stops picking a replica once its circuit
+    breaker opens (cb_failure_threshold failures). With its defaults (5 attempts, 10 failures) a
+    just-killed replica got all of some request's attempts: in 5 of 30 trials one of the 20
+    requests after the kill failed with HTTP 500 (benchmarks/router_failover.py; none of 600
+    with these settings). With T failures to open and (replicas-1)*T+1 attempts, the dead
+    replicas' circuits are open before a request runs out of attempts, and one request that
+    fails on every replica (an error vLLM gives each) makes fewer than replicas*T failures. The
+    health check (every health_interval_s, two failures) keeps a dead replica out for good, so
+    an open circuit is tried again after two intervals: a false opening costs seconds, not
+    vllm-router's default minute.
+    """
+    return {"cb_failure_threshold": FAILURES_TO_OPEN,
+            "retry_max_retries": (replicas - 1) * FAILURES_TO_OPEN + 1,
+            "retry_max_backoff_ms": 1000,
+            "cb_timeout_duration_secs": 2 * health_interval_s}
+
+
 def main(argv: list[str]) -> int:
     ns = parse(argv)
     try:
@@ -49,8 +76,9 @@ def main(argv: list[str]) -> int:
         # started first, and `up` allows them serving.ready_timeout_s.
         worker_startup_timeout_secs=ns.startup_timeout, worker_startup_check_interval=1,
         # A replica that died stops getting requests after two failed checks (the default
-        # asks once a minute); retries move a request that failed on it to another.
-        health_check_interval_secs=ns.health_interval, health_failure_threshold=2)
+        # asks once a minute); until then retries move a request that failed on it to another.
+        health_check_interval_secs=ns.health_interval, health_failure_threshold=2,
+        **failover(len(ns.workers), ns.health_interval))
     print(f"sparkops-router: {ns.policy} over {len(ns.workers)} replica(s): {' '.join(ns.workers)}; "
           f"listening on {ns.host}:{ns.port}, metrics on {ns.metrics_host}:{ns.metrics_port}, "
           f"API key {'required' if args.api_key else 'NOT required'}", flush=True)
