@@ -59,15 +59,23 @@ def profiles(c, cluster=None, set=None):
     print(text_table(rows, ["name", "model", "size", "nodes", "tp", "gated", "description"]))
 
 
-@task(help={"profile": "profile to check (default: all)", "cluster": CLUSTER, "set": SET}, iterable=["set"])
+@task(help={"profile": "profile to check (default: all, and every stack)", "cluster": CLUSTER, "set": SET,
+            "stack": "check this stack (profiles/stacks/NAME.toml): several models at once, their placement "
+                     "and memory shares"}, iterable=["set"])
 @user_errors
-def validate(c, profile=None, cluster=None, set=None):
-    """Validate profiles against the schema and semantic checks; exit 1 on any failure."""
+def validate(c, profile=None, cluster=None, set=None, stack=None):
+    """Validate profiles (and stacks) against the schemas and semantic checks; exit 1 on any failure."""
     from sparkops.base.paths import project_root
     from sparkops.config.catalog import profile_names
-    from sparkops.config.listing import validate_profiles
+    from sparkops.config.listing import validate_profiles, validate_stacks
+    from sparkops.config.stack import stack_names
     root = project_root()
-    lines, ok = validate_profiles(root, [profile] if profile else profile_names(root), cluster, list(set or ()))
+    lines, ok = [], True
+    if not stack:
+        lines, ok = validate_profiles(root, [profile] if profile else profile_names(root), cluster, list(set or ()))
+    if stack or not profile:
+        more, ok_stacks = validate_stacks(root, [stack] if stack else stack_names(root), cluster, list(set or ()))
+        lines, ok = lines + more, ok and ok_stacks
     print("\n".join(lines))
     if not ok:
         raise Exit(code=1)
