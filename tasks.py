@@ -70,7 +70,8 @@ def validate(c, profile=None, cluster=None, set=None, stack=None):
     from sparkops.config.listing import validate_profiles, validate_stacks
     from sparkops.config.stack import stack_names
     root = project_root()
-    lines, ok = [], True
+    lines: list[str] = []
+    ok = True
     if not stack:
         lines, ok = validate_profiles(root, [profile] if profile else profile_names(root), cluster, list(set or ()))
     if stack or not profile:

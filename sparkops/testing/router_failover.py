@@ -66,6 +66,7 @@ def _replica() -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "sparkops.testing.synthetic_server", "--port", "0",
                              "--ttft-ms", "5", "--itl-ms", "1"], cwd=ROOT, stdout=subprocess.PIPE, text=True,
                             start_new_session=True)
+    assert proc.stdout is not None  # stdout=PIPE
     line = proc.stdout.readline()
     if not line.startswith("PORT "):
         proc.kill()
