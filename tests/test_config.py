@@ -423,11 +423,12 @@ def test_data_parallel_1_leaves_the_config_hash_as_it_was_before_the_key_existed
     """Upgrading sparkops must not make a running deployment stale (it would restart it):
     neither `serving.data_parallel = 1`, the `[cluster.sync]` table, `[cluster.api]` at its
     defaults, `cluster.docker.run_as = "user"`, `model.weights = "real"` nor the lock's path
-    changes the hash; nor the replicas layout's `[router]` table and ports at their defaults."""
+    changes the hash; nor the replicas layout's `[router]` table and ports at their defaults, nor
+    where a stack's router (LiteLLM) lives."""
     base = load_config("qwen2.5-7b-instruct", "spark-pair", root=ROOT, environ={}, sets=["serving.tensor_parallel=1"])
-    cluster = {k: v for k, v in base.public()["cluster"].items() if k not in ("sync", "api")}
+    cluster = {k: v for k, v in base.public()["cluster"].items() if k not in ("sync", "api", "litellm_venv")}
     cluster["ports"] = {k: v for k, v in cluster["ports"].items() if k not in ("replicas", "router_metrics")}
-    cluster["docker"] = {k: v for k, v in cluster["docker"].items() if k != "run_as"}
+    cluster["docker"] = {k: v for k, v in cluster["docker"].items() if k not in ("run_as", "litellm_venv")}
     cluster["paths"] = {k: v for k, v in cluster["paths"].items() if k != "lock"}
     doc = {**base.public(), "serving": {k: v for k, v in base.public()["serving"].items() if k != "data_parallel"},
            "cluster": cluster, "model": {k: v for k, v in base.public()["model"].items() if k != "weights"}}
@@ -443,7 +444,8 @@ def test_data_parallel_1_leaves_the_config_hash_as_it_was_before_the_key_existed
                      sets=["serving.tensor_parallel=1", "serving.data_parallel=2"])
     assert dp.config_hash() != old
     for changed in ('cluster.api.listen="loopback"', "cluster.api.open=true", 'cluster.docker.run_as="root"',
-                    'router.policy="round_robin"', "cluster.ports.replicas=9100"):
+                    'router.policy="round_robin"', "cluster.ports.replicas=9100",
+                    'cluster.litellm_venv="/opt/litellm"', 'cluster.docker.litellm_venv="/usr/local/litellm"'):
         other = load_config("qwen2.5-7b-instruct", "spark-pair", root=ROOT, environ={},
                             sets=["serving.tensor_parallel=1", changed])
         assert other.config_hash() != old, changed

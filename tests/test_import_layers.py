@@ -49,7 +49,7 @@ MAX_MODULES_PER_FOLDER = 15
 # serving runtime's Python (RUNTIME_LIBS, imported inside functions only).
 NODE_SCRIPTS = sorted((PACKAGE / "node_scripts").glob("*.py")) + [PACKAGE / "sim" / "hostinit.py"]
 RUNTIME_LIBS = {"allreduce.py": {"torch"}, "smoke_model.py": {"torch", "transformers", "tokenizers"},
-                "router.py": {"vllm_router"}}
+                "router.py": {"vllm_router"}, "litellm_router.py": {"litellm"}}
 
 
 def module_name(path: Path) -> str:

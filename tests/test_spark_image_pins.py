@@ -14,6 +14,8 @@ FOLDER = Path(__file__).resolve().parent.parent / "dockerfiles" / "spark"
 # pip options that take a value (the value is not a package)
 VALUE_OPTIONS = {"-c", "--constraint", "-r", "--requirement", "-e", "--editable", "-i", "--index-url",
                  "--extra-index-url", "-f", "--find-links", "--target", "-t", "--prefix", "--root"}
+# Virtualenvs of their own in the image, pinned by their own constraints file.
+OWN_VENVS = ("/opt/litellm/bin/pip",)
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!_-]+)$")
 
 
@@ -40,8 +42,9 @@ def args_defaults(text: str) -> dict[str, str]:
     return dict(rest.split("=", 1) for word, rest in instructions(text) if word == "ARG" and "=" in rest)
 
 
-def pip_installs(text: str) -> list[list[str]]:
-    """The argv after `pip install` of every pip install that a RUN runs."""
+def pip_installs(text: str, pip: str | None = None) -> list[list[str]]:
+    """The argv after `pip install` of every pip install that a RUN runs (with `pip`: only those
+    run by that pip, e.g. /opt/litellm/bin/pip; without: every other)."""
     out = []
     for word, rest in instructions(text):
         if word != "RUN":
@@ -52,10 +55,10 @@ def pip_installs(text: str) -> list[list[str]]:
             while argv and "=" in argv[0] and not argv[0].startswith("-"):  # MAX_JOBS=16 pip ...
                 argv = argv[1:]
             if len(argv) >= 2 and argv[0].rsplit("/", 1)[-1] in ("pip", "pip3") and argv[1] == "install":
-                found.append(argv[2:])
+                found.append((argv[0], argv[2:]))
         # One hidden another way (`python -m pip install`, in a subshell) must not slip through.
         assert len(found) == len(re.findall(r"\bpip3?\s+install\b", rest)), f"unparsed pip install in: {rest}"
-        out += found
+        out += [args for which, args in found if (which == pip if pip else which not in OWN_VENVS)]
     return out
 
 
@@ -73,12 +76,13 @@ def constraints(path: Path) -> dict[str, str]:
     return pins
 
 
-def problems(dockerfile: str, pins: dict[str, str]) -> list[str]:
-    """Every pip install that lacks the constraints file or names a package it does not pin."""
+def problems(dockerfile: str, pins: dict[str, str], file: str = "constraints.txt", pip: str | None = None) -> list[str]:
+    """Every pip install (by `pip`, see pip_installs) that lacks the constraints file `file` or
+    names a package it does not pin."""
     copied = {dst for word, rest in instructions(dockerfile) if word == "COPY"
-              for src, dst in [rest.split()[-2:]] if src == "constraints.txt"}
+              for src, dst in [rest.split()[-2:]] if src == file}
     out = []
-    installs = pip_installs(dockerfile)
+    installs = pip_installs(dockerfile, pip)
     if not installs:
         out.append("no pip install found")
     for argv in installs:
@@ -101,9 +105,9 @@ def problems(dockerfile: str, pins: dict[str, str]) -> list[str]:
             assert match, a
             name, spec = canonical(match.group(1)), match.group(3)
             if name not in pins:
-                out.append(f"`{rendered}` installs {name}, which constraints.txt does not pin")
+                out.append(f"`{rendered}` installs {name}, which {file} does not pin")
             elif spec and spec != f"=={pins[name]}":
-                out.append(f"`{rendered}` asks for {name}{spec}, constraints.txt pins {pins[name]}")
+                out.append(f"`{rendered}` asks for {name}{spec}, {file} pins {pins[name]}")
     return out
 
 
@@ -114,6 +118,20 @@ def test_every_pip_install_is_constrained_and_every_package_pinned():
     assert len(pip_installs(dockerfile)) >= 4  # pip itself, torch, build requirements, vLLM, extras
     for name in ("torch", "triton", "flashinfer-python", "ray", "huggingface-hub", "transformers", "pip",
                  "setuptools", "cmake", "ninja", "setuptools-scm", "setuptools-rust", "wheel"):
+        assert name in pins, name
+
+
+def test_the_litellm_virtualenv_is_pinned_by_its_own_constraints():
+    """LiteLLM's proxy (a stack's router) lives in /opt/litellm, apart from vLLM's packages: its
+    own constraints file pins it and everything it pulls in."""
+    dockerfile = (FOLDER / "Dockerfile").read_text()
+    pins = constraints(FOLDER / "constraints-litellm.txt")
+    found = problems(dockerfile, pins, "constraints-litellm.txt", "/opt/litellm/bin/pip")
+    assert not found, "\n".join(found)
+    assert len(pip_installs(dockerfile, "/opt/litellm/bin/pip")) == 1
+    from sparkops.node_scripts.litellm_venv import LITELLM_VERSION
+    assert pins["litellm"] == LITELLM_VERSION  # the image's router is the one tests run
+    for name in ("fastapi", "uvicorn", "pydantic", "openai", "httpx"):
         assert name in pins, name
 
 

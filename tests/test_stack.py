@@ -135,3 +135,102 @@ def test_validate_stack_on_the_command_line():
                          env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "Traceback" not in bad.stdout + bad.stderr
     assert "did you mean 'big-and-small'" in bad.stdout + bad.stderr
+
+
+GOLDEN = ROOT / "tests" / "golden" / "plan-stack-big-and-small-spark-pair.json"
+KEY = "sk-test-5e0c2a91"
+
+
+def planned_stack():
+    from sparkops.facts.recorded import recorded_facts
+    from sparkops.plan.stack import plan_stack
+    stack = load_stack("big-and-small", root=ROOT, sets=[f"secrets.api_key={KEY}"], environ={})
+    return stack, plan_stack(stack, recorded_facts(stack.cfg)[0])
+
+
+def test_stack_plan_matches_the_reviewed_golden_file():
+    from sparkops.plan.render import plan_json
+    stack, plan = planned_stack()
+    text = plan_json(plan, stack.cfg.secret_values()) + "\n"
+    if os.environ.get("SPARKOPS_UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text(text)
+    assert GOLDEN.read_text() == text, ("the plan changed; if that is intended, run SPARKOPS_UPDATE_GOLDEN=1 pytest "
+                                        "tests/test_stack.py and review the diff")
+
+
+def test_stack_golden_file_says_what_two_models_at_once_need():
+    """The review, written down: the models start one after the other, each ready on its own node
+    before the next; the head's on loopback, the worker's on its cable address, each on the first
+    stack port with its share as --gpu-memory-utilization and the key from its 0600 env file; then
+    LiteLLM on the API port, told each model's server with the key by name only; ready when each
+    model completes through it; undo stops every model and the router on both nodes."""
+    import json as js
+    plan = js.loads(GOLDEN.read_text())
+    names = [s["name"] for s in plan["steps"]]
+    assert names == ["prepare", "start-gpt-oss-120b", "ready-gpt-oss-120b", "start-qwen2.5-7b-instruct",
+                     "ready-qwen2.5-7b-instruct", "start-router", "ready", "record"]
+    steps = {s["name"]: s for s in plan["steps"]}
+
+    def argv(step: str, node: str) -> list[str]:
+        (run,) = [a for a in steps[step]["actions"][node] if a["kind"] == "run"]
+        return run["argv"]
+
+    big, small = argv("start-gpt-oss-120b", "spark-1"), argv("start-qwen2.5-7b-instruct", "spark-2")
+    for serve, host, share in ((big, "127.0.0.1", "0.8"), (small, "169.254.127.31", "0.5")):
+        assert serve[serve.index("--host") + 1] == host and serve[serve.index("--port") + 1] == "8100"
+        assert serve[serve.index("--gpu-memory-utilization") + 1] == share
+        assert serve[serve.index("--tensor-parallel-size") + 1] == "1"
+        assert "--data-parallel-size" not in serve and "--headless" not in serve
+    assert list(steps["start-gpt-oss-120b"]["actions"]) == ["spark-1"]
+    assert list(steps["start-qwen2.5-7b-instruct"]["actions"]) == ["spark-2"]
+    (poll,) = steps["ready-qwen2.5-7b-instruct"]["actions"]["spark-2"]
+    assert poll["kind"] == "poll" and poll["argv"][-1] == "http://169.254.127.31:8100/health"
+    assert poll["watch"]["service"] == "qwen2.5-7b-instruct" and poll["timeout_s"] == 1800
+    router = argv("start-router", "spark-1")
+    config = js.loads(router[router.index("--config-json") + 1])
+    assert [(m["model_name"], m["litellm_params"]["api_base"], m["litellm_params"]["api_key"])
+            for m in config["model_list"]] == [
+        ("openai/gpt-oss-120b", "http://127.0.0.1:8100/v1", "os.environ/VLLM_API_KEY"),
+        ("Qwen/Qwen2.5-7B-Instruct", "http://169.254.127.31:8100/v1", "os.environ/VLLM_API_KEY")]
+    assert config["general_settings"] == {"master_key": "os.environ/LITELLM_MASTER_KEY"}
+    assert router[router.index("--port") + 1] == "8000" and "/opt/litellm/bin/python3" in router
+    env = steps["start-router"]["env"]["spark-1"]
+    assert env["LITELLM_MASTER_KEY"] == "********" and env["DISABLE_ADMIN_UI"] == "True"
+    text = GOLDEN.read_text()
+    assert KEY not in text  # masked everywhere: argv, env, files
+    writes = [a for acts in steps["prepare"]["actions"].values() for a in acts if a["kind"] == "write"]
+    for w in writes:
+        if w["path"].endswith(".env"):
+            assert w["mode"] == 0o600 and w["secret"], w["path"]
+    (ready,) = steps["ready"]["controller"]
+    assert (ready["model"], ready["models"], ready["health_path"]) == (
+        "openai/gpt-oss-120b", ["Qwen/Qwen2.5-7B-Instruct"], "/health/liveliness")
+    undo = {node: [a["argv"] for a in acts] for step in plan["undo"] for node, acts in step["actions"].items()}
+    assert ["docker", "rm", "-f", "sparkops-gpt-oss-120b"] in undo["spark-1"]
+    assert ["docker", "rm", "-f", "sparkops-router"] in undo["spark-1"]
+    assert ["docker", "rm", "-f", "sparkops-qwen2.5-7b-instruct"] in undo["spark-2"]
+
+
+def test_the_stack_state_names_every_model_and_service():
+    import json as js
+    _, plan = planned_stack()
+    (write,) = plan.steps[-1].actions["spark-1"]
+    state = js.loads(write.content)
+    assert state["stack"] == "big-and-small" and state["backend"] == "stack"
+    assert state["node_services"] == {"spark-1": ["gpt-oss-120b", "router"], "spark-2": ["qwen2.5-7b-instruct"]}
+    assert [m["url"] for m in state["router"]["models"]] == ["http://127.0.0.1:8100", "http://169.254.127.31:8100"]
+    # Recorded as starting before anything starts: an `up` killed half-way leaves the names of
+    # what it may have started, for `down` and the next `up`.
+    (early,) = [a for a in plan.steps[0].actions["spark-1"] if getattr(a, "path", "").endswith("state.json")]
+    assert js.loads(early.content) == {**state, "starting": True}
+    assert all(s.name == "prepare" or not any(getattr(a, "path", "").endswith("state.json") for a in acts)
+               for s in plan.steps[:-1] for acts in s.actions.values())
+
+
+def test_plan_stack_on_the_command_line():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKOPS_")}
+    done = subprocess.run([sys.executable, "-m", "invoke", "plan", "--stack", "two-small-on-one", "--facts",
+                           "recorded"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "start-llama-3.1-8b-instruct" in done.stdout and "start-qwen2.5-7b-instruct" in done.stdout
+    assert "--port 8100" in done.stdout and "--port 8101" in done.stdout  # two on one node: two ports

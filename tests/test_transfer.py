@@ -586,9 +586,9 @@ def test_a_frame_from_another_connection_is_refused(place):
 
 def fake_receiver(answer) -> tuple[int, dict]:
     """A listener that is not sparkops' one: `answer(conn)` plays its side; what the sender sent
-    after the handshake is kept in got['after']."""
+    after the handshake is kept in got['after'], set once the sender has closed (got['closed'])."""
     server = socket.create_server(("127.0.0.1", 0))
-    got: dict = {}
+    got: dict = {"closed": threading.Event()}
 
     def serve() -> None:
         conn, _ = server.accept()
@@ -602,6 +602,7 @@ def fake_receiver(answer) -> tuple[int, dict]:
             except OSError:
                 pass
             got["after"] = after
+            got["closed"].set()
         server.close()
     threading.Thread(target=serve, daemon=True).start()
     return server.getsockname()[1], got
@@ -619,6 +620,8 @@ def test_the_sender_refuses_a_receiver_that_cannot_prove_it_knows_the_secret(tmp
     result, _ = run_sender(job_for(src, scan, {"kind": "tcp", "address": "127.0.0.1", "port": port,
                                                "secret": os.urandom(32).hex()}, streams=1))
     assert "cannot prove it knows this sync's secret" in result["streams"][0]["error"]
+    # The sender has returned; the listener's thread may still be reading the end of the stream.
+    assert got["closed"].wait(30)
     assert result["sent"] == 0 and got["after"] == b""  # not one byte of a header or a file
     why, fix = sync.copy_failure("tcp", result["streams"], "head", "w1", "127.0.0.1", port, "")
     assert why.startswith("the receiver at 127.0.0.1") and "--transport ssh" in fix

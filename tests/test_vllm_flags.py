@@ -73,6 +73,7 @@ def test_the_help_container_of_a_cpu_cluster_asks_for_no_gpu():
     from sparkops.checks.vllm_flags import help_argv
     assert help_argv(head_context("smoke", "sim", 'cluster.runtime="docker"')) == (
         "docker", "run", "--rm", "--label", "sparkops.managed=1",
-        "-v", "/opt/sparkops/vllm-cpu:/opt/sparkops/vllm-cpu:ro", "-v", "/root/.pyenv:/root/.pyenv:ro",
+        "-v", "/opt/sparkops/vllm-cpu:/opt/sparkops/vllm-cpu:ro",
+        "-v", "/opt/sparkops/litellm:/opt/sparkops/litellm:ro", "-v", "/root/.pyenv:/root/.pyenv:ro",
         "-v", "/usr:/usr:ro",
         "--entrypoint", "vllm", "sparkops/vllm-cpu-test:latest", "serve", "--help=all")

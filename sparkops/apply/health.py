@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from sparkops.apply.ready import Probe, probe
 from sparkops.facts.session import ClusterSession
-from sparkops.plan import RUNTIMES
+from sparkops.plan import RUNTIMES, all_services
 from sparkops.plan.context import contexts
 
 PROBE_TIMEOUT_S = 30.0
@@ -69,6 +69,12 @@ def deployed_services(state: dict) -> list[str]:
     return list(dict.fromkeys(s for n in state.get("nodes") or [] for s in services_on(state, n)))
 
 
+def every_service(cfg, state: dict | None) -> tuple[str, ...]:
+    """What sparkops may run on a node: the cluster's own services (plan.all_services) and those a
+    recorded deployment names (a stack's models)."""
+    return tuple(dict.fromkeys([*all_services(cfg), *(deployed_services(state) if state else [])]))
+
+
 def assess(state: dict, services: dict[str, dict[str, dict]], unreachable: dict[str, str],
            api: Probe | None) -> list[str]:
     """What is missing from the deployment `state` describes, given each node's services, the
@@ -94,12 +100,27 @@ def assess(state: dict, services: dict[str, dict[str, dict]], unreachable: dict[
     return problems
 
 
+def probe_deployment(state: dict, api_key: str | None, *, timeout: float = 10.0,
+                     completion_timeout: float | None = None) -> Probe:
+    """The recorded deployment's API: its model completes a 1-token request; a stack's every
+    model does, through its router (the first that does not is the answer, by name)."""
+    models = [m["served_model_name"] for m in (state.get("router") or {}).get("models", [])] \
+        or [state["served_model_name"]]
+    last = None
+    for model in models:
+        last = probe(state["api_url"], model, api_key, timeout=timeout, completion_timeout=completion_timeout,
+                     health_path=state.get("health_path", "/health"))
+        if not last.ready:
+            return last if len(models) == 1 else Probe(False, last.stage, f"{model!r}: {last.detail}")
+    assert last is not None
+    return last if len(models) == 1 else Probe(True, "ready", f"{len(models)} models: {last.detail}")
+
+
 def deployment_health(session: ClusterSession, state: dict, *, timeout: float = PROBE_TIMEOUT_S) -> Health:
     """What is missing from the deployment `state` (the head's state.json) describes."""
     nodes, services = list(state.get("nodes") or []), deployed_services(state)
     health = Health(services=service_states(session, nodes, services))
-    health.api = probe(state["api_url"], state["served_model_name"], session.cfg.secrets.get("api_key"),
-                       timeout=10, completion_timeout=timeout)
+    health.api = probe_deployment(state, session.cfg.secrets.get("api_key"), completion_timeout=timeout)
     unreachable = {n: e.message for n, e in session.unreachable.items()}
     health.problems = assess(state, health.services, unreachable, health.api)
     return health

@@ -30,14 +30,15 @@ def headers(api_key: str | None) -> dict:
 
 
 def probe(url: str, model: str, api_key: str | None = None, timeout: float = 10.0,
-          completion_timeout: float | None = None) -> Probe:
+          completion_timeout: float | None = None, health_path: str = "/health") -> Probe:
     """`completion_timeout` (default max(timeout, 60)): how long the 1-token request may take;
-    `watch` sets it short, since an engine that hangs is what it must notice."""
+    `watch` sets it short, since an engine that hangs is what it must notice. `health_path`:
+    where the server says it is alive without a key (vLLM's /health; a stack's router's other)."""
     stage = "health"
     try:
-        health = requests.get(f"{url}/health", timeout=timeout)
+        health = requests.get(f"{url}{health_path}", timeout=timeout)
         if health.status_code != 200:
-            return Probe(False, "health", f"/health answered {health.status_code}")
+            return Probe(False, "health", f"{health_path} answered {health.status_code}")
         stage = "models"
         models = requests.get(f"{url}/v1/models", headers=headers(api_key), timeout=timeout)
         if models.status_code != 200:
@@ -86,9 +87,11 @@ def wait_ready(group: NodeGroup, wait: WaitReady, api_key: str | None, progress:
     start = time.monotonic()
     last_said = 0.0
     while True:
-        last = probe(wait.url, wait.model, api_key)
+        last = probe(wait.url, wait.model, api_key, health_path=wait.health_path)
         if last.ready:
             progress.say(f"      API ready after {time.monotonic() - start:.1f}s: {last.detail}")
+            for model in wait.models:
+                _serves(wait, model, api_key, progress, max(deadline, time.monotonic() + REPLICA_WAIT_S))
             if wait.replicas:
                 _each_replica_serves(group, wait, api_key, progress, max(deadline, time.monotonic() + REPLICA_WAIT_S))
             return
@@ -114,6 +117,19 @@ def wait_ready(group: NodeGroup, wait: WaitReady, api_key: str | None, progress:
                                             "loading; see `inv logs`")
             raise StepError(f"the API at {wait.url} was not ready within {wait.timeout_s:.0f}s "
                             f"(last check: {last.detail})", host=head.node, step="ready", **found)
+        time.sleep(1.0)
+
+
+def _serves(wait: WaitReady, model: str, api_key: str | None, progress: Progress, deadline: float) -> None:
+    """A stack's other model, through the same API: listed, and a 1-token completion back."""
+    while True:
+        last = probe(wait.url, model, api_key, health_path=wait.health_path)
+        if last.ready:
+            progress.say(f"      {model!r} serves through {wait.url}: {last.detail}")
+            return
+        if time.monotonic() > deadline:
+            raise StepError(f"the API at {wait.url} serves {wait.model!r} but not {model!r} ({last.detail})",
+                            step="ready", fix="see `inv logs` (the router's, and that model's)")
         time.sleep(1.0)
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from sparkops.apply.ready import wait_ready
 from sparkops.base.errors import ConnectError, SparkopsError, StepError
 from sparkops.base.progress import Progress
+from sparkops.facts.service_log import explain
 from sparkops.plan.steps import Action, Plan, Poll, Run, Step, WaitReady, WriteFile
 from sparkops.remote.connection import NodeConn
 from sparkops.remote.group import GroupResult, NodeGroup
@@ -17,6 +18,8 @@ from sparkops.remote.result import CommandTimeout
 CHECKS: dict[str, Callable[[str], int]] = {
     # `ray status`: one "1 node_<id>" line per live node under "Active:".
     "ray-nodes": lambda out: len(re.findall(r"^\s*\d+\s+node_[0-9a-f]+", out, re.MULTILINE)),
+    # curl -w '%{http_code}': 1 once the URL answers 200.
+    "http-200": lambda out: int(out.strip() == "200"),
 }
 
 
@@ -43,6 +46,12 @@ def run_action(conn: NodeConn, action: Action, step: Step, on_line: Callable[[st
             seen = CHECKS[action.check](res.stdout) if res.ok else 0
             if seen >= action.expect:
                 return f"{action.check}: {seen}"
+            if action.watch:
+                alive = conn.run(action.watch.status_argv, timeout=30)
+                if not (alive.ok and alive.stdout.strip().startswith("running")):
+                    log = conn.run(action.watch.log_argv, timeout=30)
+                    raise StepError(f"{action.watch.service} on {conn.name} stopped before it was ready",
+                                    host=conn.name, step=step.name, **explain(log.stdout + log.stderr))
             if time.monotonic() > deadline:
                 raise StepError(f"{action.check} reached {seen} of {action.expect} within "
                                 f"{action.timeout_s:.0f}s", host=conn.name, step=step.name,

@@ -13,6 +13,7 @@ from sparkops.bench.load.target import open_target
 from sparkops.bench.measure.cells import SweepPlan, depth_plan, suite_plan
 from sparkops.bench.measure.sweep import render_sweep, run_sweep
 from sparkops.config import Config, defaults_layer, load_config
+from sparkops.config.stack import Stack, load_stack
 
 
 def bench(*, profile: str | None, url: str | None, cluster: str | None, single: bool, quick: bool,
@@ -38,12 +39,16 @@ def bench(*, profile: str | None, url: str | None, cluster: str | None, single: 
     def load(name: str, overrides=()) -> Config:
         return load_config(name, cluster, sets=[*overrides, *sets])
 
+    def stack_of(name: str) -> Stack:  # a deployed stack: bench.load.target picks one of its models
+        return load_stack(name, cluster, sets=sets)
+
     # --url alone benches that URL without touching the cluster; the vllm engine always runs on
     # the head, so it needs the cluster.
     use_cluster = url is None or cluster is not None or engine == "vllm"
     cluster_cfg = load_config("smoke", cluster, sets=sets) if use_cluster else None
     folder = Path(results) if results else results_dir(project_root())
-    with open_target(load, cluster_cfg, profile=profile, url=url, need_head=engine == "vllm") as target:
+    with open_target(load, cluster_cfg, profile=profile, url=url, need_head=engine == "vllm",
+                     load_stack=stack_of) as target:
         bench_cfg = target.cfg.doc["bench"] if target.cfg else _defaults()
         if sweep:
             plan = _plan(bench_cfg, suite=suite, pp=pp, tg=tg, depth=depth, concurrency=concurrency, runs=runs,

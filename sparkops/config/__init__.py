@@ -139,7 +139,10 @@ ADDED_LATER = ((("serving", "data_parallel"), 1), (("cluster", "docker", "run_as
                # the replicas layout (distributed.backend = "replicas"), which counts itself
                (("router", "policy"), "power_of_two"), (("router", "allow_unauthenticated_admin"), False),
                (("router", "health_check_interval_s"), 5), (("cluster", "ports", "replicas"), 8100),
-               (("cluster", "ports", "router_metrics"), 8099))
+               (("cluster", "ports", "router_metrics"), 8099),
+               # stacks (several models at once): where LiteLLM's proxy lives
+               (("cluster", "litellm_venv"), "~/.local/share/sparkops/litellm-venv"),
+               (("cluster", "docker", "litellm_venv"), "/opt/litellm"))
 
 
 def defaults_layer() -> Layer:

@@ -8,9 +8,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TextIO
 
+from sparkops.apply.health import every_service
+from sparkops.apply.state import read_state
 from sparkops.config import Config
 from sparkops.facts.session import cluster_session
-from sparkops.plan import RUNTIMES, all_services
+from sparkops.plan import RUNTIMES
 from sparkops.plan.context import NodeContext, contexts
 from sparkops.plan.interfaces import Runtime
 from sparkops.remote.connection import NodeConn
@@ -31,17 +33,17 @@ def show(cfg: Config, *, node: str | None, lines: int, follow: bool, out: TextIO
 
     with cluster_session(cfg, [node] if node else None) as session:
         ctxs = {c.name: c for c in contexts(cfg, session.facts, all_nodes=True)}
+        services = every_service(cfg, read_state(session))  # a stack's models too
 
         def one(conn: NodeConn) -> None:
-            for service in all_services(cfg):
+            for service in services:
                 res = conn.run(runtime.log_argv(ctxs[conn.name], service, lines), timeout=60)
                 if res.ok and (res.stdout or res.stderr):
                     emit(f"[{conn.name}:{service}]", res.stdout + res.stderr)
 
         failed = session.reachable.map(one).errors()
         if follow:
-            follow_all(session.reachable.subset(n for n in ctxs if n not in failed), ctxs, runtime, emit,
-                       all_services(cfg))
+            follow_all(session.reachable.subset(n for n in ctxs if n not in failed), ctxs, runtime, emit, services)
         return [e.render() for e in (session.unreachable | failed).values()]
 
 

@@ -1,8 +1,8 @@
 """`inv status`: what runs where, per node, and whether the API answers."""
 from __future__ import annotations
 
-from sparkops.apply.health import assess, service_states
-from sparkops.apply.ready import Probe, probe
+from sparkops.apply.health import assess, every_service, probe_deployment, service_states
+from sparkops.apply.ready import Probe
 from sparkops.apply.run import CHECKS
 from sparkops.apply.state import read_state
 from sparkops.base.errors import SparkopsError
@@ -11,14 +11,14 @@ from sparkops.config import Config
 from sparkops.config.weights import SPEED_ONLY
 from sparkops.facts.roce import select_roce
 from sparkops.facts.session import ClusterSession, cluster_session
-from sparkops.plan import RUNTIMES, all_services
+from sparkops.plan import RUNTIMES
 from sparkops.plan.context import contexts
 
 
 def collect(cfg: Config) -> dict:
     with cluster_session(cfg) as session:
         state = read_state(session)
-        services = service_states(session, list(session.facts), list(all_services(cfg)))
+        services = service_states(session, list(session.facts), list(every_service(cfg, state)))
         nodes = []
         for node in cfg.nodes:
             name = node["name"]
@@ -35,7 +35,7 @@ def collect(cfg: Config) -> dict:
                           "memory_available_gib": round(f.memory.available_bytes / 1024 ** 3, 1) if f.memory else None})
         api, check = None, None
         if state:
-            check = probe(state["api_url"], state["served_model_name"], cfg.secrets.get("api_key"), timeout=5)
+            check = probe_deployment(state, cfg.secrets.get("api_key"), timeout=5)
             api = {"url": state["api_url"], "ready": check.ready, "detail": check.detail}
         # Ray on the head (a `ray` deployment, or one still starting): how many nodes joined.
         head = next((n for n in nodes if n["node"] == session.head_name and n["reachable"]), None)
@@ -85,7 +85,14 @@ def render(data: dict) -> str:
     elif health.get("problems"):
         out.append("LEFT OVER: " + "; ".join(health["problems"]))
     dep = data.get("deployment")
-    if dep:
+    if dep and dep.get("stack"):
+        out.append(f"serving stack {dep['stack']} (config {dep['hash']}): "
+                   + ", ".join(f"{m['served_model_name']!r} ({m['profile']}) on {m['node']}"
+                               for m in dep["router"]["models"])
+                   + ", behind LiteLLM's proxy routing by model"
+                   + ("; STARTING (or an `up` that was interrupted: `inv down` stops it)"
+                      if dep.get("starting") else ""))
+    elif dep:
         out.append(f"serving profile {dep['profile']} (config {dep['hash']}): {dep['model']} "
                    f"as {dep['served_model_name']!r}, backend {dep['backend']}, nodes {', '.join(dep['nodes'])}"
                    + (f", {dep['data_parallel']} replicas" if (dep.get("data_parallel") or 1) > 1 else "")

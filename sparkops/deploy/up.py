@@ -81,13 +81,13 @@ def _up(session: ClusterSession, needed: list[str], *, replace: bool, sync_model
                 + ("serving" if listed else "deployed but not answering") + f" on cluster {cfg.cluster_name!r}",
                 step="up", fix=f"`inv switch --profile {cfg.profile}` (or `inv up --replace`) stops it "
                               f"first; `inv down` stops it")
-    leftovers = [] if state else _leftovers(session)
-    if leftovers:
+    left = [] if state else leftovers(session)
+    if left:
         # No deployment recorded, yet services run: an `up` that died before its last step.
         # We hold the lock, so nothing else is starting them: they are left over. Stop them.
-        progress.say(f"stopping what an interrupted operation left running: {', '.join(leftovers)}")
-    if replace or state or leftovers:
-        if not leftovers:
+        progress.say(f"stopping what an interrupted operation left running: {', '.join(left)}")
+    if replace or state or left:
+        if not left:
             progress.say("stopping the current deployment first")
         stop(session, progress)
         session.gather()
@@ -127,7 +127,7 @@ def _say_startup(session: ClusterSession, progress: Progress) -> None:
         progress.say(startup.line())
 
 
-def _leftovers(session: ClusterSession) -> list[str]:
+def leftovers(session: ClusterSession) -> list[str]:
     states = service_states(session, list(session.facts), list(all_services(session.cfg)))
     return [f"{service} on {node}" for node, by in states.items() for service, st in by.items()
             if st["running"] or st["orphaned"]]

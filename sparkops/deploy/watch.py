@@ -22,19 +22,21 @@ from typing import TextIO
 
 import requests
 
-from sparkops.apply.health import assess, deployed_services, service_states
-from sparkops.apply.ready import headers, probe
+from sparkops.apply.health import assess, deployed_services, every_service, probe_deployment, service_states
+from sparkops.apply.ready import headers
 from sparkops.apply.state import read_state
 from sparkops.apply.vllm_metrics import parse_metrics
 from sparkops.base.errors import SparkopsError
 from sparkops.base.files import atomic_write
 from sparkops.base.progress import Progress, Silent
 from sparkops.config import Config
+from sparkops.config.stack import Stack
+from sparkops.deploy.stack_up import up_stack
 from sparkops.deploy.up import up
 from sparkops.deploy.watch_rules import RestartPolicy, Verdict, judge
 from sparkops.facts.nccl_log import parse_nccl_log
 from sparkops.facts.session import ClusterSession, cluster_session
-from sparkops.plan import RUNTIMES, all_services
+from sparkops.plan import RUNTIMES
 from sparkops.plan.context import contexts
 
 LOG_LINES = 60
@@ -46,8 +48,7 @@ def sample(session: ClusterSession, state: dict, probe_timeout: float) -> dict:
     cfg = session.cfg
     nodes, services = list(state.get("nodes") or []), deployed_services(state)
     states = service_states(session, nodes, services)
-    check = probe(state["api_url"], state["served_model_name"], cfg.secrets.get("api_key"), timeout=10,
-                  completion_timeout=probe_timeout)
+    check = probe_deployment(state, cfg.secrets.get("api_key"), completion_timeout=probe_timeout)
     metrics = None
     try:
         r = requests.get(f"{state['api_url']}/metrics", headers=headers(cfg.secrets.get("api_key")), timeout=5)
@@ -86,9 +87,11 @@ def incident(session: ClusterSession, s: dict, verdict: Verdict, history: list[d
     runtime = RUNTIMES[cfg.cluster["runtime"]]
     ctxs = {c.name: c for c in contexts(cfg, session.facts, all_nodes=True)}
 
+    services = every_service(cfg, read_state(session))  # a stack's models too
+
     def logs(conn) -> dict[str, list[str]]:
         out = {}
-        for service in all_services(cfg):
+        for service in services:
             res = conn.run(runtime.log_argv(ctxs[conn.name], service, LOG_LINES), timeout=60)
             if res.ok and (res.stdout or res.stderr):
                 out[service] = (res.stdout + res.stderr).splitlines()[-LOG_LINES:]
@@ -109,7 +112,7 @@ def incident(session: ClusterSession, s: dict, verdict: Verdict, history: list[d
 
 
 def watch(cfg: Config, *, interval: float, restart: bool, as_json: bool, stall_s: float, probe_timeout: float,
-          incidents: Path, load: Callable[[str], Config], policy: RestartPolicy | None = None,
+          incidents: Path, load: Callable[[str], Config | Stack], policy: RestartPolicy | None = None,
           out: TextIO | None = None, progress: Progress | None = None, ticks: int | None = None) -> None:
     """Until Ctrl-C (or `ticks` samples, for tests). `load(profile)` gives the recorded profile's
     configuration for a restart."""
@@ -153,10 +156,19 @@ def watch(cfg: Config, *, interval: float, restart: bool, as_json: bool, stall_s
             time.sleep(left)
 
 
-def _restart(state: dict, load: Callable[[str], Config], sink: TextIO, as_json: bool, progress: Progress) -> None:
+def _restart(state: dict, load: Callable[[str], Config | Stack], sink: TextIO, as_json: bool,
+             progress: Progress) -> None:
     t0 = time.monotonic()
     try:
-        cfg = load(state["profile"])
+        loaded = load(state["profile"])
+        if isinstance(loaded, Stack):  # a stack ("stack:NAME"): its models and router again
+            same = loaded.config_hash() == state.get("hash")
+            result = up_stack(loaded, replace=not same, progress=progress, wait=600, verb="watch --restart")
+            _emit(sink, as_json, {"event": "restarted", "time": _now(), "seconds": round(time.monotonic() - t0, 1),
+                                  "url": result.url, "same_config": same},
+                  f"           serving again after {time.monotonic() - t0:.0f}s")
+            return
+        cfg = loaded
         if state.get("weights") == "dummy" and not cfg.dummy_weights:
             cfg = cfg.with_dummy_weights()  # random weights come back random, not as a 65 GB download
         # The same configuration converges (stops what is left, starts it again); one started with

@@ -125,12 +125,15 @@ def plan_up(cfg: Config, facts: dict[str, NodeFacts]) -> Plan:
                 undo=plan_down(cfg, facts, only=[c.name for c in ctxs]).steps, notes=tuple(notes))
 
 
-def plan_down(cfg: Config, facts: dict[str, NodeFacts], only: list[str] | None = None) -> Plan:
+def plan_down(cfg: Config, facts: dict[str, NodeFacts], only: list[str] | None = None,
+              services: tuple[str, ...] = ()) -> Plan:
+    """`services`: what to stop on every node (default all_services: a stack's models are named
+    by the deployment's record, apply.health.every_service)."""
     runtime = RUNTIMES[cfg.cluster["runtime"]]
     ctxs = [c for c in contexts(cfg, facts, all_nodes=True) if only is None or c.name in only]
     actions = {}
     for c in ctxs:
-        stops = [runtime.stop(c, s) for s in all_services(cfg)]
+        stops = [runtime.stop(c, s) for s in services or all_services(cfg)]
         if c.is_head:
             stops.append(Run(("rm", "-f", c.state_file), 10))
         actions[c.name] = tuple(stops)

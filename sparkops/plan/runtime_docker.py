@@ -100,6 +100,11 @@ def oneshot_argv(ctx: NodeContext, name: str, argv: list[str], env_file: str, *,
     return tuple(out + ["--entrypoint", argv[0], local_name(ctx.cfg.cluster["image"]), *argv[1:]])
 
 
+def litellm(ctx: NodeContext) -> str:
+    """LiteLLM's proxy (a stack's router), from its virtualenv in the image."""
+    return posixpath.join(ctx.cfg.cluster["docker"]["litellm_venv"], "bin", "litellm")
+
+
 def start(ctx: NodeContext, service: str, argv: list[str]) -> list:
     return [Run(run_argv(ctx, service, argv), 120)]
 

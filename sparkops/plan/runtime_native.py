@@ -19,6 +19,11 @@ def program(ctx: NodeContext, argv: list[str]) -> list[str]:
     return [posixpath.join(ctx.venv, "bin", argv[0]), *argv[1:]]
 
 
+def litellm(ctx: NodeContext) -> str:
+    """LiteLLM's proxy (a stack's router), from its own virtualenv on the node."""
+    return posixpath.join(ctx.path(ctx.cfg.cluster["litellm_venv"]), "bin", "litellm")
+
+
 def service_env(ctx: NodeContext) -> dict[str, str]:
     return {"HF_HOME": ctx.hf_home, "VLLM_CACHE_ROOT": posixpath.join(ctx.cache_dir, "vllm"),
             "PATH": f"{posixpath.join(ctx.venv, 'bin')}:/usr/local/bin:/usr/bin:/bin"}

@@ -38,26 +38,29 @@ class WriteFile:
 
 
 @dataclass(frozen=True)
-class Poll:
-    """Run argv on the node until `check` accepts its output, or time out."""
-    argv: tuple[str, ...]
-    check: str  # a name in sparkops.apply.run.CHECKS: e.g. "ray-nodes"
-    expect: int
-    timeout_s: float = 120.0
-    interval_s: float = 2.0
-    kind: str = "poll"
-
-    def render(self) -> str:
-        return f"until {self.check} >= {self.expect}: {shlex.join(self.argv)}"
-
-
-@dataclass(frozen=True)
 class Watch:
     """A started service the controller keeps an eye on while it waits."""
     node: str
     service: str
     status_argv: tuple[str, ...]
     log_argv: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Poll:
+    """Run argv on the node until `check` accepts its output, or time out. With `watch` (a
+    service on the same node), its stop ends the wait at once, with its log."""
+    argv: tuple[str, ...]
+    check: str  # a name in sparkops.apply.run.CHECKS: e.g. "ray-nodes"
+    expect: int
+    timeout_s: float = 120.0
+    interval_s: float = 2.0
+    watch: Watch | None = None
+    kind: str = "poll"
+
+    def render(self) -> str:
+        return (f"until {self.check} >= {self.expect}: {shlex.join(self.argv)}"
+                + (f" (while {self.watch.service} runs)" if self.watch else ""))
 
 
 @dataclass(frozen=True)
@@ -75,13 +78,18 @@ class WaitReady:
     # URL, replica_urls[i] for replicas[i]) instead of vLLM's per-engine one.
     router_metrics: str = ""
     replica_urls: tuple[str, ...] = ()
+    # A stack: its other models, each of which must complete a request through the same API;
+    # and where that API says it is alive (LiteLLM's proxy: /health/liveliness).
+    models: tuple[str, ...] = ()
+    health_path: str = "/health"
     kind: str = "wait-ready"
 
     def render(self) -> str:
         each = (f", then until each of its {len(self.replicas)} replicas has served a request"
                 + (f" (the router's count, {self.router_metrics})" if self.router_metrics else "")
                 if self.replicas else "")
-        return f"wait until {self.url} serves {self.model!r}{each} (timeout {self.timeout_s:.0f}s)"
+        names = ", ".join(repr(m) for m in (self.model, *self.models))
+        return f"wait until {self.url} serves {names}{each} (timeout {self.timeout_s:.0f}s)"
 
 
 Action = Run | WriteFile | Poll | WaitReady

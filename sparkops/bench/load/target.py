@@ -17,6 +17,7 @@ from sparkops.base.errors import SparkopsError
 from sparkops.bench.results.files import empty_provenance, weights_provenance
 from sparkops.config import Config
 from sparkops.config.layouts import layout_of
+from sparkops.config.stack import Stack
 from sparkops.facts.nccl_log import parse_nccl_log
 from sparkops.facts.node import NodeFacts
 from sparkops.facts.session import cluster_session
@@ -61,9 +62,10 @@ def listed_models(url: str, api_key: str | None) -> list[str]:
 
 @contextmanager
 def open_target(load: Callable[..., Config], cluster_cfg: Config | None, *, profile: str | None,
-                url: str | None, need_head: bool) -> Iterator[Target]:
+                url: str | None, need_head: bool,
+                load_stack: Callable[[str], Stack] | None = None) -> Iterator[Target]:
     """`load(profile, overrides=())` gives a profile's effective config (the deployment's recorded
-    overrides, then the caller's --set); without
+    overrides, then the caller's --set); `load_stack(name)` a stack's, where one is deployed; without
     `cluster_cfg` only `url` is benched and provenance holds what the API says."""
     if cluster_cfg is None:
         if need_head:
@@ -85,6 +87,12 @@ def open_target(load: Callable[..., Config], cluster_cfg: Config | None, *, prof
                                         "or give --url")
             yield _url_only(url, load(profile) if profile else None, None)
             return
+        if state.get("stack"):  # several models at once: bench the one --profile names
+            if load_stack is None:
+                raise SparkopsError(f"cluster {cluster_cfg.cluster_name!r} serves stack {state['stack']!r}",
+                                    step="bench", fix="`inv bench --profile NAME` benches one of its models")
+            yield _stack_target(load_stack, state, profile, url, cluster_cfg.cluster_name, session)
+            return
         if profile and state["profile"] != profile:
             raise SparkopsError(f"cluster {cluster_cfg.cluster_name!r} serves profile {state['profile']!r}, "
                                 f"not {profile!r}", step="bench",
@@ -103,6 +111,35 @@ def open_target(load: Callable[..., Config], cluster_cfg: Config | None, *, prof
                               f"{state['profile']!r} as loaded now ({cfg.config_hash()}): it was started "
                               "with other overrides; the result records the deployment's hash")
         yield t
+
+
+def _stack_target(load_stack: Callable[[str], Stack], state: dict, profile: str | None, url: str | None, cluster: str,
+                  session) -> Target:
+    """One model of a deployed stack, through the stack's router: --profile names it (its
+    profile, its name in the stack, or its served model name)."""
+    stack = load_stack(state["stack"])  # the stack as it loads now
+    models = stack.members
+    picked = [m for m in models if profile in (m.cfg.profile, m.name, m.served_model_name)]
+    if len(picked) != 1:
+        names = ", ".join(m.name for m in models)
+        raise SparkopsError(f"cluster {cluster!r} serves stack {state['stack']!r} ({names}): "
+                            + (f"{profile!r} is none of its models" if profile else "which of its models?"),
+                            step="bench",
+                            fix=f"`inv bench --profile NAME --cluster {cluster}` with NAME one of {names}")
+    member = picked[0]
+    cfg = member.cfg
+    api_key = cfg.secrets.get("api_key")
+    target_url = (url or state["api_url"]).rstrip("/")
+    head = contexts(cfg, session.facts, all_nodes=True)[0]
+    own = {**state, "profile": cfg.profile, "hash": cfg.config_hash(), "model": cfg.model["repo"],
+           "served_model_name": member.served_model_name, "nodes": [member.node],
+           "router": {**state.get("router", {}), "stack": state["stack"]}}
+    prov = _provenance(cfg, own, target_url, api_key, session.facts, session.head, head)
+    t = Target(target_url, member.served_model_name, api_key, prov, cfg, own, head, session.head)
+    if stack.config_hash() != state.get("hash"):
+        t.warnings.append(f"the stack's config hash {state.get('hash')} differs from stack {state['stack']!r} as "
+                          f"loaded now ({stack.config_hash()}): it was started with other overrides")
+    return t
 
 
 def _url_only(url: str | None, cfg: Config | None, api_key: str | None) -> Target:
