@@ -234,3 +234,16 @@ def test_plan_stack_on_the_command_line():
     assert done.returncode == 0, done.stdout + done.stderr
     assert "start-llama-3.1-8b-instruct" in done.stdout and "start-qwen2.5-7b-instruct" in done.stdout
     assert "--port 8100" in done.stdout and "--port 8101" in done.stdout  # two on one node: two ports
+
+
+def test_up_stack_refusals_on_the_command_line():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKOPS_")}
+
+    def inv(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=60)
+    both = inv("up", "--stack", "smoke-pair", "--profile", "smoke")
+    assert both.returncode == 2 and "--profile and --sync go without it" in both.stderr
+    unknown = inv("up", "--stack", "no-such-stack")
+    assert unknown.returncode == 1 and "unknown stack 'no-such-stack'" in unknown.stderr
+    assert "Traceback" not in unknown.stdout + unknown.stderr + both.stdout + both.stderr
