@@ -59,6 +59,34 @@ def profiles(c, cluster=None, set=None):
     print(text_table(rows, ["name", "model", "size", "nodes", "tp", "gated", "description"]))
 
 
+@task(help={"source": "a folder holding the model's config.json, or a Hugging Face repo id (ORG/NAME: from the "
+                      "Hugging Face cache, else the Hub with the configured token)",
+            "name": "the profile's name (default: the repo's name, lower case)",
+            "repo": "the model's repo id, where the folder's config.json does not say it",
+            "force": "replace a profile of that name", "cluster": CLUSTER, "set": SET},
+      positional=["source"], iterable=["set"])
+@user_errors
+def profile_new(c, source, name=None, repo=None, force=False, cluster=None, set=None):
+    """Write a profile from a model's own files (config.json, safetensors index, quantization): review it.
+
+    Details: docs/configuration.md#a-profile-from-any-model.
+    """
+    from sparkops.base.paths import project_root
+    from sparkops.config import load_config
+    from sparkops.config.memfit import estimate
+    from sparkops.models.profile_new import profile_new as write
+    root = project_root()
+    sets = list(set or ())
+    token = _config(c, "smoke", cluster, sets).secrets.get("hf_token")  # from the configuration, never a flag
+    path = write(root, source, name=name, repo=repo, token=token, force=force,
+                 validate=lambda n: load_config(n, cluster, root=root, sets=sets))
+    cfg = load_config(path.stem, cluster, root=root, sets=sets)
+    _warn(cfg.findings)
+    fit = estimate(cfg.doc)
+    print(f"wrote {path}: review it (its comments say what is estimated), then `inv plan --profile {path.stem}`")
+    print(f"memory fit on {cfg.cluster_name} as written: {fit.verdict}, {fit.reason}")
+
+
 @task(help={"profile": "profile to check (default: all, and every stack)", "cluster": CLUSTER, "set": SET,
             "stack": "check this stack (profiles/stacks/NAME.toml): several models at once, their placement "
                      "and memory shares"}, iterable=["set"])
@@ -635,7 +663,8 @@ def report(c, results=None, out=None):
         print("\n" + "\n".join(line[2:] for line in layouts.read_text().splitlines() if line.startswith("- ")))
 
 
-ns = Collection(profiles, validate, plan, up, switch, down, status, watch, logs, check, build, download, sync,
+ns = Collection(profiles, profile_new, validate, plan, up, switch, down, status, watch, logs, check, build, download,
+                sync,
                 smoke_model,
                 install_vllm,
                 setup, api_key, sim_up, sim_down,

@@ -66,6 +66,35 @@ def ranks_per_node(doc: dict) -> int:
     return min(ranks, doc["cluster"].get("gpus_per_node", 1))
 
 
+def kv_bytes_one_sequence(arch: dict, tokens: int, dtype_bytes: float, tp: int = 1, pp: int = 1) -> float | None:
+    """The KV cache one sequence of `tokens` takes on one rank, by the kind of attention
+    (`model.arch`; None when its numbers are missing):
+
+    - standard (MHA/GQA): K and V per layer, num_kv_heads x head_dim each, the heads split over
+      tensor-parallel ranks (replicated where tp > heads);
+    - MLA (attention = "mla", DeepSeek-V2/V3, Kimi K2): one compressed latent per layer and
+      token, kv_lora_rank + qk_rope_head_dim values, the same on every tensor-parallel rank;
+    - sliding-window layers (sliding_layers of them, window sliding_window) hold at most the
+      window; linear-attention layers (linear_layers: a fixed-size state, Qwen3-Next's
+      Gated DeltaNet) hold no per-token cache and are left out (their state is small beside it)."""
+    if "num_layers" not in arch:
+        return None
+    if arch.get("attention") == "mla":
+        if not {"kv_lora_rank", "qk_rope_head_dim"} <= arch.keys():
+            return None
+        per_layer_token = (arch["kv_lora_rank"] + arch["qk_rope_head_dim"]) * dtype_bytes
+    else:
+        if not {"num_kv_heads", "head_dim"} <= arch.keys():
+            return None
+        heads = max(1, math.ceil(arch["num_kv_heads"] / tp))  # KV heads are replicated when tp > heads
+        per_layer_token = 2 * heads * arch["head_dim"] * dtype_bytes
+    sliding = arch.get("sliding_layers", 0) if arch.get("sliding_window") else 0
+    full = arch["num_layers"] - sliding - arch.get("linear_layers", 0)
+    window = min(tokens, arch.get("sliding_window") or tokens)
+    # The busiest pipeline stage holds the rounded-up share of each kind of layer.
+    return per_layer_token * (math.ceil(full / pp) * tokens + math.ceil(sliding / pp) * window)
+
+
 def discrete_gpu(cluster: dict) -> bool:
     """NVIDIA GPUs with memory of their own (H100, H200, ...), not the host's (GB10, GH200)."""
     return cluster["accelerator"] == "nvidia" and not cluster.get("unified_memory")
@@ -87,14 +116,12 @@ def estimate(doc: dict, node_memory_gib: float | None = None) -> MemFit:
     room = budget - weights_node - overhead
     kv_token = kv_one = seqs = None
     arch = model.get("arch", {})
-    if {"num_layers", "num_kv_heads", "head_dim"} <= arch.keys():
-        dtype = serving["kv_cache_dtype"] if serving["kv_cache_dtype"] != "auto" else serving["dtype"]
-        heads = max(1, math.ceil(arch["num_kv_heads"] / tp))  # KV heads are replicated when tp > heads
-        layers = math.ceil(arch["num_layers"] / pp)
-        kv_token = 2 * layers * heads * arch["head_dim"] * DTYPE_BYTES.get(dtype, 2) * per_node_ranks
-        kv_one = kv_token * serving["max_model_len"] / GIB
+    dtype = serving["kv_cache_dtype"] if serving["kv_cache_dtype"] != "auto" else serving["dtype"]
+    one = kv_bytes_one_sequence(arch, serving["max_model_len"], DTYPE_BYTES.get(dtype, 2), tp, pp)
+    if one is not None:
+        kv_one = one * per_node_ranks / GIB
+        kv_token = one * per_node_ranks / serving["max_model_len"] / 1024  # KiB, averaged over the sequence
         seqs = room / kv_one if kv_one else None
-        kv_token = kv_token / 1024
     if room <= 0 or (kv_one is not None and room < kv_one):
         need = weights_node + overhead + (kv_one or 0)
         verdict, reason = "does-not-fit", (

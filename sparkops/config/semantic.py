@@ -46,11 +46,28 @@ def _replica_findings(doc: dict) -> list[Finding]:
     return found
 
 
+def _arch_findings(arch: dict) -> list[Finding]:
+    """The architecture numbers the KV-cache estimate reads must add up."""
+    found = []
+    special = arch.get("sliding_layers", 0) + arch.get("linear_layers", 0)
+    if "num_layers" in arch and special > arch["num_layers"]:
+        found.append(Finding("error", "model.arch", f"sliding_layers + linear_layers ({special}) exceed num_layers "
+                             f"({arch['num_layers']})", "count each layer once: num_layers is all of them"))
+    if arch.get("attention") == "mla" and not {"kv_lora_rank", "qk_rope_head_dim"} <= arch.keys():
+        found.append(Finding("error", "model.arch", 'attention = "mla" needs kv_lora_rank and qk_rope_head_dim',
+                             "copy them from the model's config.json (`inv profile-new` does)"))
+    if arch.get("sliding_layers") and not arch.get("sliding_window"):
+        found.append(Finding("error", "model.arch", "sliding_layers without sliding_window",
+                             "set sliding_window (tokens a sliding layer keeps), from the model's config.json"))
+    return found
+
+
 def check(doc: dict, *, node_memory_gib: float | None = None) -> list[Finding]:
     found: list[Finding] = []
     cluster, serving, model = doc["cluster"], doc["serving"], doc["model"]
     nodes = cluster["nodes"]
 
+    found += _arch_findings(model.get("arch", {}))
     dp = serving.get("data_parallel", 1)
     gpn = cluster.get("gpus_per_node", 1)
     if dp > 1 and not replicas_per_node(doc):
