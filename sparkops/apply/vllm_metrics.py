@@ -69,3 +69,37 @@ def router_served(text: str) -> dict[str, float]:
         worker = labels.get("worker", "").strip('"')
         out[worker] = out.get(worker, 0.0) + value
     return out
+
+
+# Speculative decoding (vllm/v1/spec_decode/metrics.py): drafts proposed, draft tokens, those
+# accepted, and accepted per draft position (label `position`, 0 first).
+SPEC = {"drafts": "vllm:spec_decode_num_drafts_total", "draft_tokens": "vllm:spec_decode_num_draft_tokens_total",
+        "accepted": "vllm:spec_decode_num_accepted_tokens_total"}
+SPEC_PER_POS = "vllm:spec_decode_num_accepted_tokens_per_pos_total"
+
+
+def spec_decode_counters(text: str) -> dict | None:
+    """vLLM's speculative-decoding counters, summed over engines: {"drafts", "draft_tokens",
+    "accepted", "per_position": {position: accepted}}; None when the server speculates not."""
+    totals = {key: 0.0 for key in SPEC}
+    per_pos: dict[int, float] = {}
+    seen = False
+    for line in text.splitlines():
+        if not line.startswith("vllm:spec_decode_"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        try:
+            value = float(line.rsplit(" ", 1)[1])
+        except (IndexError, ValueError):
+            continue
+        for key, series in SPEC.items():
+            if name == series:
+                totals[key] += value
+                seen = True
+        if name == SPEC_PER_POS and "{" in line:
+            labels = line[line.index("{") + 1:line.rfind("}")]
+            pos = next((p.split("=", 1)[1].strip('"') for p in labels.split(",") if p.split("=", 1)[0].strip()
+                        == "position"), None)
+            if pos is not None and pos.isdigit():
+                per_pos[int(pos)] = per_pos.get(int(pos), 0.0) + value
+    return {**totals, "per_position": per_pos} if seen else None

@@ -73,8 +73,16 @@ class ServerConfig:
     prefill_tok_s: float | None = None  # None: the first token is due at ttft_s, whatever the prompt
     itl_per_context_token_s: float = 0.0  # added to itl_s per token of context (prompt + generated)
     max_model_len: int = 131072
+    # Speculative decoding's counters on /metrics (vLLM's names; 0: the server does not
+    # speculate and has no /metrics): each step proposes spec_tokens drafts, of which the first
+    # spec_accepted are accepted, so a step emits 1 + spec_accepted tokens. Only the counters:
+    # the tokens' timing stays ttft_s / itl_s.
+    spec_tokens: int = 0
+    spec_accepted: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.spec_accepted <= self.spec_tokens:
+            raise ValueError(f"spec_accepted must be within 0..spec_tokens, not {self.spec_accepted}")
         if self.prefill_tok_s is not None and not self.prefill_tok_s > 0:
             raise ValueError(f"prefill_tok_s must be > 0 or None, not {self.prefill_tok_s}")
         if not self.itl_per_context_token_s >= 0:
@@ -345,6 +353,12 @@ class _Protocol(asyncio.Protocol):
         self.transport.write(b"HTTP/1.1 %s\r\ncontent-type: application/json\r\n"
                              b"content-length: %d\r\n\r\n%s" % (status.encode(), len(data), data))
 
+    def respond_text(self, status: str, text: str) -> None:
+        data = text.encode()
+        assert self.transport is not None
+        self.transport.write(b"HTTP/1.1 %s\r\ncontent-type: text/plain; version=0.0.4\r\n"
+                             b"content-length: %d\r\n\r\n%s" % (status.encode(), len(data), data))
+
     def finished(self, stream: _Stream) -> None:
         self.server.done(stream)
         self.stream = None
@@ -356,6 +370,29 @@ class SyntheticServerCore:
         self.config, self.count = config, 0
         self.records: list[dict] = []
         self.id_prefix, self.records_file = id_prefix, records_file
+        self.spec: dict[str, int] = {"drafts": 0, "draft_tokens": 0, "accepted": 0}
+        self.spec_per_position: list[int] = [0] * config.spec_tokens
+
+    def speculate(self, n: int) -> None:
+        """The counters a speculating vLLM adds for n generated tokens: steps of 1 + accepted."""
+        k, a = self.config.spec_tokens, self.config.spec_accepted
+        full, rest = divmod(n, 1 + a)
+        steps = full + (1 if rest else 0)
+        self.spec["drafts"] += steps
+        self.spec["draft_tokens"] += steps * k
+        self.spec["accepted"] += n - steps
+        for p in range(k):
+            self.spec_per_position[p] += full * (p < a) + (1 if rest and p < rest - 1 else 0)
+
+    def metrics_text(self) -> str:
+        lines = []
+        for key, name in (("drafts", "drafts"), ("draft_tokens", "draft_tokens"), ("accepted", "accepted_tokens")):
+            lines += [f"# TYPE vllm:spec_decode_num_{name}_total counter",
+                      f'vllm:spec_decode_num_{name}_total{{engine="0",model_name="synthetic"}} {float(self.spec[key])}']
+        lines.append("# TYPE vllm:spec_decode_num_accepted_tokens_per_pos_total counter")
+        lines += [f'vllm:spec_decode_num_accepted_tokens_per_pos_total{{engine="0",model_name="synthetic",'
+                  f'position="{p}"}} {float(v)}' for p, v in enumerate(self.spec_per_position)]
+        return "\n".join(lines) + "\n"
 
     def handle(self, proto: _Protocol, method: str, path: str, raw: bytes, now: float) -> None:
         if method == "GET" and path == "/health":  # what a router asks before it sends anything
@@ -364,6 +401,8 @@ class SyntheticServerCore:
             return proto.respond("200 OK", {"object": "list", "data": [
                 {"id": "synthetic", "object": "model", "root": "synthetic",
                  "max_model_len": self.config.max_model_len}]})
+        if method == "GET" and path == "/metrics" and self.config.spec_tokens:
+            return proto.respond_text("200 OK", self.metrics_text())
         if method == "GET" and path == "/version":
             return proto.respond("200 OK", {"version": "synthetic"})
         if method == "GET" and path == "/sparkops/records":
@@ -393,6 +432,8 @@ class SyntheticServerCore:
                 "message": "synthetic server failure", "type": "InternalServerError", "code": 500}})
         assert proto.transport is not None  # requests are handled only while connected (_next)
         stream = _Stream(proto, cfg, body, chat, f"{self.id_prefix}{self.count}", now, n_prompt)
+        if self.config.spec_tokens:
+            self.speculate(stream.n)
         proto.stream = stream
         if not body.get("stream"):
             # A whole answer (llama-benchy's warm-up, usage probes): one JSON body when the last

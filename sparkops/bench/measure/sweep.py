@@ -12,6 +12,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import requests
+
+from sparkops.apply.ready import headers
+from sparkops.apply.vllm_metrics import spec_decode_counters
 from sparkops.base.progress import Progress
 from sparkops.base.tables import text_table
 from sparkops.bench.load.client import BenchmarkError, Client
@@ -23,12 +27,16 @@ from sparkops.bench.load.prompts import Prompt
 from sparkops.bench.load.records import BenchRun
 from sparkops.bench.load.target import Target
 from sparkops.bench.load.tokens import pick_tokens
-from sparkops.bench.measure import benchy_metrics
+from sparkops.bench.measure import benchy_metrics, spec_decode
 from sparkops.bench.measure.cells import Cell, SweepPlan
 from sparkops.bench.measure.metrics import STALL_WARN_MS, summarize
 from sparkops.bench.results.files import load_results, new_result, settings_key, speed_only, write_result
 from sparkops.config.weights import SPEED_ONLY_NOTE
 
+# Said under every sweep of a server that speculates (docs/benchmarks-and-report.md).
+SPEC_NOTE = ("speculative decoding: a step emits 1 + the accepted draft tokens (accepted/step, vLLM's mean "
+             "acceptance length over the cell's measured runs), and acceptance depends on the prompts' text: "
+             "these tok/s hold for this prompt set (natural text), not for other content")
 SPREAD_KEYS = ("output_throughput", "total_token_throughput", "request_throughput", "median_ttft_ms",
                "p99_ttft_ms", "median_tpot_ms", "median_itl_ms", "median_e2el_ms", "p99_e2el_ms")
 
@@ -155,9 +163,12 @@ async def _measure(target: Target, plan: SweepPlan, cell: Cell, builder: DepthPr
                       ignore_eos=True, api_key=target.api_key, timeout_s=timeout) as client:
         runs: list[BenchRun] = []
         context_runs: list[BenchRun] = []
+        spec_before = None
         try:
             await client.prewarm(cell.concurrency)
             for r in range(plan.runs + 1):  # run 0 is the cell's warm-up
+                if r == 1:  # speculative decoding's counters, from the first measured run on
+                    spec_before = await asyncio.to_thread(_spec_counters, target)
                 batch = _prompts(plan, cell, builder, r, seed)
                 if plan.prefix_caching and cell.depth:
                     ctx = await client.run([context_only(p) for p in batch], concurrency=cell.concurrency)
@@ -172,7 +183,20 @@ async def _measure(target: Target, plan: SweepPlan, cell: Cell, builder: DepthPr
                     runs.append(run)
         except (BenchmarkError, OSError) as exc:
             return _cell(cell, "failed", str(exc), t0)
-    return _figures(cell, plan, runs, context_runs, latency, t0)
+    spec = spec_decode.figures(spec_before, await asyncio.to_thread(_spec_counters, target)) if spec_before else None
+    out = _figures(cell, plan, runs, context_runs, latency, t0)
+    out["spec_decode"] = spec
+    return out
+
+
+def _spec_counters(target: Target) -> dict | None:
+    """The server's speculative-decoding counters now (None: it does not speculate, or its
+    /metrics is not vLLM's, as behind a stack's router)."""
+    try:
+        r = requests.get(f"{target.url}/metrics", headers=headers(target.api_key), timeout=10)
+    except requests.RequestException:
+        return None
+    return spec_decode_counters(r.text) if r.status_code == 200 else None
 
 
 def _prompts(plan: SweepPlan, cell: Cell, builder: DepthPrompts | None, run: int, seed: int) -> list[Prompt]:
@@ -244,7 +268,7 @@ def _cell(cell: Cell, status: str, reason: str | None, t0: float) -> dict:
     return {"id": cell.id, "pp": cell.pp, "tg": cell.tg, "depth": cell.depth, "concurrency": cell.concurrency,
             "requests_per_run": cell.requests, "status": status, "reason": reason,
             "prompt_tokens_requested": cell.prompt_tokens, "prompt_tokens_counted": None,
-            "benchy": None, "context": None, "spread": None, "metrics": None,
+            "benchy": None, "context": None, "spread": None, "metrics": None, "spec_decode": None,
             "seconds": round(time.monotonic() - t0, 3),
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
@@ -282,15 +306,21 @@ def render_sweep(doc: dict, path: Path | None = None) -> str:
             row |= {"out tok/s": _fmt(s.get("output_throughput")), "req/s": _fmt(s.get("request_throughput"), 2),
                     "TTFT p50 ms": _fmt(s.get("median_ttft_ms")), "TTFT p99 ms": _fmt(s.get("p99_ttft_ms")),
                     "TPOT p50 ms": _fmt(s.get("median_tpot_ms"), 2)}
+        spec = c.get("spec_decode")
+        if any(x.get("spec_decode") for x in doc["cells"]):
+            row["accepted/step"] = (f"{spec['mean_acceptance_length']:.2f}"
+                                    if spec and spec["mean_acceptance_length"] is not None else "-")
         row["note"] = c["reason"] or ""
         rows.append(row)
-    cols = list(rows[0]) if rows else ["cell"]
+    cols = list(dict.fromkeys(k for r in rows for k in r)) if rows else ["cell"]
     out = [head, text_table(rows, cols, headers={c: c for c in cols}, indent="  ")]
     if speed_only(doc):
         out.append(f"  NOTE: {SPEED_ONLY_NOTE}")
     if doc["status"] != "ok":
         out.append(f"FAILED: {doc['reason']}")
     out += [f"  WARNING: {w}" for w in doc["warnings"]]
+    if any(c.get("spec_decode") for c in doc["cells"]):
+        out.append(f"  NOTE: {SPEC_NOTE}")
     if not sw["complete"]:
         out.append("  (incomplete: --resume continues it)")
     if path:

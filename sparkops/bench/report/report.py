@@ -179,7 +179,10 @@ COMPARE_NOTE = (
     "population std over the cell's runs (compare.csv: the std in the `±` column). status PARTIAL: "
     "some cells failed or were skipped (the reason column says which and why); source llama-benchy: "
     f"a llama-benchy JSON file from the results folder; weights \"{SPEED_ONLY}\": served with random "
-    "weights, figures of speed only (their labels in the charts say \"random weights\").")
+    "weights, figures of speed only (their labels in the charts say \"random weights\"). "
+    "accepted_per_step (only where a server speculates): tokens a decoding step emitted on average, "
+    "1 + accepted draft tokens per draft; such a row's t/s hold for the shipped prompts' natural text, "
+    "and move with the content.")
 
 
 def sweep_tables(sweeps: list[tuple[Path, dict]]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -192,7 +195,9 @@ def sweep_tables(sweeps: list[tuple[Path, dict]]) -> tuple[pd.DataFrame, pd.Data
     name_columns(every)
     columns = ordered_columns(every)
     rows = [compare_row(key, docs, records[key]) for key, docs in groups.items()]
-    df = pd.DataFrame(rows, columns=COMPARE_ID + [c for col in columns for c in (col, col + STD)] + COMPARE_TAIL)
+    spec = ["accepted_per_step"] if any("accepted_per_step" in r for r in rows) else []
+    df = pd.DataFrame(rows, columns=COMPARE_ID + [c for col in columns for c in (col, col + STD)] + spec
+                      + COMPARE_TAIL)
     if not df.empty:
         # Our profiles first, then the community's files, each by model.
         df = (df.assign(_theirs=df["source"] != "sparkops")
@@ -331,7 +336,21 @@ def compare_row(key: RowKey, docs: list[tuple[Path, dict]], records: list[dict])
     for r in records:
         if r["column"]:
             row[r["column"]], row[r["column"] + STD] = r["mean"], r["std"]
+    spec = accepted_per_step(docs)
+    if spec is not None:  # a column only where some row speculates
+        row["accepted_per_step"] = spec
     return row
+
+
+def accepted_per_step(docs: list[tuple[Path, dict]]) -> float | None:
+    """Speculative decoding's mean acceptance length over the row's measured cells (1 + accepted
+    / drafts, vLLM's definition), or None where the server does not speculate: such a row's
+    tok/s depend on the prompts' content (docs/benchmarks-and-report.md)."""
+    found = [c["spec_decode"] for _, doc in docs for c in doc.get("cells") or []
+             if c.get("status") == "ok" and (c.get("spec_decode") or {}).get("drafts")]
+    if not found:
+        return None
+    return round(1 + sum(f["accepted"] for f in found) / sum(f["drafts"] for f in found), 2)
 
 
 def sweep_status(docs: list[tuple[Path, dict]]) -> str:
