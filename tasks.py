@@ -87,6 +87,29 @@ def profile_new(c, source, name=None, repo=None, force=False, cluster=None, set=
     print(f"memory fit on {cfg.cluster_name} as written: {fit.verdict}, {fit.reason}")
 
 
+@task(help={"path": "a recipe (.yaml) or a folder of them: eugr's spark-vllm-docker recipes or the Spark Arena "
+                    "registry's", "name": "the profile's name, for one recipe (default: the file's name)",
+            "force": "replace profiles of those names", "cluster": CLUSTER, "set": SET},
+      positional=["path"], iterable=["set"])
+@user_errors
+def recipe_import(c, path, name=None, force=False, cluster=None, set=None):
+    """Import community recipes (YAML) as profiles; what has no equivalent is reported, not dropped.
+
+    Details: docs/configuration.md#community-recipes-as-profiles.
+    """
+    from sparkops.base.paths import project_root
+    from sparkops.config import load_config
+    from sparkops.models.recipe_import import import_recipes
+    root, sets = project_root(), list(set or ())
+    done = import_recipes(root, path, name=name, force=force,
+                          validate=lambda n: load_config(n, cluster, root=root, sets=sets))
+    for written, imp in done:
+        print(f"wrote {written} from {imp.source}")
+        for line in imp.reported:
+            print(f"  not imported: {line}")
+    print("review them, then `inv plan --profile NAME`")
+
+
 @task(help={"profile": "profile to check (default: all, and every stack)", "cluster": CLUSTER, "set": SET,
             "stack": "check this stack (profiles/stacks/NAME.toml): several models at once, their placement "
                      "and memory shares"}, iterable=["set"])
@@ -663,8 +686,8 @@ def report(c, results=None, out=None):
         print("\n" + "\n".join(line[2:] for line in layouts.read_text().splitlines() if line.startswith("- ")))
 
 
-ns = Collection(profiles, profile_new, validate, plan, up, switch, down, status, watch, logs, check, build, download,
-                sync,
+ns = Collection(profiles, profile_new, recipe_import, validate, plan, up, switch, down, status, watch, logs, check,
+                build, download, sync,
                 smoke_model,
                 install_vllm,
                 setup, api_key, sim_up, sim_down,
