@@ -13,16 +13,21 @@ SERIES = {
 }
 
 
-def parse_metrics(text: str) -> dict[str, float | None]:
-    seen: dict[str, float] = {}
+def samples(text: str):
+    """(series name, the line, value) of every sample line of Prometheus text."""
     for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
-        name = line.split("{", 1)[0].split(" ", 1)[0]
         try:
             value = float(line.rsplit(" ", 1)[1])
         except (IndexError, ValueError):
             continue
+        yield line.split("{", 1)[0].split(" ", 1)[0], line, value
+
+
+def parse_metrics(text: str) -> dict[str, float | None]:
+    seen: dict[str, float] = {}
+    for name, _, value in samples(text):
         seen[name] = seen.get(name, 0.0) + value
     out: dict[str, float | None] = {}
     for key, names in SERIES.items():
@@ -84,13 +89,8 @@ def spec_decode_counters(text: str) -> dict | None:
     totals = {key: 0.0 for key in SPEC}
     per_pos: dict[int, float] = {}
     seen = False
-    for line in text.splitlines():
-        if not line.startswith("vllm:spec_decode_"):
-            continue
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        try:
-            value = float(line.rsplit(" ", 1)[1])
-        except (IndexError, ValueError):
+    for name, line, value in samples(text):
+        if not name.startswith("vllm:spec_decode_"):
             continue
         for key, series in SPEC.items():
             if name == series:

@@ -151,15 +151,22 @@ def profile_new(root: Path, source: str, *, name: str | None = None, repo: str |
     if path.exists() and not force:
         raise SparkopsError(f"{path} exists", step="profile-new",
                             fix=f"`inv profile-new {source} --name OTHER`, or --force to replace it")
-    previous = path.read_text() if path.exists() else None
-    path.write_text(tomlkit.dumps(profile_document(repo, facts, source)))
-    if validate is not None:
-        try:
-            validate(name)
-        except ConfigError:
-            if previous is None:
-                path.unlink()
-            else:
-                path.write_text(previous)  # --force over a profile that validated: it stays as it was
-            raise
+    write_validated(path, tomlkit.dumps(profile_document(repo, facts, source)), validate)
     return path
+
+
+def write_validated(path: Path, text: str, validate=None) -> None:
+    """Write a profile, then `validate(its name)` (load_config); on ConfigError put back what was
+    there (nothing, or the profile --force replaced) and raise: a refused profile loses nothing."""
+    previous = path.read_text() if path.exists() else None
+    path.write_text(text)
+    if validate is None:
+        return
+    try:
+        validate(path.stem)
+    except ConfigError:
+        if previous is None:
+            path.unlink()
+        else:
+            path.write_text(previous)
+        raise

@@ -28,9 +28,10 @@ from pathlib import Path
 import tomlkit
 import yaml
 
-from sparkops.base.errors import ConfigError, SparkopsError
+from sparkops.base.errors import SparkopsError
 from sparkops.base.names import check_name
 from sparkops.base.paths import profiles_dir
+from sparkops.models.profile_new import write_validated
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # vLLM flag -> (profile key, type). Both spellings vLLM accepts.
@@ -234,16 +235,6 @@ def import_recipes(root: Path, source: str, *, name: str | None = None, force: b
         if path.exists() and not force:
             raise SparkopsError(f"{path} exists", step="recipe-import",
                                 fix="--name OTHER (one recipe), or --force to replace it")
-        previous = path.read_text() if path.exists() else None
-        path.write_text(profile_text(imp))
-        if validate is not None:
-            try:
-                validate(profile)
-            except ConfigError:
-                if previous is None:
-                    path.unlink()
-                else:
-                    path.write_text(previous)
-                raise
+        write_validated(path, profile_text(imp), validate)
         done.append((path, imp))
     return done
