@@ -65,9 +65,6 @@ class Stack:
         the same; the first member's stand for the stack's."""
         return self.members[0].cfg
 
-    def on(self, node: str) -> list[Member]:
-        return [m for m in self.members if m.node == node]
-
     def config_hash(self) -> str:
         """Identity of what is served: the members' own hashes, in order, with their placement."""
         text = json.dumps([[m.name, m.node, m.port, m.cfg.config_hash()] for m in self.members])
