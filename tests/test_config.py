@@ -325,14 +325,16 @@ def test_memfit_of_gpt_oss_120b_on_two_sparks_matches_the_hand_calculation(isola
     # Weights: 65.3 GB = 65.3e9 / 2^30 = 60.816 GiB, split over TP=2 -> 30.408 GiB per node.
     assert fit.weights_gib == pytest.approx(30.408, abs=1e-3)
     assert fit.overhead_gib == 3.0  # one rank per node
-    # KV per token per node: K and V (2) x 36 layers x ceil(8 KV heads / 2) x 64 dims x 2 bytes
-    # (dtype auto = bf16) = 36864 bytes = 36 KiB.
-    assert fit.kv_per_token_kib == 36.0
-    # One 32768-token sequence: 36864 x 32768 bytes = 1.125 GiB exactly.
-    assert fit.kv_one_seq_gib == 1.125
-    # Left for the KV cache: 101.15 - 30.408 - 3.0 = 67.742 GiB -> 60.2 full-length sequences.
+    # KV per node, fp8 (the profile's kv_cache_dtype): K and V (2) x ceil(8 KV heads / 2) x 64
+    # dims x 1 byte = 512 bytes a layer and token. The 18 full-attention layers keep all 32,768
+    # tokens; the 18 sliding-window ones (window 128) the window less one plus the tokens in
+    # flight (two batches of max_num_batched_tokens 8,192: async scheduling), 16,511, in blocks
+    # of 16 and one more: 16,528. One sequence: 512 x 18 x (32,768 + 16,528) = 454,311,936 bytes.
+    assert fit.kv_one_seq_gib == 454_311_936 / GIB
+    assert fit.kv_per_token_kib == 454_311_936 / 32768 / 1024  # averaged over the sequence: 13.54 KiB
+    # Left for the KV cache: 101.15 - 30.408 - 3.0 = 67.742 GiB -> 160.1 full-length sequences.
     assert fit.kv_room_gib == pytest.approx(67.742, abs=1e-3)
-    assert fit.full_length_seqs == pytest.approx(60.215, abs=1e-3)
+    assert fit.full_length_seqs == pytest.approx(67.742 / (454_311_936 / GIB), abs=1e-2)
     assert fit.nodes == 2
     assert fit.verdict == "fits"
     assert fit.reason == "67.7 GiB left for the KV cache"
@@ -349,8 +351,8 @@ def test_memfit_uses_gathered_node_memory_when_given(isolated_override):
 
 
 def test_memfit_fp8_kv_cache_halves_the_kv_size(isolated_override):
-    cfg = load_config("gpt-oss-120b", "spark-pair", root=ROOT, environ={}, sets=["serving.kv_cache_dtype=fp8"])
-    assert estimate(cfg.doc).kv_one_seq_gib == 1.125 / 2
+    cfg = load_config("gpt-oss-120b", "spark-pair", root=ROOT, environ={}, sets=["serving.kv_cache_dtype=auto"])
+    assert estimate(cfg.doc).kv_one_seq_gib == 2 * 454_311_936 / GIB  # bf16: twice the profile's fp8
 
 
 def test_memfit_single_node_holds_all_weights(isolated_override):
@@ -359,7 +361,7 @@ def test_memfit_single_node_holds_all_weights(isolated_override):
     assert fit.nodes == 1
     assert fit.weights_gib == pytest.approx(65.3e9 / GIB)
     # All 8 KV heads on the one rank: twice the TP=2 per-node KV.
-    assert fit.kv_one_seq_gib == 2.25
+    assert fit.kv_one_seq_gib == 2 * 454_311_936 / GIB
     assert math.isclose(fit.kv_room_gib, 101.15 - 65.3e9 / GIB - 3.0)
 
 

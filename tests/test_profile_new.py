@@ -48,8 +48,8 @@ def test_moe_model():
     f = facts("qwen3-30b-a3b")
     assert f.arch["moe"] and (f.arch["num_experts"], f.arch["experts_per_token"]) == (128, 8)
     assert (f.arch["num_layers"], f.arch["num_kv_heads"], f.arch["head_dim"]) == (48, 4, 128)
-    # 2 x 48 x 4 x 128 x 2 = 98,304 bytes a token.
-    assert kv_bytes_one_sequence(f.arch, 1000, 2) == 98_304_000
+    # 2 x 48 x 4 x 128 x 2 = 98,304 bytes a token; 1,000 tokens take 63 whole blocks of 16.
+    assert kv_bytes_one_sequence(f.arch, 1000, 2) == 98_304 * 1008
 
 
 def test_mla_model_keeps_one_compressed_latent_per_token():
@@ -61,7 +61,7 @@ def test_mla_model_keeps_one_compressed_latent_per_token():
     assert kv_bytes_one_sequence(f.arch, 4096, 2) == 70_272 * 4096
     assert kv_bytes_one_sequence(f.arch, 4096, 2, tp=2) == 70_272 * 4096
     # The 128 heads' K and V (192 and 128 wide) it replaces would be 61 x 128 x 320 x 2 = 4,997,120 bytes.
-    assert kv_bytes_one_sequence(f.arch, 1, 2) < 4_997_120 / 70
+    assert kv_bytes_one_sequence(f.arch, 16, 2) / 16 < 4_997_120 / 70
 
 
 def test_nvfp4_modelopt_checkpoint():
@@ -76,16 +76,22 @@ def test_mxfp4_model_with_sliding_window_layers():
     assert (f.arch["sliding_window"], f.arch["sliding_layers"], f.arch["num_layers"]) == (128, 12, 24)
     assert f.weights_gb == 13.8  # 13,761,264,768 bytes in its safetensors index
     # 2 x 8 heads x 64 x 2 bytes = 2,048 bytes a layer and token; 12 full layers keep 32,768
-    # tokens, 12 sliding ones 128: 2,048 x (12 x 32,768 + 12 x 128) = 808,452,096.
-    assert kv_bytes_one_sequence(f.arch, 32768, 2) == 808_452_096
-    assert kv_bytes_one_sequence(f.arch, 100, 2) == 2048 * 24 * 100  # shorter than the window: all keep all
+    # tokens; 12 sliding ones the window less one (127) in whole blocks of 16, and one block
+    # more (the window need not start at a block's edge): 9 blocks, 144 tokens.
+    # 2,048 x (12 x 32,768 + 12 x 144) = 808,845,312.
+    assert kv_bytes_one_sequence(f.arch, 32768, 2) == 808_845_312
+    # With 16,384 tokens in flight (two batches of 8,192: vLLM's default on a Spark, async
+    # scheduling) a sliding layer holds 127 + 16,384 = 16,511 tokens: 1,032 + 1 blocks, 16,528.
+    assert kv_bytes_one_sequence(f.arch, 32768, 2, in_flight=16384) == 2048 * (12 * 32768 + 12 * 16528)
+    # Shorter than the window: full layers 7 blocks (112 tokens), sliding ones 7 + 1 (128).
+    assert kv_bytes_one_sequence(f.arch, 100, 2) == 2048 * (12 * 112 + 12 * 128)
 
 
 def test_linear_and_hybrid_layers_are_left_out_of_the_cache_and_said():
     base = json.loads((DATA / "qwen3-30b-a3b" / "config.json").read_text())
     linear = parse({**base, "layer_types": ["linear_attention"] * 36 + ["full_attention"] * 12})
     assert linear.arch["linear_layers"] == 36 and "fixed-size state" in " ".join(linear.notes)
-    assert kv_bytes_one_sequence(linear.arch, 1000, 2) == 98_304_000 / 4  # 12 of 48 layers
+    assert kv_bytes_one_sequence(linear.arch, 1000, 2) == 98_304 * 1008 / 4  # 12 of 48 layers
     hybrid = parse({**base, "num_hidden_layers": 8, "hybrid_override_pattern": "M-M*M-M*"})
     assert hybrid.arch["linear_layers"] == 6 and "hybrid model: 2 of 8" in " ".join(hybrid.notes)
     with pytest.raises(ValueError, match="layer count"):
@@ -115,9 +121,9 @@ def test_a_folder_becomes_a_profile_that_validates_and_fits(root, isolated_overr
     assert cfg.model["repo"] == "openai/gpt-oss-20b" and cfg.model["weights_gb"] == 13.8
     assert cfg.model["arch"]["sliding_layers"] == 12 and cfg.serving["max_model_len"] == 32768
     fit = estimate(cfg.doc)
-    # The KV cache of one 32,768-token sequence at TP 2 (spark-pair): 4 KV heads a rank, so half
-    # of 808,452,096 bytes.
-    assert fit.kv_one_seq_gib == pytest.approx(808_452_096 / 2 / GIB)
+    # The KV cache of one 32,768-token sequence at TP 2 (spark-pair): 4 KV heads a rank, 1,024
+    # bytes a layer and token; the sliding layers hold 16,528 tokens (see above).
+    assert fit.kv_one_seq_gib == pytest.approx(1024 * (12 * 32768 + 12 * 16528) / GIB)
     assert fit.verdict == "fits"
     shipped = (root / "profiles" / "gpt-oss-20b.toml").read_text()
     with pytest.raises(SparkopsError, match="exists"):  # never over a profile (the preset), unless --force

@@ -10,11 +10,13 @@ counters of a known truth: 3 drafts a step, the first 2 accepted, so every step 
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 from test_bench_sweep import sweep
 
-from sparkops.apply.vllm_metrics import spec_decode_counters
+from sparkops.apply.vllm_metrics import samples, spec_decode_counters
 from sparkops.bench.measure.spec_decode import figures
 from sparkops.bench.measure.sweep import render_sweep
 from sparkops.bench.report.report import report
@@ -86,3 +88,67 @@ def test_a_server_that_does_not_speculate_records_none(tmp_path):
         doc, _ = sweep(srv.base_url, tmp_path, pp="64", tg="8", depth="0", runs=1)
     assert [c["spec_decode"] for c in doc["cells"]] == [None]
     assert "accepted/step" not in render_sweep(doc)
+
+
+# --- a real vLLM that speculates --------------------------------------------------------------
+# Recorded on vLLM 0.32.0's CPU build serving the smoke model with n-gram speculation (k = 3):
+#   vllm serve sparkops/smoke-tiny-llama --max-model-len 2048 \
+#     --speculative-config '{"method":"ngram","num_speculative_tokens":3,"prompt_lookup_max":4,"prompt_lookup_min":2}'
+# /metrics before and after a sweep (`bench --url ... --pp 128 --tg 64 --depth 0 --concurrency 1,2
+# --runs 2`, replies of exactly 64 tokens), trimmed to the series read here; the sweep's result
+# as it was written (tests/data/bench/ngram-cpu-0.32-sweep.json).
+RECORDED = Path(__file__).resolve().parent / "data"
+
+
+def recorded(name: str) -> str:
+    return (RECORDED / "vllm_metrics" / f"ngram-cpu-0.32-{name}.txt").read_text()
+
+
+def total(text: str, series: str) -> float:
+    return sum(value for name, _, value in samples(text) if name == series)
+
+
+def holds_vllm_s_invariants(f: dict, k: int = 3) -> None:
+    # n-gram drafts up to k tokens (fewer near the end of a match); a draft token is accepted
+    # only when every one before it was: per position the share cannot grow.
+    assert 0 < f["drafts"] and f["drafts"] <= f["draft_tokens"] <= k * f["drafts"]
+    assert f["accepted"] <= f["draft_tokens"]
+    assert len(f["per_position"]) == k
+    assert all(a >= b for a, b in zip(f["per_position"], f["per_position"][1:])), f["per_position"]
+    assert sum(f["per_position"]) * f["drafts"] == pytest.approx(f["accepted"], abs=k * f["drafts"] * 5e-5)
+    assert f["mean_acceptance_length"] == pytest.approx(1 + f["accepted"] / f["drafts"], abs=1e-4)
+
+
+def test_a_real_vllm_s_counters_are_read_as_it_defines_them():
+    before, after = recorded("before"), recorded("after")
+    f = figures(spec_decode_counters(before), spec_decode_counters(after))
+    holds_vllm_s_invariants(f)
+    # Known from the client's side: every request got 64 tokens; the first comes from the
+    # prefill, each later step emits 1 + what it accepted, and a step drafts at most once.
+    done = total(after, "vllm:request_success_total") - total(before, "vllm:request_success_total")
+    generated = total(after, "vllm:generation_tokens_total") - total(before, "vllm:generation_tokens_total")
+    assert done > 0 and generated == 64 * done
+    steps = generated - done - f["accepted"]
+    assert f["drafts"] <= steps
+
+
+def test_a_real_vllm_s_sweep_shows_its_acceptance_in_the_result_and_the_report(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    shutil.copy(RECORDED / "bench" / "ngram-cpu-0.32-sweep.json", results / "ngram.json")
+    doc = json.loads((results / "ngram.json").read_text())
+    validate(doc)
+    assert doc["provenance"]["vllm_version"] == "0.32.0"
+    before, after = spec_decode_counters(recorded("before")), spec_decode_counters(recorded("after"))
+    whole = figures(before, after)
+    for cell in doc["cells"]:
+        holds_vllm_s_invariants(cell["spec_decode"])
+    # The cells count only their measured runs: together at most what the server did in all.
+    assert sum(c["spec_decode"]["drafts"] for c in doc["cells"]) <= whole["drafts"]
+    assert sum(c["spec_decode"]["accepted"] for c in doc["cells"]) <= whole["accepted"]
+    text = render_sweep(doc, results / "ngram.json")
+    first = doc["cells"][0]["spec_decode"]["mean_acceptance_length"]
+    assert "accepted/step" in text and f"{first:.2f}" in text
+    report(results, tmp_path / "report")
+    compare = (tmp_path / "report" / "compare.md").read_text()
+    assert "accepted_per_step" in compare and "move with the content" in compare

@@ -87,6 +87,17 @@ class Config:
         # only when set otherwise: upgrading sparkops must not make a running deployment stale.
         for path, same in ADDED_LATER:
             _drop_if(served, path, same)
+        # Numbers that only feed the memory estimate serve nothing: correcting a profile's
+        # architecture numbers must not make its running deployment stale. (num_layers,
+        # num_kv_heads, head_dim, max_position_embeddings and moe are as descriptive, but they
+        # counted from the start; dropping them now would make every deployment stale once.)
+        model = served.get("model", {})
+        if set(model.get("arch", {})) & ESTIMATE_ONLY_ARCH or "draft_weights_gb" in model:
+            served["model"] = {k: v for k, v in model.items() if k != "draft_weights_gb"}
+            arch = {k: v for k, v in model.get("arch", {}).items() if k not in ESTIMATE_ONLY_ARCH}
+            served["model"].pop("arch", None)
+            if arch:
+                served["model"]["arch"] = arch
         text = json.dumps(served, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -131,6 +142,10 @@ def _drop_if(doc: dict, path: tuple[str, ...], value) -> None:
         if not doc[name]:
             del doc[name]
 
+
+# model.arch keys that only the memory estimate reads: see Config.config_hash.
+ESTIMATE_ONLY_ARCH = frozenset({"attention", "kv_lora_rank", "qk_rope_head_dim", "sliding_window", "sliding_layers",
+                                "linear_layers", "num_experts", "experts_per_token", "mtp_layers"})
 
 # (key path, default): see Config.config_hash.
 ADDED_LATER = ((("serving", "data_parallel"), 1), (("cluster", "docker", "run_as"), "user"),

@@ -48,6 +48,12 @@ def quantization_of(cfg: dict, quant_file: dict | None = None) -> str | None:
     fmt = str(qc.get("format") or "").lower()
     if "nvfp4" in algo or "nvfp4" in fmt or method == "modelopt_fp4":
         return "nvfp4"
+    if algo == "mixed_precision":
+        # ModelOpt's per-layer mix (vLLM: modelopt_mixed): name what it mixes, e.g. fp8+nvfp4.
+        layers = qc.get("quantized_layers") or {}
+        kinds = {str(v.get("quant_algo", "")).lower() for v in layers.values() if isinstance(v, dict)}
+        short = sorted({"nvfp4" if "nvfp4" in k else k for k in kinds if k})
+        return "+".join(short) if short else algo
     if method in ("modelopt", "") and algo:
         return algo  # fp8, w4a8_awq, ...
     if method == "compressed-tensors":
@@ -135,6 +141,14 @@ def parse(cfg: dict, index: dict | None = None, quant_file: dict | None = None,
         if per:
             arch["experts_per_token"] = int(per)
     arch |= _layers(text, layers, notes)
+    mtp = _first(text, "num_nextn_predict_layers", "mtp_num_hidden_layers")
+    if mtp:
+        arch["mtp_layers"] = int(mtp)  # an MTP speculative_config gives each a cache of its own
+    if isinstance(text.get("compress_ratios"), list):
+        # DeepSeek-V4: most layers keep a compressed cache (1/4 or 1/128 of the tokens, plus a
+        # sliding window and an indexer's keys); the estimate counts every layer uncompressed.
+        notes.append("compressed attention (compress_ratios): the KV estimate counts every layer uncompressed, "
+                     "an upper bound several times vLLM's own figure")
     total = ((index or {}).get("metadata") or {}).get("total_size")
     weights = round(int(total) / GB, 1) if total else (round(files_bytes / GB, 1) if files_bytes else None)
     if weights is None:
