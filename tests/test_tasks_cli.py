@@ -113,8 +113,8 @@ def test_plan_json_is_valid_json(inv):
 
 
 def test_plan_of_an_unknown_profile_lists_the_names(inv):
-    assert_user_error(inv("plan", "--profile", "nope", "--facts", "recorded"),
-                      "unknown profile 'nope'", "profiles: deepseek-v4-flash, gemma-2-27b-it, gpt-oss-120b", "`inv profiles`")
+    assert_user_error(inv("plan", "--profile", "nope", "--facts", "recorded"), "unknown profile 'nope'",
+                      "profiles: deepseek-v4-flash, gemma-2-27b-it, gpt-oss-120b", "`inv profiles`")
     assert_user_error(inv("plan", "--profile", "gpt-oss-12", "--facts", "recorded"),
                       "did you mean 'gpt-oss-120b'")
 

@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pytest
 from conftest import free_port
 
 from sparkops.node_scripts import smoke_model, vllm_cpu
+from sparkops.testing.processes import stop_group
 
 
 def test_fix_wheels_are_valid(tmp_path):
@@ -117,12 +117,7 @@ def smoke_server(vllm_venv, tmp_path_factory):
                 time.sleep(0.5)
         yield base
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
         log.close()
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from sparkops.testing.processes import stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 TOYS = ROOT / "tests" / "data" / "vllm_toys"
@@ -88,10 +89,4 @@ def reserved(kind: str, venv: Path, timeout_s: float = 420) -> Reserved:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
             raise RuntimeError(f"vLLM never logged the KV capacity of the {kind} toy (exit {proc.poll()}):\n{tail}")
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            stop_group(proc)
