@@ -107,7 +107,8 @@ def check_against_model(cfg, cells: dict[int, dict]) -> None:
         assert tpot_ms == pytest.approx(itl_ms, rel=TOLERANCE), (c, tpot_ms, itl_ms)
 
 
-def test_the_fake_knows_every_flag_the_planner_passes_and_refuses_others(fake_vllm_venv, tmp_path):
+def test_the_fake_knows_every_flag_the_planner_passes_and_refuses_others(fake_vllm_venv, tmp_path,
+                                                                          isolated_override):
     """The flag list sparkops' preflight reads from `vllm serve --help=all`, and argparse's refusal."""
     vllm = str(fake_vllm_venv / "bin" / "vllm")
     helped = subprocess.run([vllm, "serve", "--help=all"], capture_output=True, text=True, timeout=30)
@@ -121,6 +122,11 @@ def test_the_fake_knows_every_flag_the_planner_passes_and_refuses_others(fake_vl
         cfg = load_config(profile, cluster, sets=sets, environ={})
         used = {a for a in serve_argv(cfg) if a.startswith("--")}
         assert used <= known, used - known
+    root = Path(__file__).resolve().parent.parent
+    for path in sorted((root / "profiles").glob("*.toml")):  # every preset's flags, as shipped
+        used = {a for a in serve_argv(load_config(path.stem, "spark-pair", root=root, environ={}))
+                if a.startswith("--")}
+        assert used <= known, (path.stem, used - known)
     assert {"--nnodes", "--node-rank", "--master-addr", "--headless", "--data-parallel-size",
             "--distributed-executor-backend", "--api-key", "--seed"} <= known
     wrong = subprocess.run([vllm, "serve", "m", "--max-num-seq", "4"], capture_output=True, text=True, timeout=30)

@@ -35,6 +35,9 @@ def parser() -> argparse.ArgumentParser:
     api.add_argument("--disable-log-stats", action="store_true", help="Disable logging statistics.")
     api.add_argument("--chat-template", default=None, help="The file path to the chat template.")
     api.add_argument("--headless", action="store_true", help="Run in headless mode (no API server).")
+    api.add_argument("--enable-auto-tool-choice", action=BOOL, default=False,
+                     help="Enable auto tool choice for supported models.")
+    api.add_argument("--tool-call-parser", default=None, help="Select the tool call parser.")
     model = p.add_argument_group("ModelConfig")
     model.add_argument("--model", default=None, help="Name or path of the Hugging Face model to use.")
     model.add_argument("--tokenizer", default=None, help="Name or path of the Hugging Face tokenizer to use.")
@@ -49,6 +52,7 @@ def parser() -> argparse.ArgumentParser:
                        help="Always use eager-mode PyTorch (no CUDA graphs).")
     model.add_argument("--max-logprobs", type=int, default=20, help="Maximum number of log probabilities.")
     model.add_argument("--generation-config", default="auto", help="The folder path to the generation config.")
+    model.add_argument("--tokenizer-mode", default="auto", help="Tokenizer mode.")
     load = p.add_argument_group("LoadConfig")
     load.add_argument("--load-format", default="auto", help="The format of the model weights to load.")
     load.add_argument("--download-dir", default=None, help="Directory to download and load the weights.")
@@ -81,6 +85,8 @@ def parser() -> argparse.ArgumentParser:
     cache.add_argument("--swap-space", type=float, default=4, help="Size of the CPU swap space per GPU (GiB).")
     cache.add_argument("--enable-prefix-caching", action=BOOL, default=None, help="Whether to enable prefix caching.")
     cache.add_argument("--cpu-offload-gb", type=float, default=0, help="The space in GiB to offload to CPU.")
+    cache.add_argument("--mamba-ssm-cache-dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
+                       help="Data type of the Mamba SSM state cache.")
     sched = p.add_argument_group("SchedulerConfig")
     sched.add_argument("--max-num-seqs", type=int, default=None,
                        help="Maximum number of sequences to be processed in a single iteration.")
@@ -92,6 +98,13 @@ def parser() -> argparse.ArgumentParser:
     spec.add_argument("--speculative-config", default=None, help="The configurations for speculative decoding (JSON).")
     comp = p.add_argument_group("CompilationConfig")
     comp.add_argument("--compilation-config", "-O", default=None, help="torch.compile and cudagraph configuration.")
+    comp.add_argument("--max-cudagraph-capture-size", type=int, default=None, help="Largest CUDA graph batch size.")
+    attn = p.add_argument_group("AttentionConfig")
+    attn.add_argument("--attention-backend", default=None, help="Attention backend.")
+    kernel = p.add_argument_group("KernelConfig")
+    kernel.add_argument("--moe-backend", default="auto", help="MoE kernel backend.")
+    reasoning = p.add_argument_group("StructuredOutputsConfig")
+    reasoning.add_argument("--reasoning-parser", default="", help="Select the reasoning parser.")
     return p
 
 
