@@ -6,20 +6,23 @@ The numbers each yields, and the KV cache the memory fit computes from them, are
 against values worked out by hand from the files (in the comments)."""
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
+import tomlkit
 
 from sparkops.base.errors import ConfigError, SparkopsError
 from sparkops.config import load_config
 from sparkops.config.memfit import GIB, estimate, kv_bytes_one_sequence
 from sparkops.models.hf_config import parse
-from sparkops.models.profile_new import profile_new
+from sparkops.models.profile_new import profile_document, profile_new
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "hf_configs"
@@ -179,3 +182,54 @@ def test_from_the_hugging_face_cache_on_the_command_line(root, tmp_path):
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert "not in the Hugging Face cache" in missing.stderr
+
+
+class _Hub(http.server.BaseHTTPRequestHandler):
+    """The Hub's model-info route (GET /api/models/ORG/NAME) for two repos; 404 for others."""
+    asked: list[str] = []
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        type(self).asked.append(self.path)
+        gated = {"/api/models/org/licensed": "manual", "/api/models/org/open": False}
+        if self.path not in gated:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "RepoNotFound")
+            self.end_headers()
+            return
+        body = json.dumps({"id": self.path.split("/api/models/")[1], "sha": "0" * 40, "private": False,
+                           "gated": gated[self.path], "siblings": []}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_whether_a_repo_is_gated_is_asked_of_the_hub(tmp_path):
+    """huggingface_hub's own model_info against a stand-in for the Hub's route (HF_ENDPOINT):
+    "manual" is gated, false is not, and a repo it does not know, or no Hub at all (offline),
+    leaves the answer unknown: the profile then says so."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        def ask(repo: str, **extra: str) -> str:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+            env |= {"HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}", "HF_HOME": str(tmp_path)} | extra
+            done = subprocess.run([sys.executable, "-c", "from sparkops.models.profile_new import gated_on_hub; "
+                                   f"print(gated_on_hub({repo!r}, None))"], cwd=ROOT, env=env,
+                                  capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+            return done.stdout.strip()
+        assert ask("org/licensed") == "True" and ask("org/open") == "False" and ask("org/missing") == "None"
+        asked = len(_Hub.asked)
+        assert ask("org/licensed", HF_HUB_OFFLINE="1") == "None" and len(_Hub.asked) == asked  # not even asked
+    finally:
+        server.shutdown()
+    facts = parse(json.loads((DATA / "qwen2.5-7b-instruct" / "config.json").read_text()))
+    licensed = profile_document("org/licensed", facts, "org/licensed", gated=True)
+    assert licensed["model"]["gated"] is True and "accept the license" in tomlkit.dumps(licensed)
+    unknown = tomlkit.dumps(profile_document("org/x", facts, "org/x", gated=None))
+    assert "gated = false # not known" in unknown

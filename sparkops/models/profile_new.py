@@ -4,7 +4,8 @@ SOURCE is a folder holding the model's config.json (a download, a copy from anot
 or a Hugging Face repo id: its files come from the head's Hugging Face cache when they are
 there, else from the Hub with the token of the configuration (huggingface_hub; with
 HF_HUB_OFFLINE=1 only the cache). Read: config.json, model.safetensors.index.json (the weights'
-real size, whatever their quantization), hf_quant_config.json (ModelOpt's NVFP4/FP8). Written:
+real size, whatever their quantization), hf_quant_config.json (ModelOpt's NVFP4/FP8). For a repo id, asked
+of the Hub when it can be reached: whether the model is gated. Written:
 profiles/NAME.toml with the architecture numbers the memory fit needs, the weights' size, the
 checkpoint's quantization (vLLM reads it from config.json itself: no flag), serving defaults for
 a Spark and every estimate the numbers involve, in comments. The profile is validated before the
@@ -79,13 +80,28 @@ def from_hub(repo: str, token: str | None) -> tuple[dict, dict | None, dict | No
     return fetch(CONFIG, True) or {}, fetch(INDEX, False), fetch(QUANT, False), None
 
 
+def gated_on_hub(repo: str, token: str | None) -> bool | None:
+    """Whether the Hub asks to accept a license before the files download (its model info's
+    `gated`: false, "auto" or "manual"); None when it cannot be asked (offline, unreachable, no
+    such repo for this token). Never an error: the files, not this answer, make the profile."""
+    from huggingface_hub import HfApi, constants
+
+    if constants.HF_HUB_OFFLINE:
+        return None
+    try:
+        info = HfApi(token=token).model_info(repo, timeout=10)
+    except Exception:  # noqa: BLE001 - any failure to ask leaves the answer unknown, said so
+        return None
+    return bool(info.gated)
+
+
 def _noted(value, comment: str):
     item = tomlkit.item(value)
     item.comment(comment)
     return item
 
 
-def profile_document(repo: str, facts: ModelFacts, source: str) -> tomlkit.TOMLDocument:
+def profile_document(repo: str, facts: ModelFacts, source: str, gated: bool | None = None) -> tomlkit.TOMLDocument:
     doc = tomlkit.document()
     doc.add(tomlkit.comment(f"Written by `inv profile-new {source}` from the model's own files: review it."))
     for note in facts.notes:
@@ -100,7 +116,11 @@ def profile_document(repo: str, facts: ModelFacts, source: str) -> tomlkit.TOMLD
     doc["profile"] = profile
     model = tomlkit.table()
     model["repo"] = repo
-    model["gated"] = _noted(False, "not known from the files: true if the Hub asks to accept a license")
+    if gated is None:
+        model["gated"] = _noted(False, "not known (the Hub was not asked, or did not answer): "
+                                       "true if it asks to accept a license")
+    else:
+        model["gated"] = _noted(gated, "as the Hub says" + (": accept the license on its page" if gated else ""))
     if facts.weights_gb:
         model["download_gb"] = facts.weights_gb
         model["weights_gb"] = _noted(facts.weights_gb, "the safetensors' real size: quantized weights as stored")
@@ -127,6 +147,7 @@ def profile_new(root: Path, source: str, *, name: str | None = None, repo: str |
     """Write profiles/NAME.toml from SOURCE (a folder, or a repo id); `validate(name)` loads it
     (load_config) and raises ConfigError when it cannot run: then the file is removed."""
     folder = Path(source).expanduser()
+    gated = None
     if folder.is_dir():
         cfg, index, quant, files = from_folder(folder)
         named = cfg.get("_name_or_path")
@@ -137,6 +158,7 @@ def profile_new(root: Path, source: str, *, name: str | None = None, repo: str |
     elif REPO_ID.match(source):
         repo = repo or source
         cfg, index, quant, files = from_hub(source, token)
+        gated = gated_on_hub(repo, token)
     else:
         raise SparkopsError(f"{source!r} is neither a folder nor a Hugging Face repo id (ORG/NAME)",
                             step="profile-new")
@@ -151,7 +173,8 @@ def profile_new(root: Path, source: str, *, name: str | None = None, repo: str |
     if path.exists() and not force:
         raise SparkopsError(f"{path} exists", step="profile-new",
                             fix=f"`inv profile-new {source} --name OTHER`, or --force to replace it")
-    write_validated(path, tomlkit.dumps(profile_document(repo, facts, source)), validate)
+    document = profile_document(repo, facts, source, gated)
+    write_validated(path, tomlkit.dumps(document), validate)
     return path
 
 
