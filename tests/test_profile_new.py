@@ -71,6 +71,14 @@ def test_nvfp4_modelopt_checkpoint():
     f = facts("minimax-m2.5-nvfp4")
     assert f.quantization == "nvfp4" and f.architecture == "MiniMaxM2ForCausalLM"
     assert f.arch["moe"] and f.arch["num_experts"] == 256
+    # kv_cache_quant_algo FP8 in hf_quant_config.json (and kv_cache_scheme 8-bit float in
+    # config.json): its profile serves an fp8 KV cache; a checkpoint without scales keeps vLLM's.
+    assert f.kv_cache_fp8 and not facts("gpt-oss-20b").kv_cache_fp8 and not facts("deepseek-v3").kv_cache_fp8
+    cfg = json.loads((DATA / "minimax-m2.5-nvfp4" / "config.json").read_text())
+    assert parse(cfg).kv_cache_fp8  # config.json alone says it too
+    written = tomlkit.dumps(profile_document("nvidia/MiniMax-M2.5-NVFP4", f, "x"))
+    assert 'kv_cache_dtype = "fp8" # the checkpoint ships FP8 KV-cache scales' in written
+    assert "kv_cache_dtype" not in tomlkit.dumps(profile_document("openai/gpt-oss-20b", facts("gpt-oss-20b"), "x"))
 
 
 def test_mxfp4_model_with_sliding_window_layers():

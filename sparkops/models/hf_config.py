@@ -22,6 +22,7 @@ class ModelFacts:
     architecture: str  # architectures[0], e.g. Qwen2ForCausalLM
     model_type: str
     notes: list[str] = field(default_factory=list)
+    kv_cache_fp8: bool = False  # the checkpoint ships FP8 KV-cache scales (its quantizer calibrated them)
 
 
 def _first(cfg: dict, *names: str):
@@ -67,6 +68,16 @@ def quantization_of(cfg: dict, quant_file: dict | None = None) -> str | None:
             return "int4"
         return "compressed-tensors"
     return method or None
+
+
+def kv_cache_fp8(cfg: dict, quant_file: dict | None = None) -> bool:
+    """Does the checkpoint come with an FP8 KV cache's scales? ModelOpt says so as
+    kv_cache_quant_algo FP8 (hf_quant_config.json), compressed-tensors and ModelOpt's config.json
+    as a kv_cache_scheme of 8-bit floats."""
+    algo = str(((quant_file or {}).get("quantization") or {}).get("kv_cache_quant_algo") or "")
+    scheme = (cfg.get("quantization_config") or {}).get("kv_cache_scheme") or {}
+    return algo.upper() == "FP8" or (isinstance(scheme, dict) and scheme.get("num_bits") == 8
+                                     and scheme.get("type") == "float")
 
 
 def _layers(text: dict, layers: int, notes: list[str]) -> dict:
@@ -156,4 +167,5 @@ def parse(cfg: dict, index: dict | None = None, quant_file: dict | None = None,
                      "for the memory fit")
     architecture = (cfg.get("architectures") or ["?"])[0]
     return ModelFacts(arch, weights, quantization_of(cfg, quant_file), _first(text, "torch_dtype", "dtype"),
-                      architecture, str(text.get("model_type") or cfg.get("model_type") or "?"), notes)
+                      architecture, str(text.get("model_type") or cfg.get("model_type") or "?"), notes,
+                      kv_cache_fp8(cfg, quant_file))

@@ -138,6 +138,8 @@ def profile_document(repo: str, facts: ModelFacts, source: str, gated: bool | No
                                       f"the model takes up to {positions}; raise it if the memory fit allows")
     if facts.arch.get("moe"):
         serving["expert_parallel"] = True
+    if facts.kv_cache_fp8:
+        serving["kv_cache_dtype"] = _noted("fp8", "the checkpoint ships FP8 KV-cache scales: half the cache of bf16")
     doc["serving"] = serving
     return doc
 
