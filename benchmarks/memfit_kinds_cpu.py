@@ -28,18 +28,10 @@ from _checks import fail
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sparkops.config.memfit import kv_bytes_one_sequence
-from sparkops.models.hf_config import parse
 from sparkops.testing import vllm_kv
 
 ROOT = Path(__file__).resolve().parents[1]
 EXACT_WITHIN = 0.0005
-
-
-def estimate(kind: str) -> tuple[dict, float]:
-    arch = parse(json.loads((vllm_kv.TOYS / kind / "config.json").read_text())).arch
-    return arch, kv_bytes_one_sequence(arch, vllm_kv.MAX_MODEL_LEN, 2, in_flight=vllm_kv.BATCHED_TOKENS,
-                                       block=vllm_kv.CPU_BLOCK)
 
 
 def main() -> None:
@@ -53,7 +45,7 @@ def main() -> None:
     for kind in vllm_kv.kinds():
         print(f"{kind}: starting vLLM {version} (CPU) on the toy ...", flush=True)
         got = vllm_kv.reserved(kind, args.venv)
-        arch, ours = estimate(kind)
+        arch, ours = vllm_kv.estimate(kind)
         error = ours / got.bytes_per_request - 1
         cases.append({"kind": kind, "arch": arch, "vllm_line": got.line,
                       "vllm_bytes_per_request": round(got.bytes_per_request), "estimate_bytes": ours,

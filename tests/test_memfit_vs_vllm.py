@@ -22,7 +22,6 @@ import pytest
 
 from sparkops.config import load_config
 from sparkops.config.memfit import GIB, kv_bytes_one_sequence
-from sparkops.models.hf_config import parse
 from sparkops.testing import vllm_kv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,19 +66,11 @@ def test_the_kv_cache_per_token_is_vllm_s_own(tmp_path, isolated_override):
 RECORDED = ROOT / "benchmarks" / "results" / "memfit_kinds_cpu.json"
 
 
-def toy_estimate(kind: str) -> float:
-    arch = parse(json.loads((vllm_kv.TOYS / kind / "config.json").read_text())).arch
-    # The CPU build: blocks of 128 tokens, one batch of 256 tokens in flight (it schedules
-    # synchronously: with two batches the windowed layers would hold 768 tokens, not 512).
-    return kv_bytes_one_sequence(arch, vllm_kv.MAX_MODEL_LEN, 2, in_flight=vllm_kv.BATCHED_TOKENS,
-                                 block=vllm_kv.CPU_BLOCK)
-
-
 def test_every_kind_of_attention_against_vllm_s_recorded_reservation():
     cases = {c["kind"]: c for c in json.loads(RECORDED.read_text())["cases"]}
     assert set(cases) == set(vllm_kv.kinds())  # every toy was recorded
     for kind, case in cases.items():
-        ours, vllm = toy_estimate(kind), case["vllm_bytes_per_request"]
+        ours, vllm = vllm_kv.estimate(kind)[1], case["vllm_bytes_per_request"]
         if kind == "linear-hybrid":
             # The linear layers' fixed state is left out: 3 layers of one 64 KiB page each here
             # (vLLM pads a state page to the attention page); the full layer's part is exact.
@@ -94,5 +85,5 @@ def test_a_windowed_model_reserves_what_the_estimate_says(vllm_venv):
     got = vllm_kv.reserved("sliding-half", vllm_venv)
     # 4 layers x 2 KV heads x 32 x 2 (K, V) x 2 bytes: 2 full layers x 2,048 tokens and 2
     # windowed ones x (127 + 256 in flight -> 3 blocks + 1) x 128 = 512 tokens.
-    assert toy_estimate("sliding-half") == 256 * (2 * 2048 + 2 * 512)
-    assert toy_estimate("sliding-half") == pytest.approx(got.bytes_per_request, rel=5e-4), got.line
+    assert vllm_kv.estimate("sliding-half")[1] == 256 * (2 * 2048 + 2 * 512)
+    assert vllm_kv.estimate("sliding-half")[1] == pytest.approx(got.bytes_per_request, rel=5e-4), got.line

@@ -48,17 +48,26 @@ def test_vllm_knows_every_flag_a_preset_s_plan_gives_it(name, isolated_override)
     assert flags and all(used <= known for used in flags.values()), {n: u - known for n, u in flags.items()}
 
 
+CITED = ("kv_cache_dtype", "max_num_seqs", "gpu_memory_utilization", "speculative_config", "max_num_batched_tokens",
+         "extra_args")
+
+
 @pytest.mark.parametrize("name", sorted(set(PRESETS) - {"gpt-oss-20b"}))
 def test_every_community_setting_says_where_it_comes_from(name):
-    text = (ROOT / "profiles" / f"{name}.toml").read_text()
-    assert "spark-arena/recipe-registry" in text and "tests/data/hf_configs" in text
-    for line in text.splitlines():
-        key = line.split("=", 1)[0].strip()
-        if key in ("kv_cache_dtype", "max_num_seqs", "gpu_memory_utilization", "speculative_config",
-                   "max_num_batched_tokens", "extra_args"):
-            index = text.splitlines().index(line)
-            said = line + "\n".join(text.splitlines()[max(0, index - 6):index])
-            assert "RECIPE" in said or "PEERS" in said, (name, key)
+    """Each such setting carries its source on its own line or in the comment block right above
+    it (RECIPE: the recipe named at the top; PEERS: the community's collected runs)."""
+    lines = (ROOT / "profiles" / f"{name}.toml").read_text().splitlines()
+    assert "spark-arena/recipe-registry" in "\n".join(lines) and "tests/data/hf_configs" in "\n".join(lines)
+    for i, line in enumerate(lines):
+        if line.split("=", 1)[0].strip() not in CITED:
+            continue
+        above = []
+        for prior in reversed(lines[:i]):
+            if not prior.startswith("#"):
+                break
+            above.append(prior)
+        said = line.partition("#")[2] + " ".join(above)
+        assert "RECIPE" in said or "PEERS" in said, (name, line)
 
 
 def test_the_mtp_preset_keeps_a_cache_for_its_draft_layer(isolated_override):

@@ -91,13 +91,9 @@ class Config:
         # architecture numbers must not make its running deployment stale. (num_layers,
         # num_kv_heads, head_dim, max_position_embeddings and moe are as descriptive, but they
         # counted from the start; dropping them now would make every deployment stale once.)
-        model = served.get("model", {})
-        if set(model.get("arch", {})) & ESTIMATE_ONLY_ARCH or "draft_weights_gb" in model:
-            served["model"] = {k: v for k, v in model.items() if k != "draft_weights_gb"}
-            arch = {k: v for k, v in model.get("arch", {}).items() if k not in ESTIMATE_ONLY_ARCH}
-            served["model"].pop("arch", None)
-            if arch:
-                served["model"]["arch"] = arch
+        model = {k: v for k, v in served["model"].items() if k not in ("arch", "draft_weights_gb")}
+        arch = {k: v for k, v in served["model"].get("arch", {}).items() if k not in ESTIMATE_ONLY_ARCH}
+        served["model"] = model | ({"arch": arch} if arch else {})
         text = json.dumps(served, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

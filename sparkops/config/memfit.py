@@ -73,7 +73,6 @@ BLOCK_TOKENS = 16
 DEFAULT_BATCHED_TOKENS = 8192
 
 
-
 def kv_bytes_one_sequence(arch: dict, tokens: int, dtype_bytes: float, tp: int = 1, pp: int = 1,
                           in_flight: int = 0, draft_layers: int = 0, block: int = BLOCK_TOKENS) -> float | None:
     """The KV cache one sequence of `tokens` takes on one rank, by the kind of attention

@@ -7,6 +7,7 @@ benchmarks/memfit_kinds_cpu.py compare that with the memory fit's estimate.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sparkops.config.memfit import kv_bytes_one_sequence
+from sparkops.models.hf_config import parse
 from sparkops.testing.processes import stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +44,17 @@ class Reserved:
     @property
     def bytes_per_request(self) -> float:
         return KV_SPACE_GIB * 2 ** 30 / self.concurrency
+
+
+def estimate(kind: str) -> tuple[dict, float]:
+    """The toy's model.arch as profile-new reads it, and the memory fit's bytes for one request
+    on the CPU build: blocks of 128 tokens, one batch in flight (it schedules synchronously;
+    with two batches the windowed layers would hold 768 tokens, not 512)."""
+    arch = parse(json.loads((TOYS / kind / "config.json").read_text())).arch
+    ours = kv_bytes_one_sequence(arch, MAX_MODEL_LEN, 2, in_flight=BATCHED_TOKENS, block=CPU_BLOCK)
+    if ours is None:
+        raise ValueError(f"the {kind} toy's config.json lacks the numbers the estimate needs")
+    return arch, ours
 
 
 def kinds() -> list[str]:

@@ -293,6 +293,7 @@ def render_sweep(doc: dict, path: Path | None = None) -> str:
             f"latency {sw['latency_mode']} {sw['latency_ms']:.1f} ms, tokens counted by {sw['tokenizer']}) of "
             f"{p.get('served_model_name')} [profile {p.get('profile') or '-'}, vLLM {p.get('vllm_version') or '?'}] "
             f"at {p.get('api_url')}")
+    speculating = any(c.get("spec_decode") for c in doc["cells"])
     rows = []
     for c in doc["cells"]:
         row = {"cell": c["id"], "status": c["status"] if c["status"] == "ok" else c["status"].upper()}
@@ -307,19 +308,19 @@ def render_sweep(doc: dict, path: Path | None = None) -> str:
                     "TTFT p50 ms": _fmt(s.get("median_ttft_ms")), "TTFT p99 ms": _fmt(s.get("p99_ttft_ms")),
                     "TPOT p50 ms": _fmt(s.get("median_tpot_ms"), 2)}
         spec = c.get("spec_decode")
-        if any(x.get("spec_decode") for x in doc["cells"]):
+        if speculating:
             row["accepted/step"] = (f"{spec['mean_acceptance_length']:.2f}"
                                     if spec and spec["mean_acceptance_length"] is not None else "-")
         row["note"] = c["reason"] or ""
         rows.append(row)
-    cols = list(dict.fromkeys(k for r in rows for k in r)) if rows else ["cell"]
+    cols = list(rows[0]) if rows else ["cell"]
     out = [head, text_table(rows, cols, headers={c: c for c in cols}, indent="  ")]
     if speed_only(doc):
         out.append(f"  NOTE: {SPEED_ONLY_NOTE}")
     if doc["status"] != "ok":
         out.append(f"FAILED: {doc['reason']}")
     out += [f"  WARNING: {w}" for w in doc["warnings"]]
-    if any(c.get("spec_decode") for c in doc["cells"]):
+    if speculating:
         out.append(f"  NOTE: {SPEC_NOTE}")
     if not sw["complete"]:
         out.append("  (incomplete: --resume continues it)")
